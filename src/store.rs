@@ -1,0 +1,668 @@
+//! The store (sled): the journal of accepted operations, the current SCIM
+//! snapshot of every resource, its indexes, and the link from each SCIM id
+//! to its directory entry.
+//!
+//! Everything lives in one sled tree under one-byte key prefixes, so that
+//! one accepted write — snapshot, index changes, journal entry and pending
+//! marker — is one atomic `apply_batch`:
+//!
+//! | prefix | key                         | value                              |
+//! |--------|-----------------------------|------------------------------------|
+//! | `m`    | `m` name                    | metadata (format version, last seq)|
+//! | `j`    | `j` seq (u64 big-endian)    | [`JournalEntry`] JSON              |
+//! | `q`    | `q` seq                     | pending: not yet applied           |
+//! | `f`    | `f` seq                     | parked: [`Failure`] JSON           |
+//! | `r`    | `r` kind id                 | the resource's SCIM JSON           |
+//! | `i`    | `i` kind attr-no value 0 id | index entry (empty value)          |
+//! | `l`    | `l` kind id                 | [`Link`] JSON                      |
+//!
+//! Integer keys are big-endian so that sled's byte order is numeric order.
+//! A write is acknowledged only after [`Store::commit`] has seen it flushed
+//! to disk; concurrent writers share one flush (group commit).
+//!
+//! Architecture invariant: the store knows SCIM JSON and journal entries,
+//! never LDAP, HTTP or the mapping.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::sync::watch;
+
+/// Bumped whenever the on-disk layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store: corrupt record {0}: {1}")]
+    Corrupt(String, String),
+    #[error("store at {path} has format version {found}, this scim2ldap reads version {FORMAT_VERSION}")]
+    Version { path: String, found: String },
+    #[error("store: the flusher thread has stopped")]
+    FlusherGone,
+}
+
+/// The two SCIM resource types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    fn byte(self) -> u8 {
+        match self {
+            Kind::User => b'u',
+            Kind::Group => b'g',
+        }
+    }
+    /// The indexed attributes of this kind: (name, case-insensitive, unique).
+    pub fn indexes(self) -> &'static [IndexDef] {
+        match self {
+            Kind::User => &[
+                IndexDef { attr: "userName", case_insensitive: true, unique: true },
+                IndexDef { attr: "externalId", case_insensitive: false, unique: false },
+                IndexDef { attr: "emails.value", case_insensitive: true, unique: false },
+            ],
+            Kind::Group => &[
+                IndexDef { attr: "displayName", case_insensitive: true, unique: false },
+                IndexDef { attr: "externalId", case_insensitive: false, unique: false },
+            ],
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct IndexDef {
+    pub attr: &'static str,
+    pub case_insensitive: bool,
+    pub unique: bool,
+}
+
+/// What an accepted write asks of the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Make the entry match `snapshot` (create or update).
+    Upsert,
+    /// Remove the resource; `snapshot` is its last state, so the writer can
+    /// find the entry even if it was never linked.
+    Delete,
+}
+
+/// One accepted operation. Immutable once written; its state lives in the
+/// `q` / `f` keys so that changing state never rewrites the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: u64,
+    /// RFC 3339 time of acceptance.
+    pub at: String,
+    pub kind: Kind,
+    pub id: String,
+    pub op: Op,
+    /// The full SCIM resource after the operation (before it, for Delete):
+    /// the writer converges the directory to this, which makes applying an
+    /// entry twice harmless.
+    pub snapshot: Value,
+}
+
+/// Why the writer parked an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// LDAP result code, when the directory answered.
+    pub code: Option<u32>,
+    pub message: String,
+    pub at: String,
+}
+
+/// The directory entry a resource is linked to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Link {
+    pub dn: String,
+    /// The directory's stable identifier (entryUUID / objectGUID), when read.
+    pub uuid: Option<String>,
+}
+
+/// State of a journal entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryState {
+    Pending,
+    Applied,
+    Failed(Failure),
+}
+
+/// A write refused by the store's own rules.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("{attr} {value:?} is already used by another {kind}")]
+    Conflict { kind: &'static str, attr: &'static str, value: String },
+    #[error("no such resource")]
+    NotFound,
+    #[error("version mismatch: the resource is at {current}")]
+    VersionMismatch { current: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    tree: sled::Tree,
+    /// Serialises seq allocation and the read-check-write of uniqueness.
+    write_lock: Mutex<u64>,
+    commit: Arc<GroupCommit>,
+    /// Joined on drop, so that the database is closed (and its lock
+    /// released) when the last handle goes.
+    flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Group commit: writers record the seq they need durable and wait; one
+/// thread flushes for all of them.
+struct GroupCommit {
+    state: Mutex<CommitState>,
+    wake: Condvar,
+    flushed_tx: watch::Sender<u64>,
+}
+
+struct CommitState {
+    wanted: u64,
+    stop: bool,
+    error: Option<String>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let mut s = self.commit.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.stop = true;
+        self.commit.wake.notify_all();
+        drop(s);
+        if let Some(h) = self.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn key(prefix: u8, rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + rest.len());
+    k.push(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
+fn seq_key(prefix: u8, seq: u64) -> Vec<u8> {
+    key(prefix, &seq.to_be_bytes())
+}
+
+fn res_key(prefix: u8, kind: Kind, id: &str) -> Vec<u8> {
+    let mut k = vec![prefix, kind.byte()];
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
+fn index_prefix(kind: Kind, n: usize, value: &str) -> Vec<u8> {
+    let mut k = vec![b'i', kind.byte(), n as u8];
+    k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn seq_of(k: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&k[1..9]);
+    u64::from_be_bytes(b)
+}
+
+/// The values of an indexed attribute in a resource, normalised.
+fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut parts = def.attr.split('.');
+    let top = parts.next().unwrap_or_default();
+    let sub = parts.next();
+    let Some(v) = get_ci(resource, top) else { return out };
+    let mut push = |s: &str| {
+        // NUL separates value from id in the key; such values are refused
+        // before they get here, and are not indexed if they do.
+        if !s.contains('\0') {
+            out.push(if def.case_insensitive { s.to_lowercase() } else { s.to_string() });
+        }
+    };
+    match (v, sub) {
+        (Value::String(s), None) => push(s),
+        (Value::Array(items), Some(sub)) => {
+            for item in items {
+                if let Some(Value::String(s)) = get_ci(item, sub) {
+                    push(s);
+                }
+            }
+        }
+        _ => {}
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Case-insensitive member lookup, as SCIM attribute names are.
+pub fn get_ci<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` and starts its flusher thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        let tree = db.open_tree("scim2ldap")?;
+        match tree.get(b"mformat")? {
+            None => {
+                tree.insert(b"mformat", FORMAT_VERSION.to_string().as_bytes())?;
+                tree.flush()?;
+            }
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Version {
+                    path: path.display().to_string(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                })
+            }
+        }
+        let last = match tree.get(b"mseq")? {
+            Some(v) => String::from_utf8_lossy(&v)
+                .parse()
+                .map_err(|_| StoreError::Corrupt("mseq".into(), String::from_utf8_lossy(&v).into()))?,
+            None => 0,
+        };
+        let (flushed_tx, _) = watch::channel(last);
+        let commit = Arc::new(GroupCommit {
+            state: Mutex::new(CommitState { wanted: 0, stop: false, error: None }),
+            wake: Condvar::new(),
+            flushed_tx,
+        });
+        let handle = {
+            let (db, commit) = (db.clone(), commit.clone());
+            std::thread::Builder::new()
+                .name("store-flush".into())
+                .spawn(move || flusher(db, commit))
+                .map_err(|e| StoreError::Corrupt("flusher".into(), e.to_string()))?
+        };
+        Ok(Store {
+            inner: Arc::new(Inner { db, tree, write_lock: Mutex::new(last), commit, flusher: Mutex::new(Some(handle)) }),
+        })
+    }
+
+    /// The highest seq assigned so far.
+    pub fn last_seq(&self) -> u64 {
+        *self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until every write up to `seq` is on disk.
+    pub async fn commit(&self, seq: u64) -> Result<(), StoreError> {
+        let mut rx = self.inner.commit.flushed_tx.subscribe();
+        if *rx.borrow() >= seq {
+            return Ok(());
+        }
+        {
+            let mut s = self.inner.commit.state.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = &s.error {
+                return Err(StoreError::Corrupt("flush".into(), e.clone()));
+            }
+            s.wanted = s.wanted.max(seq);
+            self.inner.commit.wake.notify_one();
+        }
+        rx.wait_for(|f| *f >= seq).await.map_err(|_| StoreError::FlusherGone)?;
+        Ok(())
+    }
+
+    /// Flushes synchronously (for commands run outside the daemon).
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush()?;
+        Ok(())
+    }
+
+    pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Value>, StoreError> {
+        match self.inner.tree.get(res_key(b'r', kind, id))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("{} {id}", kind.name()), e.to_string())),
+        }
+    }
+
+    /// Ids whose indexed attribute `attr` equals `value` (after the index's
+    /// normalisation). `None` when `attr` is not indexed for `kind`.
+    pub fn lookup(&self, kind: Kind, attr: &str, value: &str) -> Result<Option<Vec<String>>, StoreError> {
+        let Some((n, def)) = kind.indexes().iter().enumerate().find(|(_, d)| d.attr.eq_ignore_ascii_case(attr)) else {
+            return Ok(None);
+        };
+        let norm = if def.case_insensitive { value.to_lowercase() } else { value.to_string() };
+        let prefix = index_prefix(kind, n, &norm);
+        let mut ids = Vec::new();
+        for item in self.inner.tree.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(Some(ids))
+    }
+
+    /// Every resource of `kind`, in id order (stable across calls, so
+    /// paging with startIndex is consistent).
+    pub fn scan(&self, kind: Kind) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
+        self.inner.tree.scan_prefix([b'r', kind.byte()]).map(move |item| {
+            let (k, v) = item?;
+            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string()))
+        })
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        self.inner.tree.scan_prefix([b'r', kind.byte()]).keys().count()
+    }
+
+    /// Records a new state of a resource (create or update) and journals
+    /// it. `expect_version`: the update is refused unless the stored
+    /// resource is at that version (`None`: no check). `create`: refuse if
+    /// the id exists / update: refuse if it does not.
+    ///
+    /// Sets `meta.version` of `resource` to the new seq. Returns the seq;
+    /// call [`Store::commit`] before acknowledging.
+    pub fn put(
+        &self,
+        kind: Kind,
+        id: &str,
+        resource: &mut Value,
+        create: bool,
+        expect_version: Option<&str>,
+    ) -> Result<u64, WriteError> {
+        let mut last = self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let old = self.get(kind, id)?;
+        match (&old, create) {
+            (Some(_), true) => return Err(StoreError::Corrupt(id.into(), "id exists".into()).into()),
+            (None, false) => return Err(WriteError::NotFound),
+            _ => {}
+        }
+        if let (Some(want), Some(old)) = (expect_version, &old) {
+            let current = version_of(old);
+            if current != want {
+                return Err(WriteError::VersionMismatch { current });
+            }
+        }
+        // Uniqueness, checked under the write lock so two creates cannot race.
+        for (n, def) in kind.indexes().iter().enumerate() {
+            if !def.unique {
+                continue;
+            }
+            for v in index_values(resource, def) {
+                for item in self.inner.tree.scan_prefix(index_prefix(kind, n, &v)).keys() {
+                    let k = item.map_err(StoreError::from)?;
+                    let other = &k[index_prefix(kind, n, &v).len()..];
+                    if other != id.as_bytes() {
+                        return Err(WriteError::Conflict { kind: kind.name(), attr: def.attr, value: v });
+                    }
+                }
+            }
+        }
+        let seq = *last + 1;
+        set_version(resource, seq);
+        let mut batch = sled::Batch::default();
+        self.index_changes(&mut batch, kind, id, old.as_ref(), Some(resource));
+        batch.insert(res_key(b'r', kind, id), serde_json::to_vec(resource).map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))?);
+        self.journal_into(&mut batch, seq, kind, id, Op::Upsert, resource)?;
+        self.inner.tree.apply_batch(batch).map_err(StoreError::from)?;
+        *last = seq;
+        Ok(seq)
+    }
+
+    /// Deletes a resource and journals the deletion. Returns the seq.
+    pub fn delete(&self, kind: Kind, id: &str, expect_version: Option<&str>) -> Result<u64, WriteError> {
+        let mut last = self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(old) = self.get(kind, id)? else { return Err(WriteError::NotFound) };
+        if let Some(want) = expect_version {
+            let current = version_of(&old);
+            if current != want {
+                return Err(WriteError::VersionMismatch { current });
+            }
+        }
+        let seq = *last + 1;
+        let mut batch = sled::Batch::default();
+        self.index_changes(&mut batch, kind, id, Some(&old), None);
+        batch.remove(res_key(b'r', kind, id));
+        self.journal_into(&mut batch, seq, kind, id, Op::Delete, &old)?;
+        self.inner.tree.apply_batch(batch).map_err(StoreError::from)?;
+        *last = seq;
+        Ok(seq)
+    }
+
+    fn journal_into(&self, batch: &mut sled::Batch, seq: u64, kind: Kind, id: &str, op: Op, snapshot: &Value) -> Result<(), StoreError> {
+        let entry = JournalEntry { seq, at: now_rfc3339(), kind, id: id.to_string(), op, snapshot: snapshot.clone() };
+        let bytes = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string()))?;
+        batch.insert(seq_key(b'j', seq), bytes);
+        batch.insert(seq_key(b'q', seq), res_key(b'r', kind, id));
+        batch.insert(b"mseq".to_vec(), seq.to_string().into_bytes());
+        Ok(())
+    }
+
+    fn index_changes(&self, batch: &mut sled::Batch, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+        for (n, def) in kind.indexes().iter().enumerate() {
+            let before = old.map(|o| index_values(o, def)).unwrap_or_default();
+            let after = new.map(|o| index_values(o, def)).unwrap_or_default();
+            for v in before.iter().filter(|v| !after.contains(v)) {
+                let mut k = index_prefix(kind, n, v);
+                k.extend_from_slice(id.as_bytes());
+                batch.remove(k);
+            }
+            for v in after.iter().filter(|v| !before.contains(v)) {
+                let mut k = index_prefix(kind, n, v);
+                k.extend_from_slice(id.as_bytes());
+                batch.insert(k, Vec::new());
+            }
+        }
+    }
+
+    // ---- the writer's side -------------------------------------------------
+
+    pub fn entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        match self.inner.tree.get(seq_key(b'j', seq))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string())),
+        }
+    }
+
+    /// Seqs of entries not yet applied, oldest first, starting after `after`.
+    pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.inner.tree.range(seq_key(b'q', after.saturating_add(1))..seq_key(b'q', u64::MAX)).keys() {
+            let k = item?;
+            if k.first() != Some(&b'q') {
+                break;
+            }
+            out.push(seq_of(&k));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.inner.tree.scan_prefix(b"q").keys().count()
+    }
+
+    pub fn state(&self, seq: u64) -> Result<EntryState, StoreError> {
+        if let Some(f) = self.inner.tree.get(seq_key(b'f', seq))? {
+            let f: Failure = serde_json::from_slice(&f).map_err(|e| StoreError::Corrupt(format!("failure {seq}"), e.to_string()))?;
+            return Ok(EntryState::Failed(f));
+        }
+        if self.inner.tree.contains_key(seq_key(b'q', seq))? {
+            return Ok(EntryState::Pending);
+        }
+        Ok(EntryState::Applied)
+    }
+
+    /// Marks an entry applied and records (or, with `None` on a delete,
+    /// removes) the resource's link, atomically.
+    pub fn mark_applied(&self, entry: &JournalEntry, link: Option<&Link>) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(seq_key(b'q', entry.seq));
+        batch.remove(seq_key(b'f', entry.seq));
+        match link {
+            Some(l) => batch.insert(res_key(b'l', entry.kind, &entry.id), serde_json::to_vec(l).map_err(|e| StoreError::Corrupt("link".into(), e.to_string()))?),
+            None => batch.remove(res_key(b'l', entry.kind, &entry.id)),
+        }
+        self.inner.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Parks an entry: it stays pending (so later entries of the same
+    /// resource wait behind it) and carries the failure.
+    pub fn mark_failed(&self, seq: u64, failure: &Failure) -> Result<(), StoreError> {
+        self.inner.tree.insert(
+            seq_key(b'f', seq),
+            serde_json::to_vec(failure).map_err(|e| StoreError::Corrupt("failure".into(), e.to_string()))?,
+        )?;
+        Ok(())
+    }
+
+    pub fn link(&self, kind: Kind, id: &str) -> Result<Option<Link>, StoreError> {
+        match self.inner.tree.get(res_key(b'l', kind, id))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt("link".into(), e.to_string())),
+        }
+    }
+}
+
+/// The weak ETag of a stored resource: `W/"<seq of its last write>"`.
+pub fn version_of(resource: &Value) -> String {
+    resource.pointer("/meta/version").and_then(Value::as_str).unwrap_or_default().to_string()
+}
+
+fn set_version(resource: &mut Value, seq: u64) {
+    if let Some(obj) = resource.as_object_mut() {
+        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("version".into(), Value::String(format!("W/\"{seq}\"")));
+        }
+    }
+}
+
+fn flusher(db: sled::Db, commit: Arc<GroupCommit>) {
+    let mut flushed = *commit.flushed_tx.borrow();
+    loop {
+        let wanted = {
+            let mut s = commit.state.lock().unwrap_or_else(|p| p.into_inner());
+            while s.wanted <= flushed && !s.stop {
+                s = commit.wake.wait(s).unwrap_or_else(|p| p.into_inner());
+            }
+            if s.stop {
+                return;
+            }
+            s.wanted
+        };
+        // Everything up to `wanted` was inserted before it was asked for, so
+        // one flush now makes all of it durable, and whatever else arrived.
+        match db.flush() {
+            Ok(_) => {
+                flushed = wanted;
+                commit.flushed_tx.send_replace(flushed);
+            }
+            Err(e) => {
+                let mut s = commit.state.lock().unwrap_or_else(|p| p.into_inner());
+                s.error = Some(e.to_string());
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn tmp() -> (std::path::PathBuf, Store) {
+        let dir = std::env::temp_dir().join(format!("scim2ldap-store-{}", uuid::Uuid::new_v4()));
+        let s = Store::open(&dir).unwrap();
+        (dir, s)
+    }
+
+    #[tokio::test]
+    async fn put_get_lookup_and_journal() {
+        let (dir, s) = tmp();
+        let mut u = json!({"id": "1", "userName": "Alice", "emails": [{"value": "A@x.org"}]});
+        let seq = s.put(Kind::User, "1", &mut u, true, None).unwrap();
+        s.commit(seq).await.unwrap();
+        assert_eq!(seq, 1);
+        assert_eq!(u["meta"]["version"], "W/\"1\"");
+        assert_eq!(s.get(Kind::User, "1").unwrap().unwrap()["userName"], "Alice");
+        assert_eq!(s.lookup(Kind::User, "username", "ALICE").unwrap().unwrap(), vec!["1"]);
+        assert_eq!(s.lookup(Kind::User, "emails.value", "a@X.org").unwrap().unwrap(), vec!["1"]);
+        assert_eq!(s.pending_after(0, 10).unwrap(), vec![1]);
+        let e = s.entry(1).unwrap().unwrap();
+        assert_eq!(e.op, Op::Upsert);
+        assert_eq!(s.state(1).unwrap(), EntryState::Pending);
+        s.mark_applied(&e, Some(&Link { dn: "uid=alice".into(), uuid: None })).unwrap();
+        assert_eq!(s.state(1).unwrap(), EntryState::Applied);
+        assert!(s.pending_after(0, 10).unwrap().is_empty());
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn unique_username_is_enforced_case_insensitively() {
+        let (dir, s) = tmp();
+        s.put(Kind::User, "1", &mut json!({"userName": "alice"}), true, None).unwrap();
+        let err = s.put(Kind::User, "2", &mut json!({"userName": "ALICE"}), true, None).unwrap_err();
+        assert!(matches!(err, WriteError::Conflict { attr: "userName", .. }), "{err}");
+        // Renaming frees the old name.
+        s.put(Kind::User, "1", &mut json!({"userName": "bob"}), false, None).unwrap();
+        s.put(Kind::User, "2", &mut json!({"userName": "alice"}), true, None).unwrap();
+        assert_eq!(s.lookup(Kind::User, "userName", "bob").unwrap().unwrap(), vec!["1"]);
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn version_check_and_delete() {
+        let (dir, s) = tmp();
+        let mut u = json!({"userName": "a"});
+        s.put(Kind::User, "1", &mut u, true, None).unwrap();
+        let err = s.put(Kind::User, "1", &mut json!({"userName": "a"}), false, Some("W/\"7\"")).unwrap_err();
+        assert!(matches!(err, WriteError::VersionMismatch { .. }));
+        let seq = s.delete(Kind::User, "1", Some("W/\"1\"")).unwrap();
+        assert_eq!(seq, 2);
+        assert!(s.get(Kind::User, "1").unwrap().is_none());
+        assert!(s.lookup(Kind::User, "userName", "a").unwrap().unwrap().is_empty());
+        let e = s.entry(2).unwrap().unwrap();
+        assert_eq!((e.op, e.snapshot["userName"].as_str()), (Op::Delete, Some("a")));
+        assert!(matches!(s.delete(Kind::User, "1", None), Err(WriteError::NotFound)));
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[tokio::test]
+    async fn reopen_keeps_seq_and_data() {
+        let (dir, s) = tmp();
+        let seq = s.put(Kind::User, "1", &mut json!({"userName": "a"}), true, None).unwrap();
+        s.commit(seq).await.unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.last_seq(), 1);
+        assert_eq!(s.put(Kind::User, "2", &mut json!({"userName": "b"}), true, None).unwrap(), 2);
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+}
