@@ -91,6 +91,9 @@ pub struct LdapConfig {
     pub base_dn: String,
     pub timeout: Duration,
     pub when_down: WhenDirectoryDown,
+    /// The directory's stable per-entry identifier: `entryUUID` (OpenLDAP,
+    /// 389 DS), `objectGUID` (Active Directory), `ipaUniqueID` (FreeIPA).
+    pub uuid_attribute: String,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +159,8 @@ struct RawLdap {
     timeout_secs: u64,
     #[serde(default = "default_when_down")]
     when_down: WhenDirectoryDown,
+    #[serde(default = "default_uuid_attribute")]
+    uuid_attribute: String,
 }
 
 #[derive(Deserialize)]
@@ -188,6 +193,9 @@ fn default_max_connections() -> usize {
 }
 fn default_ldap_timeout() -> u64 {
     10
+}
+fn default_uuid_attribute() -> String {
+    "entryUUID".into()
 }
 fn default_when_down() -> WhenDirectoryDown {
     WhenDirectoryDown::Queue
@@ -271,6 +279,7 @@ impl Config {
                 base_dn: raw.ldap.base_dn,
                 timeout: Duration::from_secs(raw.ldap.timeout_secs.max(1)),
                 when_down: raw.ldap.when_down,
+                uuid_attribute: raw.ldap.uuid_attribute,
             },
             mapping_file: resolve(&dir, &raw.mapping),
             tokens,

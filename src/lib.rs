@@ -5,3 +5,4 @@ pub mod config;
 pub mod scim;
 pub mod store;
 pub mod token;
+pub mod ldap;
