@@ -213,18 +213,28 @@ impl Config {
     /// the base for relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError(toml_error(&file, text, &e)))?;
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError(toml_error(&file, text, &e)))?;
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let at = |key: &str, msg: String| ConfigError(format!("{}: {key}: {msg}", locate(&file, text, key)));
+        let at = |key: &str, msg: String| {
+            ConfigError(format!("{}: {key}: {msg}", locate(&file, text, key)))
+        };
 
-        let listen: SocketAddr = raw
-            .server
-            .listen
-            .parse()
-            .map_err(|_| at("listen", format!("{:?} is not an address:port such as 0.0.0.0:8443", raw.server.listen)))?;
+        let listen: SocketAddr = raw.server.listen.parse().map_err(|_| {
+            at(
+                "listen",
+                format!(
+                    "{:?} is not an address:port such as 0.0.0.0:8443",
+                    raw.server.listen
+                ),
+            )
+        })?;
         let base_path = raw.server.base_path.trim_end_matches('/').to_string();
         if !base_path.is_empty() && !base_path.starts_with('/') {
-            return Err(at("base_path", format!("{base_path:?} must start with '/'")));
+            return Err(at(
+                "base_path",
+                format!("{base_path:?} must start with '/'"),
+            ));
         }
         if raw.server.max_body_bytes < 1024 {
             return Err(at("max_body_bytes", "must be at least 1024".into()));
@@ -238,17 +248,26 @@ impl Config {
             (None, Some(f)) => {
                 let p = resolve(&dir, &f);
                 let s = std::fs::read_to_string(&p).map_err(|e| {
-                    at("bind_password_file", format!("cannot read {}: {e}", p.display()))
+                    at(
+                        "bind_password_file",
+                        format!("cannot read {}: {e}", p.display()),
+                    )
                 })?;
                 Secret::new(s.trim_end_matches(['\r', '\n']))
             }
             (Some(_), Some(_)) => {
-                return Err(at("bind_password_file", "set bind_password or bind_password_file, not both".into()))
+                return Err(at(
+                    "bind_password_file",
+                    "set bind_password or bind_password_file, not both".into(),
+                ))
             }
             (None, None) => Secret::new(""),
         };
         if !(raw.ldap.url.starts_with("ldap://") || raw.ldap.url.starts_with("ldaps://")) {
-            return Err(at("url", format!("{:?} must start with ldap:// or ldaps://", raw.ldap.url)));
+            return Err(at(
+                "url",
+                format!("{:?} must start with ldap:// or ldaps://", raw.ldap.url),
+            ));
         }
 
         let mut tokens = Vec::new();
@@ -265,13 +284,18 @@ impl Config {
             server: ServerConfig {
                 listen,
                 base_path,
-                public_url: raw.server.public_url.map(|u| u.trim_end_matches('/').to_string()),
+                public_url: raw
+                    .server
+                    .public_url
+                    .map(|u| u.trim_end_matches('/').to_string()),
                 max_body_bytes: raw.server.max_body_bytes,
                 header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_secs),
                 body_read_timeout: Duration::from_secs(raw.server.body_read_timeout_secs),
                 max_connections: raw.server.max_connections,
             },
-            store: StoreConfig { path: resolve(&dir, &raw.store.path) },
+            store: StoreConfig {
+                path: resolve(&dir, &raw.store.path),
+            },
             ldap: LdapConfig {
                 url: raw.ldap.url,
                 bind_dn: raw.ldap.bind_dn,
@@ -283,7 +307,9 @@ impl Config {
             },
             mapping_file: resolve(&dir, &raw.mapping),
             tokens,
-            log: LogConfig { level: raw.log.level.unwrap_or_else(|| "info".into()) },
+            log: LogConfig {
+                level: raw.log.level.unwrap_or_else(|| "info".into()),
+            },
         })
     }
 }

@@ -15,7 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry};
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry,
+};
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -71,7 +73,16 @@ fn classify(e: LdapError) -> ApplyError {
     match e {
         LdapError::LdapResult { result } if !RETRYABLE.contains(&result.rc) => ApplyError::Park {
             code: Some(result.rc),
-            message: format!("{} ({}){}", rc_name(result.rc), result.rc, if result.text.is_empty() { String::new() } else { format!(": {}", result.text) }),
+            message: format!(
+                "{} ({}){}",
+                rc_name(result.rc),
+                result.rc,
+                if result.text.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", result.text)
+                }
+            ),
         },
         other => ApplyError::Retry(other.to_string()),
     }
@@ -120,7 +131,11 @@ pub struct Directory {
 impl Directory {
     pub fn new(cfg: LdapConfig) -> Directory {
         let uuid_attr = cfg.uuid_attribute.clone();
-        Directory { cfg, uuid_attr, ldap: None }
+        Directory {
+            cfg,
+            uuid_attr,
+            ldap: None,
+        }
     }
 
     /// The open connection, connecting and binding if needed.
@@ -132,7 +147,9 @@ impl Directory {
             let settings = LdapConnSettings::new().set_conn_timeout(self.cfg.timeout);
             let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
                 .await
-                .map_err(|e| ApplyError::Retry(format!("cannot connect to {}: {e}", self.cfg.url)))?;
+                .map_err(|e| {
+                    ApplyError::Retry(format!("cannot connect to {}: {e}", self.cfg.url))
+                })?;
             ldap3::drive!(conn);
             ldap.with_timeout(self.cfg.timeout);
             if !self.cfg.bind_dn.is_empty() {
@@ -140,9 +157,10 @@ impl Directory {
                     .await
                     .and_then(|r| r.success())
                     .map_err(|e| match classify(e) {
-                        ApplyError::Park { message, .. } => {
-                            ApplyError::Retry(format!("bind as {} failed: {message}", self.cfg.bind_dn))
-                        }
+                        ApplyError::Park { message, .. } => ApplyError::Retry(format!(
+                            "bind as {} failed: {message}",
+                            self.cfg.bind_dn
+                        )),
                         r => r,
                     })?;
             }
@@ -165,7 +183,12 @@ impl Directory {
 
     /// Reads one entry: through the link's stable id when there is one,
     /// else at `dn`. `None` when it does not exist.
-    async fn find(&mut self, link: Option<&Link>, dn: &str, attrs: &[String]) -> Result<Option<SearchEntry>, ApplyError> {
+    async fn find(
+        &mut self,
+        link: Option<&Link>,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<SearchEntry>, ApplyError> {
         let mut wanted: Vec<String> = attrs.to_vec();
         wanted.push("objectClass".into());
         wanted.push(self.uuid_attr.clone());
@@ -173,7 +196,11 @@ impl Directory {
             let filter = format!("({}={})", self.uuid_attr, escape_uuid(uuid));
             let base = self.cfg.base_dn.clone();
             let ldap = self.conn().await?;
-            let (entries, _) = ldap.search(&base, Scope::Subtree, &filter, &wanted).await.and_then(|r| r.success()).map_err(classify)?;
+            let (entries, _) = ldap
+                .search(&base, Scope::Subtree, &filter, &wanted)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
             if let Some(e) = entries.into_iter().next() {
                 return Ok(Some(SearchEntry::construct(e)));
             }
@@ -186,7 +213,11 @@ impl Directory {
         }
         for dn in dns {
             let ldap = self.conn().await?;
-            match ldap.search(&dn, Scope::Base, "(objectClass=*)", &wanted).await.and_then(|r| r.success()) {
+            match ldap
+                .search(&dn, Scope::Base, "(objectClass=*)", &wanted)
+                .await
+                .and_then(|r| r.success())
+            {
                 Ok((entries, _)) => {
                     if let Some(e) = entries.into_iter().next() {
                         return Ok(Some(SearchEntry::construct(e)));
@@ -206,18 +237,30 @@ impl Directory {
         // objectGUID (AD) is binary: keep it as hex, searched with \xx escapes.
         attr_ci(&e.bin_attrs, &self.uuid_attr)
             .and_then(|v| v.first())
-            .map(|b| format!("hex:{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()))
+            .map(|b| {
+                format!(
+                    "hex:{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                )
+            })
     }
 
     /// Converges the directory to `plan`. Returns the link to record
     /// (`None` after a delete).
-    pub async fn apply(&mut self, plan: &Plan, link: Option<&Link>) -> Result<Option<Link>, ApplyError> {
+    pub async fn apply(
+        &mut self,
+        plan: &Plan,
+        link: Option<&Link>,
+    ) -> Result<Option<Link>, ApplyError> {
         match plan {
             Plan::Delete { dn } => {
                 if let Some(cur) = self.find(link, dn, &[]).await? {
                     let ldap = self.conn().await?;
                     match ldap.delete(&cur.dn).await.and_then(|r| r.success()) {
-                        Ok(_) | Err(LdapError::LdapResult { result: ldap3::LdapResult { rc: 32, .. } }) => {}
+                        Ok(_)
+                        | Err(LdapError::LdapResult {
+                            result: ldap3::LdapResult { rc: 32, .. },
+                        }) => {}
                         Err(e) => return Err(classify(e)),
                     }
                     info!(dn = %cur.dn, "deleted entry");
@@ -231,18 +274,31 @@ impl Directory {
     async fn upsert(&mut self, want: &Desired, link: Option<&Link>) -> Result<Link, ApplyError> {
         let Some(mut cur) = self.find(link, &want.dn, &want.managed).await? else {
             let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
-            attrs.push(("objectClass".into(), want.object_classes.iter().cloned().collect()));
+            attrs.push((
+                "objectClass".into(),
+                want.object_classes.iter().cloned().collect(),
+            ));
             for (name, values) in &want.attrs {
-                let set: HashSet<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
+                let set: HashSet<String> =
+                    values.iter().filter(|v| !v.is_empty()).cloned().collect();
                 if !set.is_empty() {
                     attrs.push((name.clone(), set));
                 }
             }
             let ldap = self.conn().await?;
-            ldap.add(&want.dn, attrs).await.and_then(|r| r.success()).map_err(classify)?;
+            ldap.add(&want.dn, attrs)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
             info!(dn = %want.dn, "added entry");
-            let uuid = self.find(None, &want.dn, &[]).await?.and_then(|e| self.uuid_of(&e));
-            return Ok(Link { dn: want.dn.clone(), uuid });
+            let uuid = self
+                .find(None, &want.dn, &[])
+                .await?
+                .and_then(|e| self.uuid_of(&e));
+            return Ok(Link {
+                dn: want.dn.clone(),
+                uuid,
+            });
         };
 
         if !same_dn(&cur.dn, &want.dn) {
@@ -250,7 +306,10 @@ impl Directory {
             let (_, old_parent) = split_rdn(&cur.dn);
             let new_sup = (!same_dn(old_parent, new_parent)).then_some(new_parent);
             let ldap = self.conn().await?;
-            ldap.modifydn(&cur.dn, new_rdn, true, new_sup).await.and_then(|r| r.success()).map_err(classify)?;
+            ldap.modifydn(&cur.dn, new_rdn, true, new_sup)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
             info!(from = %cur.dn, to = %want.dn, "renamed entry");
             // Re-read: the RDN change altered the naming attribute's values.
             cur = self
@@ -262,10 +321,18 @@ impl Directory {
         let mods = diff(want, &cur);
         if !mods.is_empty() {
             let ldap = self.conn().await?;
-            ldap.modify(&cur.dn, mods).await.and_then(|r| r.success()).map_err(classify)?;
+            ldap.modify(&cur.dn, mods)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
             info!(dn = %cur.dn, "modified entry");
         }
-        Ok(Link { dn: cur.dn.clone(), uuid: self.uuid_of(&cur).or_else(|| link.and_then(|l| l.uuid.clone())) })
+        Ok(Link {
+            dn: cur.dn.clone(),
+            uuid: self
+                .uuid_of(&cur)
+                .or_else(|| link.and_then(|l| l.uuid.clone())),
+        })
     }
 }
 
@@ -273,8 +340,17 @@ impl Directory {
 /// attributes (and adding, never removing, object classes).
 pub fn diff(want: &Desired, cur: &SearchEntry) -> Vec<Mod<String>> {
     let mut mods = Vec::new();
-    let have_oc: HashSet<String> = attr_ci(&cur.attrs, "objectClass").into_iter().flatten().map(|s| s.to_lowercase()).collect();
-    let missing: HashSet<String> = want.object_classes.iter().filter(|oc| !have_oc.contains(&oc.to_lowercase())).cloned().collect();
+    let have_oc: HashSet<String> = attr_ci(&cur.attrs, "objectClass")
+        .into_iter()
+        .flatten()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let missing: HashSet<String> = want
+        .object_classes
+        .iter()
+        .filter(|oc| !have_oc.contains(&oc.to_lowercase()))
+        .cloned()
+        .collect();
     if !missing.is_empty() {
         mods.push(Mod::Add("objectClass".to_string(), missing));
     }
@@ -285,7 +361,11 @@ pub fn diff(want: &Desired, cur: &SearchEntry) -> Vec<Mod<String>> {
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.iter().filter(|s| !s.is_empty()).cloned().collect())
             .unwrap_or_default();
-        let current: HashSet<String> = attr_ci(&cur.attrs, name).into_iter().flatten().cloned().collect();
+        let current: HashSet<String> = attr_ci(&cur.attrs, name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
         if desired == current {
             continue;
         }
@@ -302,14 +382,23 @@ pub fn diff(want: &Desired, cur: &SearchEntry) -> Vec<Mod<String>> {
 }
 
 fn attr_ci<'a, V>(attrs: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
-    attrs.get(name).or_else(|| attrs.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    attrs.get(name).or_else(|| {
+        attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 /// The stable id as a filter value: plain ids are escaped per RFC 4515,
 /// binary ones (kept as `hex:...`) become `\xx` byte escapes.
 fn escape_uuid(uuid: &str) -> String {
     match uuid.strip_prefix("hex:") {
-        Some(hex) => hex.as_bytes().chunks(2).map(|c| format!("\\{}", String::from_utf8_lossy(c))).collect(),
+        Some(hex) => hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| format!("\\{}", String::from_utf8_lossy(c)))
+            .collect(),
         None => ldap_escape(uuid).into_owned(),
     }
 }
@@ -329,13 +418,30 @@ pub fn split_rdn(dn: &str) -> (&str, &str) {
     (dn, "")
 }
 
-/// DN comparison good enough to tell a rename: attribute types and values
-/// compared case-insensitively, spaces after separators ignored.
+/// Whether two DNs name the same entry: parsed (so `\,` and `\2C` are
+/// the same), attribute types and values compared case-insensitively, which
+/// is what the naming attributes in use (uid, cn, ou, dc) do. Unparseable
+/// DNs fall back to comparing the text.
 pub fn same_dn(a: &str, b: &str) -> bool {
-    fn norm(s: &str) -> String {
-        s.split(',').map(|p| p.trim()).collect::<Vec<_>>().join(",").to_lowercase()
+    fn norm(dn: &crate::dn::ParsedDn) -> Vec<Vec<(String, String)>> {
+        dn.iter()
+            .map(|rdn| {
+                let mut avas: Vec<(String, String)> = rdn
+                    .iter()
+                    .map(|a| (a.attr.to_lowercase(), a.value.to_lowercase()))
+                    .collect();
+                avas.sort();
+                avas
+            })
+            .collect()
     }
-    a == b || norm(a) == norm(b)
+    if a == b {
+        return true;
+    }
+    match (crate::dn::parse_dn(a), crate::dn::parse_dn(b)) {
+        (Ok(x), Ok(y)) => norm(&x) == norm(&y),
+        _ => a.eq_ignore_ascii_case(b),
+    }
 }
 
 // ---- the background writer -------------------------------------------------
@@ -349,14 +455,21 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Backoff {
-        Backoff { next: min, min, max }
+        Backoff {
+            next: min,
+            min,
+            max,
+        }
     }
     /// The next delay: doubles each time, with ±25 % jitter so that many
     /// daemons do not retry in step.
     pub fn next_delay(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.max);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
         let jitter = 0.75 + (nanos % 1000) as f64 / 2000.0;
         base.mul_f64(jitter)
     }
@@ -370,6 +483,7 @@ impl Backoff {
 pub struct WriterHandle {
     wake: Arc<Notify>,
     processed: watch::Receiver<u64>,
+    up: watch::Receiver<bool>,
 }
 
 impl WriterHandle {
@@ -380,6 +494,11 @@ impl WriterHandle {
     /// Highest seq such that every entry up to it is applied or parked.
     pub fn processed(&self) -> u64 {
         *self.processed.borrow()
+    }
+    /// False while the directory cannot be reached (after a failed attempt,
+    /// until the next success).
+    pub fn directory_up(&self) -> bool {
+        *self.up.borrow()
     }
     /// Waits until every entry up to `seq` is applied or parked.
     pub async fn wait_processed(&self, seq: u64) {
@@ -394,6 +513,7 @@ pub struct Writer {
     dir: Directory,
     wake: Arc<Notify>,
     processed: watch::Sender<u64>,
+    up: watch::Sender<bool>,
 }
 
 /// How many pending entries one pass reads at a time.
@@ -403,9 +523,21 @@ impl Writer {
     pub fn new(store: Store, planner: Arc<dyn Planner>, cfg: LdapConfig) -> (Writer, WriterHandle) {
         let wake = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(0);
+        let (up_tx, up_rx) = watch::channel(true);
         (
-            Writer { store, planner, dir: Directory::new(cfg), wake: wake.clone(), processed: tx },
-            WriterHandle { wake, processed: rx },
+            Writer {
+                store,
+                planner,
+                dir: Directory::new(cfg),
+                wake: wake.clone(),
+                processed: tx,
+                up: up_tx,
+            },
+            WriterHandle {
+                wake,
+                processed: rx,
+                up: up_rx,
+            },
         )
     }
 
@@ -432,6 +564,7 @@ impl Writer {
                 }
                 Pass::More => backoff.reset(),
                 Pass::Retry(msg) => {
+                    self.up.send_if_modified(|u| std::mem::replace(u, false));
                     self.dir.reset();
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
@@ -452,7 +585,9 @@ impl Writer {
         // Resources with a parked entry: their later entries wait behind it.
         let mut blocked: HashSet<(Kind, String)> = HashSet::new();
         for seq in seqs {
-            let Some(entry) = self.store.entry(seq)? else { continue };
+            let Some(entry) = self.store.entry(seq)? else {
+                continue;
+            };
             let key = (entry.kind, entry.id.clone());
             if blocked.contains(&key) {
                 continue;
@@ -466,7 +601,14 @@ impl Writer {
                 Err(ApplyError::Retry(msg)) => return Ok(Pass::Retry(msg)),
                 Err(ApplyError::Park { code, message }) => {
                     warn!(seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, "parked journal entry: fix the cause, then `scim2ldap journal retry {seq}`");
-                    self.store.mark_failed(seq, &Failure { code, message, at: crate::store::now_rfc3339() })?;
+                    self.store.mark_failed(
+                        seq,
+                        &Failure {
+                            code,
+                            message,
+                            at: crate::store::now_rfc3339(),
+                        },
+                    )?;
                     blocked.insert(key);
                 }
             }
@@ -478,15 +620,26 @@ impl Writer {
         Ok(Pass::Done)
     }
 
-    async fn apply_one(&mut self, entry: &JournalEntry) -> Result<Result<(), ApplyError>, StoreError> {
+    async fn apply_one(
+        &mut self,
+        entry: &JournalEntry,
+    ) -> Result<Result<(), ApplyError>, StoreError> {
         let plan = match self.planner.plan(entry) {
             Ok(p) => p,
-            Err(message) => return Ok(Err(ApplyError::Park { code: None, message })),
+            Err(message) => {
+                return Ok(Err(ApplyError::Park {
+                    code: None,
+                    message,
+                }))
+            }
         };
         let link = self.store.link(entry.kind, &entry.id)?;
         match self.dir.apply(&plan, link.as_ref()).await {
             Ok(new_link) => {
                 self.store.mark_applied(entry, new_link.as_ref())?;
+                if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
+                    info!("directory reachable again; delivering queued writes");
+                }
                 debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
                 Ok(Ok(()))
             }
@@ -511,7 +664,10 @@ mod tests {
     fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
         SearchEntry {
             dn: "uid=a,ou=people,dc=x".into(),
-            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
             bin_attrs: HashMap::new(),
         }
     }
@@ -520,7 +676,10 @@ mod tests {
         Desired {
             dn: "uid=a,ou=people,dc=x".into(),
             object_classes: vec!["inetOrgPerson".into()],
-            attrs: attrs.iter().map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect())).collect(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
             managed: managed.iter().map(|s| s.to_string()).collect(),
             required: required.iter().map(|s| s.to_string()).collect(),
         }
@@ -528,17 +687,40 @@ mod tests {
 
     #[test]
     fn diff_touches_only_what_differs_among_managed_attributes() {
-        let cur = entry(&[("objectClass", &["top", "inetOrgPerson"]), ("cn", &["A"]), ("mail", &["a@x"]), ("description", &["admin's note"])]);
-        let want = desired(&[("cn", &["A"]), ("mail", &["b@x"])], &["cn", "mail", "title"], &[]);
+        let cur = entry(&[
+            ("objectClass", &["top", "inetOrgPerson"]),
+            ("cn", &["A"]),
+            ("mail", &["a@x"]),
+            ("description", &["admin's note"]),
+        ]);
+        let want = desired(
+            &[("cn", &["A"]), ("mail", &["b@x"])],
+            &["cn", "mail", "title"],
+            &[],
+        );
         let mods = diff(&want, &cur);
-        assert_eq!(mods, vec![Mod::Replace("mail".to_string(), HashSet::from(["b@x".to_string()]))]);
+        assert_eq!(
+            mods,
+            vec![Mod::Replace(
+                "mail".to_string(),
+                HashSet::from(["b@x".to_string()])
+            )]
+        );
     }
 
     #[test]
     fn diff_removes_unset_attributes_but_never_required_ones() {
-        let cur = entry(&[("objectClass", &["inetOrgPerson"]), ("cn", &["A"]), ("sn", &["B"]), ("title", &["Boss"])]);
+        let cur = entry(&[
+            ("objectClass", &["inetOrgPerson"]),
+            ("cn", &["A"]),
+            ("sn", &["B"]),
+            ("title", &["Boss"]),
+        ]);
         let want = desired(&[], &["cn", "sn", "title"], &["cn", "sn"]);
-        assert_eq!(diff(&want, &cur), vec![Mod::Delete("title".to_string(), HashSet::new())]);
+        assert_eq!(
+            diff(&want, &cur),
+            vec![Mod::Delete("title".to_string(), HashSet::new())]
+        );
     }
 
     #[test]
@@ -546,14 +728,27 @@ mod tests {
         let cur = entry(&[("objectClass", &["InetOrgPerson"])]);
         let mut want = desired(&[], &[], &[]);
         want.object_classes = vec!["inetorgperson".into(), "posixAccount".into()];
-        assert_eq!(diff(&want, &cur), vec![Mod::Add("objectClass".to_string(), HashSet::from(["posixAccount".to_string()]))]);
+        assert_eq!(
+            diff(&want, &cur),
+            vec![Mod::Add(
+                "objectClass".to_string(),
+                HashSet::from(["posixAccount".to_string()])
+            )]
+        );
     }
 
     #[test]
     fn split_rdn_honours_escapes() {
-        assert_eq!(split_rdn(r"uid=a\,b\+c,ou=people,dc=x"), (r"uid=a\,b\+c", "ou=people,dc=x"));
+        assert_eq!(
+            split_rdn(r"uid=a\,b\+c,ou=people,dc=x"),
+            (r"uid=a\,b\+c", "ou=people,dc=x")
+        );
         assert_eq!(split_rdn("dc=x"), ("dc=x", ""));
         assert!(same_dn("uid=A, ou=People,dc=x", "uid=a,ou=people,dc=x"));
+        assert!(same_dn(
+            r"uid=a\,b\+c\=d,ou=people,dc=x",
+            r"uid=a\2Cb\2Bc\3Dd,ou=people,dc=x"
+        ));
         assert!(!same_dn("uid=a,ou=people,dc=x", "uid=b,ou=people,dc=x"));
     }
 
@@ -575,8 +770,19 @@ mod tests {
 
     #[test]
     fn classify_separates_retryable_from_permanent() {
-        let res = |rc| LdapError::LdapResult { result: ldap3::LdapResult { rc, matched: String::new(), text: "x".into(), refs: vec![], ctrls: vec![] } };
+        let res = |rc| LdapError::LdapResult {
+            result: ldap3::LdapResult {
+                rc,
+                matched: String::new(),
+                text: "x".into(),
+                refs: vec![],
+                ctrls: vec![],
+            },
+        };
         assert!(matches!(classify(res(51)), ApplyError::Retry(_)));
-        assert!(matches!(classify(res(65)), ApplyError::Park { code: Some(65), .. }));
+        assert!(matches!(
+            classify(res(65)),
+            ApplyError::Park { code: Some(65), .. }
+        ));
     }
 }

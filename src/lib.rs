@@ -1,8 +1,16 @@
 //! scim2ldap: a SCIM 2.0 server that provisions users and groups from an
-//! identity provider into an LDAP directory. See ARCHITECTURE.md.
+//! identity provider into an LDAP directory. See ARCHITECTURE.md for the
+//! map of modules and what each must not know.
 
+pub mod api;
 pub mod config;
+pub mod daemon;
+pub mod dn;
+pub mod http;
+pub mod ldap;
+pub mod mapping;
+pub mod model;
 pub mod scim;
+pub mod slapd;
 pub mod store;
 pub mod token;
-pub mod ldap;

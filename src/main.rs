@@ -1,1 +1,195 @@
-fn main() {}
+//! The `scim2ldap` command: parses the command line, sets up logging and
+//! calls into the library.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::prelude::*;
+
+#[derive(Parser)]
+#[command(
+    name = "scim2ldap",
+    version,
+    about = "Provision users and groups from Entra ID, Okta or any SCIM 2.0 client into an LDAP directory"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
+        config: PathBuf,
+    },
+    /// Try it out: start a throwaway local OpenLDAP (kept in DIR) and serve
+    /// against it in the foreground, printing the URL and a token.
+    Dev {
+        /// Where the directory's data, the store, the config and the token live.
+        #[arg(long, default_value = "scim2ldap-dev")]
+        dir: PathBuf,
+        /// Address for the SCIM server.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// Port for the throwaway OpenLDAP on 127.0.0.1.
+        #[arg(long, default_value_t = 3890)]
+        ldap_port: u16,
+    },
+    /// Make a new bearer token and print it with the line to put in the config.
+    Token {
+        /// A name for the client that will use it (shown in logs).
+        #[arg(long, default_value = "entra")]
+        name: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("scim2ldap: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Token { name } => {
+            let token = scim2ldap::token::generate().context("reading random bytes from the OS")?;
+            let hash = scim2ldap::token::TokenHash::of(&token);
+            println!(
+                "Token (paste into the identity provider; it is shown only once):\n\n    {token}\n"
+            );
+            println!(
+                "Add to the config file:\n\n[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"",
+                hash.to_hex()
+            );
+            Ok(())
+        }
+        Command::Dev {
+            dir,
+            listen,
+            ldap_port,
+        } => {
+            let config = dev_setup(&dir, &listen, ldap_port)?;
+            let cfg = scim2ldap::config::Config::load(&config)?;
+            init_logging(&cfg.log.level)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(cfg, config))
+        }
+        Command::Serve { config } => {
+            let cfg = scim2ldap::config::Config::load(&config)?;
+            init_logging(&cfg.log.level)?;
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(serve(cfg, config))
+        }
+    }
+}
+
+/// Prepares `dir` for `scim2ldap dev`: a running throwaway slapd, the
+/// example mapping, a token and a config. Returns the config's path. The
+/// slapd handle is leaked on purpose: it lives as long as the process, and
+/// its watchdog stops the server when the process exits.
+fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Result<PathBuf> {
+    use scim2ldap::slapd::{Slapd, SlapdOptions};
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let slapd = Slapd::start_in(
+        &dir.join("ldap"),
+        SlapdOptions {
+            port: Some(ldap_port),
+            ..Default::default()
+        },
+    )
+    .context("starting the throwaway OpenLDAP (is another one running in this folder?)")?;
+    let mapping = dir.join("mapping.toml");
+    if !mapping.exists() {
+        std::fs::write(&mapping, scim2ldap::mapping::EXAMPLE_OPENLDAP)?;
+    }
+    let token_file = dir.join("token");
+    let token = match std::fs::read_to_string(&token_file) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => {
+            let t = scim2ldap::token::generate()?;
+            std::fs::write(&token_file, &t)?;
+            t
+        }
+    };
+    let config = format!(
+        "# Written by `scim2ldap dev`; see config.example.toml for every key.\n\
+         mapping = \"mapping.toml\"\n\n[server]\nlisten = \"{listen}\"\n\n[store]\npath = \"state\"\n\n\
+         [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n\n\
+         [[tokens]]\nname = \"dev\"\nsha256 = \"{}\"\n",
+        slapd.uri(),
+        slapd.bind_dn(),
+        slapd.password(),
+        slapd.suffix(),
+        scim2ldap::token::TokenHash::of(&token).to_hex()
+    );
+    let config_path = dir.join("config.toml");
+    std::fs::write(&config_path, config)?;
+    println!(
+        "scim2ldap dev: a throwaway OpenLDAP and scim2ldap, data in {}\n",
+        dir.display()
+    );
+    println!("  SCIM base URL (Tenant URL):   http://{listen}/scim/v2");
+    println!("  Bearer token (Secret Token):  {token}");
+    println!(
+        "  Directory:                    {} as {} / {}",
+        slapd.uri(),
+        slapd.bind_dn(),
+        slapd.password()
+    );
+    println!("\nTry:  curl -H 'Authorization: Bearer {token}' http://{listen}/scim/v2/Users");
+    println!("Entra ID and Okta need an HTTPS URL they can reach: see README.md, \"Connecting Entra ID\".\n");
+    std::mem::forget(slapd);
+    Ok(config_path)
+}
+
+fn init_logging(level: &str) -> anyhow::Result<()> {
+    let filter: Targets = std::env::var("SCIM2LDAP_LOG")
+        .unwrap_or_else(|_| level.to_string())
+        .parse()
+        .with_context(|| {
+            format!("log.level {level:?} is not a level such as info or scim2ldap=debug")
+        })?;
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_target(false))
+        .with(filter)
+        .init();
+    Ok(())
+}
+
+async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
+    let running = scim2ldap::daemon::start(&cfg, listener).await?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = hup.recv() => match running.reload(&path) {
+                Ok(()) => tracing::info!("reloaded the mapping and the tokens"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; the previous mapping and tokens stay in force"),
+            },
+        }
+    }
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}

@@ -39,7 +39,9 @@ pub enum StoreError {
     Sled(#[from] sled::Error),
     #[error("store: corrupt record {0}: {1}")]
     Corrupt(String, String),
-    #[error("store at {path} has format version {found}, this scim2ldap reads version {FORMAT_VERSION}")]
+    #[error(
+        "store at {path} has format version {found}, this scim2ldap reads version {FORMAT_VERSION}"
+    )]
     Version { path: String, found: String },
     #[error("store: the flusher thread has stopped")]
     FlusherGone,
@@ -63,13 +65,33 @@ impl Kind {
     pub fn indexes(self) -> &'static [IndexDef] {
         match self {
             Kind::User => &[
-                IndexDef { attr: "userName", case_insensitive: true, unique: true },
-                IndexDef { attr: "externalId", case_insensitive: false, unique: false },
-                IndexDef { attr: "emails.value", case_insensitive: true, unique: false },
+                IndexDef {
+                    attr: "userName",
+                    case_insensitive: true,
+                    unique: true,
+                },
+                IndexDef {
+                    attr: "externalId",
+                    case_insensitive: false,
+                    unique: false,
+                },
+                IndexDef {
+                    attr: "emails.value",
+                    case_insensitive: true,
+                    unique: false,
+                },
             ],
             Kind::Group => &[
-                IndexDef { attr: "displayName", case_insensitive: true, unique: false },
-                IndexDef { attr: "externalId", case_insensitive: false, unique: false },
+                IndexDef {
+                    attr: "displayName",
+                    case_insensitive: true,
+                    unique: false,
+                },
+                IndexDef {
+                    attr: "externalId",
+                    case_insensitive: false,
+                    unique: false,
+                },
             ],
         }
     }
@@ -143,7 +165,11 @@ pub enum EntryState {
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
     #[error("{attr} {value:?} is already used by another {kind}")]
-    Conflict { kind: &'static str, attr: &'static str, value: String },
+    Conflict {
+        kind: &'static str,
+        attr: &'static str,
+        value: String,
+    },
     #[error("no such resource")]
     NotFound,
     #[error("version mismatch: the resource is at {current}")]
@@ -188,7 +214,12 @@ impl Drop for Inner {
         s.stop = true;
         self.commit.wake.notify_all();
         drop(s);
-        if let Some(h) = self.flusher.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(h) = self
+            .flusher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
             let _ = h.join();
         }
     }
@@ -230,12 +261,18 @@ fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
     let mut parts = def.attr.split('.');
     let top = parts.next().unwrap_or_default();
     let sub = parts.next();
-    let Some(v) = get_ci(resource, top) else { return out };
+    let Some(v) = get_ci(resource, top) else {
+        return out;
+    };
     let mut push = |s: &str| {
         // NUL separates value from id in the key; such values are refused
         // before they get here, and are not indexed if they do.
         if !s.contains('\0') {
-            out.push(if def.case_insensitive { s.to_lowercase() } else { s.to_string() });
+            out.push(if def.case_insensitive {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            });
         }
     };
     match (v, sub) {
@@ -257,7 +294,11 @@ fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
 /// Case-insensitive member lookup, as SCIM attribute names are.
 pub fn get_ci<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
     let obj = v.as_object()?;
-    obj.get(name).or_else(|| obj.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v))
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
 }
 
 pub fn now_rfc3339() -> String {
@@ -283,14 +324,18 @@ impl Store {
             }
         }
         let last = match tree.get(b"mseq")? {
-            Some(v) => String::from_utf8_lossy(&v)
-                .parse()
-                .map_err(|_| StoreError::Corrupt("mseq".into(), String::from_utf8_lossy(&v).into()))?,
+            Some(v) => String::from_utf8_lossy(&v).parse().map_err(|_| {
+                StoreError::Corrupt("mseq".into(), String::from_utf8_lossy(&v).into())
+            })?,
             None => 0,
         };
         let (flushed_tx, _) = watch::channel(last);
         let commit = Arc::new(GroupCommit {
-            state: Mutex::new(CommitState { wanted: 0, stop: false, error: None }),
+            state: Mutex::new(CommitState {
+                wanted: 0,
+                stop: false,
+                error: None,
+            }),
             wake: Condvar::new(),
             flushed_tx,
         });
@@ -302,13 +347,23 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt("flusher".into(), e.to_string()))?
         };
         Ok(Store {
-            inner: Arc::new(Inner { db, tree, write_lock: Mutex::new(last), commit, flusher: Mutex::new(Some(handle)) }),
+            inner: Arc::new(Inner {
+                db,
+                tree,
+                write_lock: Mutex::new(last),
+                commit,
+                flusher: Mutex::new(Some(handle)),
+            }),
         })
     }
 
     /// The highest seq assigned so far.
     pub fn last_seq(&self) -> u64 {
-        *self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner())
+        *self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Waits until every write up to `seq` is on disk.
@@ -318,14 +373,21 @@ impl Store {
             return Ok(());
         }
         {
-            let mut s = self.inner.commit.state.lock().unwrap_or_else(|p| p.into_inner());
+            let mut s = self
+                .inner
+                .commit
+                .state
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if let Some(e) = &s.error {
                 return Err(StoreError::Corrupt("flush".into(), e.clone()));
             }
             s.wanted = s.wanted.max(seq);
             self.inner.commit.wake.notify_one();
         }
-        rx.wait_for(|f| *f >= seq).await.map_err(|_| StoreError::FlusherGone)?;
+        rx.wait_for(|f| *f >= seq)
+            .await
+            .map_err(|_| StoreError::FlusherGone)?;
         Ok(())
     }
 
@@ -346,11 +408,25 @@ impl Store {
 
     /// Ids whose indexed attribute `attr` equals `value` (after the index's
     /// normalisation). `None` when `attr` is not indexed for `kind`.
-    pub fn lookup(&self, kind: Kind, attr: &str, value: &str) -> Result<Option<Vec<String>>, StoreError> {
-        let Some((n, def)) = kind.indexes().iter().enumerate().find(|(_, d)| d.attr.eq_ignore_ascii_case(attr)) else {
+    pub fn lookup(
+        &self,
+        kind: Kind,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some((n, def)) = kind
+            .indexes()
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.attr.eq_ignore_ascii_case(attr))
+        else {
             return Ok(None);
         };
-        let norm = if def.case_insensitive { value.to_lowercase() } else { value.to_string() };
+        let norm = if def.case_insensitive {
+            value.to_lowercase()
+        } else {
+            value.to_string()
+        };
         let prefix = index_prefix(kind, n, &norm);
         let mut ids = Vec::new();
         for item in self.inner.tree.scan_prefix(&prefix) {
@@ -363,14 +439,23 @@ impl Store {
     /// Every resource of `kind`, in id order (stable across calls, so
     /// paging with startIndex is consistent).
     pub fn scan(&self, kind: Kind) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
-        self.inner.tree.scan_prefix([b'r', kind.byte()]).map(move |item| {
-            let (k, v) = item?;
-            serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string()))
-        })
+        self.inner
+            .tree
+            .scan_prefix([b'r', kind.byte()])
+            .map(move |item| {
+                let (k, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| {
+                    StoreError::Corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string())
+                })
+            })
     }
 
     pub fn count(&self, kind: Kind) -> usize {
-        self.inner.tree.scan_prefix([b'r', kind.byte()]).keys().count()
+        self.inner
+            .tree
+            .scan_prefix([b'r', kind.byte()])
+            .keys()
+            .count()
     }
 
     /// Records a new state of a resource (create or update) and journals
@@ -388,10 +473,16 @@ impl Store {
         create: bool,
         expect_version: Option<&str>,
     ) -> Result<u64, WriteError> {
-        let mut last = self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let old = self.get(kind, id)?;
         match (&old, create) {
-            (Some(_), true) => return Err(StoreError::Corrupt(id.into(), "id exists".into()).into()),
+            (Some(_), true) => {
+                return Err(StoreError::Corrupt(id.into(), "id exists".into()).into())
+            }
             (None, false) => return Err(WriteError::NotFound),
             _ => {}
         }
@@ -407,11 +498,20 @@ impl Store {
                 continue;
             }
             for v in index_values(resource, def) {
-                for item in self.inner.tree.scan_prefix(index_prefix(kind, n, &v)).keys() {
+                for item in self
+                    .inner
+                    .tree
+                    .scan_prefix(index_prefix(kind, n, &v))
+                    .keys()
+                {
                     let k = item.map_err(StoreError::from)?;
                     let other = &k[index_prefix(kind, n, &v).len()..];
                     if other != id.as_bytes() {
-                        return Err(WriteError::Conflict { kind: kind.name(), attr: def.attr, value: v });
+                        return Err(WriteError::Conflict {
+                            kind: kind.name(),
+                            attr: def.attr,
+                            value: v,
+                        });
                     }
                 }
             }
@@ -420,17 +520,35 @@ impl Store {
         set_version(resource, seq);
         let mut batch = sled::Batch::default();
         self.index_changes(&mut batch, kind, id, old.as_ref(), Some(resource));
-        batch.insert(res_key(b'r', kind, id), serde_json::to_vec(resource).map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))?);
+        batch.insert(
+            res_key(b'r', kind, id),
+            serde_json::to_vec(resource)
+                .map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))?,
+        );
         self.journal_into(&mut batch, seq, kind, id, Op::Upsert, resource)?;
-        self.inner.tree.apply_batch(batch).map_err(StoreError::from)?;
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)?;
         *last = seq;
         Ok(seq)
     }
 
     /// Deletes a resource and journals the deletion. Returns the seq.
-    pub fn delete(&self, kind: Kind, id: &str, expect_version: Option<&str>) -> Result<u64, WriteError> {
-        let mut last = self.inner.write_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(old) = self.get(kind, id)? else { return Err(WriteError::NotFound) };
+    pub fn delete(
+        &self,
+        kind: Kind,
+        id: &str,
+        expect_version: Option<&str>,
+    ) -> Result<u64, WriteError> {
+        let mut last = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(old) = self.get(kind, id)? else {
+            return Err(WriteError::NotFound);
+        };
         if let Some(want) = expect_version {
             let current = version_of(&old);
             if current != want {
@@ -442,21 +560,47 @@ impl Store {
         self.index_changes(&mut batch, kind, id, Some(&old), None);
         batch.remove(res_key(b'r', kind, id));
         self.journal_into(&mut batch, seq, kind, id, Op::Delete, &old)?;
-        self.inner.tree.apply_batch(batch).map_err(StoreError::from)?;
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)?;
         *last = seq;
         Ok(seq)
     }
 
-    fn journal_into(&self, batch: &mut sled::Batch, seq: u64, kind: Kind, id: &str, op: Op, snapshot: &Value) -> Result<(), StoreError> {
-        let entry = JournalEntry { seq, at: now_rfc3339(), kind, id: id.to_string(), op, snapshot: snapshot.clone() };
-        let bytes = serde_json::to_vec(&entry).map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string()))?;
+    fn journal_into(
+        &self,
+        batch: &mut sled::Batch,
+        seq: u64,
+        kind: Kind,
+        id: &str,
+        op: Op,
+        snapshot: &Value,
+    ) -> Result<(), StoreError> {
+        let entry = JournalEntry {
+            seq,
+            at: now_rfc3339(),
+            kind,
+            id: id.to_string(),
+            op,
+            snapshot: snapshot.clone(),
+        };
+        let bytes = serde_json::to_vec(&entry)
+            .map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string()))?;
         batch.insert(seq_key(b'j', seq), bytes);
         batch.insert(seq_key(b'q', seq), res_key(b'r', kind, id));
         batch.insert(b"mseq".to_vec(), seq.to_string().into_bytes());
         Ok(())
     }
 
-    fn index_changes(&self, batch: &mut sled::Batch, kind: Kind, id: &str, old: Option<&Value>, new: Option<&Value>) {
+    fn index_changes(
+        &self,
+        batch: &mut sled::Batch,
+        kind: Kind,
+        id: &str,
+        old: Option<&Value>,
+        new: Option<&Value>,
+    ) {
         for (n, def) in kind.indexes().iter().enumerate() {
             let before = old.map(|o| index_values(o, def)).unwrap_or_default();
             let after = new.map(|o| index_values(o, def)).unwrap_or_default();
@@ -478,14 +622,21 @@ impl Store {
     pub fn entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
         match self.inner.tree.get(seq_key(b'j', seq))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string())),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string())),
         }
     }
 
     /// Seqs of entries not yet applied, oldest first, starting after `after`.
     pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();
-        for item in self.inner.tree.range(seq_key(b'q', after.saturating_add(1))..seq_key(b'q', u64::MAX)).keys() {
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(b'q', after.saturating_add(1))..seq_key(b'q', u64::MAX))
+            .keys()
+        {
             let k = item?;
             if k.first() != Some(&b'q') {
                 break;
@@ -504,7 +655,8 @@ impl Store {
 
     pub fn state(&self, seq: u64) -> Result<EntryState, StoreError> {
         if let Some(f) = self.inner.tree.get(seq_key(b'f', seq))? {
-            let f: Failure = serde_json::from_slice(&f).map_err(|e| StoreError::Corrupt(format!("failure {seq}"), e.to_string()))?;
+            let f: Failure = serde_json::from_slice(&f)
+                .map_err(|e| StoreError::Corrupt(format!("failure {seq}"), e.to_string()))?;
             return Ok(EntryState::Failed(f));
         }
         if self.inner.tree.contains_key(seq_key(b'q', seq))? {
@@ -515,12 +667,20 @@ impl Store {
 
     /// Marks an entry applied and records (or, with `None` on a delete,
     /// removes) the resource's link, atomically.
-    pub fn mark_applied(&self, entry: &JournalEntry, link: Option<&Link>) -> Result<(), StoreError> {
+    pub fn mark_applied(
+        &self,
+        entry: &JournalEntry,
+        link: Option<&Link>,
+    ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         batch.remove(seq_key(b'q', entry.seq));
         batch.remove(seq_key(b'f', entry.seq));
         match link {
-            Some(l) => batch.insert(res_key(b'l', entry.kind, &entry.id), serde_json::to_vec(l).map_err(|e| StoreError::Corrupt("link".into(), e.to_string()))?),
+            Some(l) => batch.insert(
+                res_key(b'l', entry.kind, &entry.id),
+                serde_json::to_vec(l)
+                    .map_err(|e| StoreError::Corrupt("link".into(), e.to_string()))?,
+            ),
             None => batch.remove(res_key(b'l', entry.kind, &entry.id)),
         }
         self.inner.tree.apply_batch(batch)?;
@@ -532,7 +692,8 @@ impl Store {
     pub fn mark_failed(&self, seq: u64, failure: &Failure) -> Result<(), StoreError> {
         self.inner.tree.insert(
             seq_key(b'f', seq),
-            serde_json::to_vec(failure).map_err(|e| StoreError::Corrupt("failure".into(), e.to_string()))?,
+            serde_json::to_vec(failure)
+                .map_err(|e| StoreError::Corrupt("failure".into(), e.to_string()))?,
         )?;
         Ok(())
     }
@@ -540,19 +701,27 @@ impl Store {
     pub fn link(&self, kind: Kind, id: &str) -> Result<Option<Link>, StoreError> {
         match self.inner.tree.get(res_key(b'l', kind, id))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt("link".into(), e.to_string())),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt("link".into(), e.to_string())),
         }
     }
 }
 
 /// The weak ETag of a stored resource: `W/"<seq of its last write>"`.
 pub fn version_of(resource: &Value) -> String {
-    resource.pointer("/meta/version").and_then(Value::as_str).unwrap_or_default().to_string()
+    resource
+        .pointer("/meta/version")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 fn set_version(resource: &mut Value, seq: u64) {
     if let Some(obj) = resource.as_object_mut() {
-        let meta = obj.entry("meta").or_insert_with(|| Value::Object(Default::default()));
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
         if let Some(m) = meta.as_object_mut() {
             m.insert("version".into(), Value::String(format!("W/\"{seq}\"")));
         }
@@ -607,14 +776,32 @@ mod tests {
         s.commit(seq).await.unwrap();
         assert_eq!(seq, 1);
         assert_eq!(u["meta"]["version"], "W/\"1\"");
-        assert_eq!(s.get(Kind::User, "1").unwrap().unwrap()["userName"], "Alice");
-        assert_eq!(s.lookup(Kind::User, "username", "ALICE").unwrap().unwrap(), vec!["1"]);
-        assert_eq!(s.lookup(Kind::User, "emails.value", "a@X.org").unwrap().unwrap(), vec!["1"]);
+        assert_eq!(
+            s.get(Kind::User, "1").unwrap().unwrap()["userName"],
+            "Alice"
+        );
+        assert_eq!(
+            s.lookup(Kind::User, "username", "ALICE").unwrap().unwrap(),
+            vec!["1"]
+        );
+        assert_eq!(
+            s.lookup(Kind::User, "emails.value", "a@X.org")
+                .unwrap()
+                .unwrap(),
+            vec!["1"]
+        );
         assert_eq!(s.pending_after(0, 10).unwrap(), vec![1]);
         let e = s.entry(1).unwrap().unwrap();
         assert_eq!(e.op, Op::Upsert);
         assert_eq!(s.state(1).unwrap(), EntryState::Pending);
-        s.mark_applied(&e, Some(&Link { dn: "uid=alice".into(), uuid: None })).unwrap();
+        s.mark_applied(
+            &e,
+            Some(&Link {
+                dn: "uid=alice".into(),
+                uuid: None,
+            }),
+        )
+        .unwrap();
         assert_eq!(s.state(1).unwrap(), EntryState::Applied);
         assert!(s.pending_after(0, 10).unwrap().is_empty());
         drop(s);
@@ -624,13 +811,54 @@ mod tests {
     #[test]
     fn unique_username_is_enforced_case_insensitively() {
         let (dir, s) = tmp();
-        s.put(Kind::User, "1", &mut json!({"userName": "alice"}), true, None).unwrap();
-        let err = s.put(Kind::User, "2", &mut json!({"userName": "ALICE"}), true, None).unwrap_err();
-        assert!(matches!(err, WriteError::Conflict { attr: "userName", .. }), "{err}");
+        s.put(
+            Kind::User,
+            "1",
+            &mut json!({"userName": "alice"}),
+            true,
+            None,
+        )
+        .unwrap();
+        let err = s
+            .put(
+                Kind::User,
+                "2",
+                &mut json!({"userName": "ALICE"}),
+                true,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WriteError::Conflict {
+                    attr: "userName",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // Renaming frees the old name.
-        s.put(Kind::User, "1", &mut json!({"userName": "bob"}), false, None).unwrap();
-        s.put(Kind::User, "2", &mut json!({"userName": "alice"}), true, None).unwrap();
-        assert_eq!(s.lookup(Kind::User, "userName", "bob").unwrap().unwrap(), vec!["1"]);
+        s.put(
+            Kind::User,
+            "1",
+            &mut json!({"userName": "bob"}),
+            false,
+            None,
+        )
+        .unwrap();
+        s.put(
+            Kind::User,
+            "2",
+            &mut json!({"userName": "alice"}),
+            true,
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            s.lookup(Kind::User, "userName", "bob").unwrap().unwrap(),
+            vec!["1"]
+        );
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }
@@ -640,15 +868,33 @@ mod tests {
         let (dir, s) = tmp();
         let mut u = json!({"userName": "a"});
         s.put(Kind::User, "1", &mut u, true, None).unwrap();
-        let err = s.put(Kind::User, "1", &mut json!({"userName": "a"}), false, Some("W/\"7\"")).unwrap_err();
+        let err = s
+            .put(
+                Kind::User,
+                "1",
+                &mut json!({"userName": "a"}),
+                false,
+                Some("W/\"7\""),
+            )
+            .unwrap_err();
         assert!(matches!(err, WriteError::VersionMismatch { .. }));
         let seq = s.delete(Kind::User, "1", Some("W/\"1\"")).unwrap();
         assert_eq!(seq, 2);
         assert!(s.get(Kind::User, "1").unwrap().is_none());
-        assert!(s.lookup(Kind::User, "userName", "a").unwrap().unwrap().is_empty());
+        assert!(s
+            .lookup(Kind::User, "userName", "a")
+            .unwrap()
+            .unwrap()
+            .is_empty());
         let e = s.entry(2).unwrap().unwrap();
-        assert_eq!((e.op, e.snapshot["userName"].as_str()), (Op::Delete, Some("a")));
-        assert!(matches!(s.delete(Kind::User, "1", None), Err(WriteError::NotFound)));
+        assert_eq!(
+            (e.op, e.snapshot["userName"].as_str()),
+            (Op::Delete, Some("a"))
+        );
+        assert!(matches!(
+            s.delete(Kind::User, "1", None),
+            Err(WriteError::NotFound)
+        ));
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }
@@ -656,12 +902,18 @@ mod tests {
     #[tokio::test]
     async fn reopen_keeps_seq_and_data() {
         let (dir, s) = tmp();
-        let seq = s.put(Kind::User, "1", &mut json!({"userName": "a"}), true, None).unwrap();
+        let seq = s
+            .put(Kind::User, "1", &mut json!({"userName": "a"}), true, None)
+            .unwrap();
         s.commit(seq).await.unwrap();
         drop(s);
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.last_seq(), 1);
-        assert_eq!(s.put(Kind::User, "2", &mut json!({"userName": "b"}), true, None).unwrap(), 2);
+        assert_eq!(
+            s.put(Kind::User, "2", &mut json!({"userName": "b"}), true, None)
+                .unwrap(),
+            2
+        );
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -58,7 +58,10 @@ pub fn generate() -> Result<String, getrandom::Error> {
 /// Finds which configured token, if any, `presented` is; returns its name.
 /// Every configured hash is compared, so the time taken does not depend on
 /// which one matched.
-pub fn authenticate<'a>(tokens: impl IntoIterator<Item = (&'a str, &'a TokenHash)>, presented: &str) -> Option<&'a str> {
+pub fn authenticate<'a>(
+    tokens: impl IntoIterator<Item = (&'a str, &'a TokenHash)>,
+    presented: &str,
+) -> Option<&'a str> {
     let presented = TokenHash::of(presented);
     let mut found = None;
     for (name, hash) in tokens {

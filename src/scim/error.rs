@@ -50,7 +50,11 @@ pub struct ScimError {
 
 impl ScimError {
     pub fn new(status: u16, scim_type: Option<ScimType>, detail: impl Into<String>) -> Self {
-        ScimError { status, scim_type, detail: detail.into() }
+        ScimError {
+            status,
+            scim_type,
+            detail: detail.into(),
+        }
     }
     pub fn bad_request(scim_type: ScimType, detail: impl Into<String>) -> Self {
         Self::new(400, Some(scim_type), detail)
@@ -107,7 +111,13 @@ mod tests {
         let body = e.to_json();
         assert_eq!(body["status"], "409");
         assert_eq!(body["scimType"], "uniqueness");
-        assert_eq!(body["schemas"][0], "urn:ietf:params:scim:api:messages:2.0:Error");
-        assert!(ScimError::not_found("x").to_json().get("scimType").is_none());
+        assert_eq!(
+            body["schemas"][0],
+            "urn:ietf:params:scim:api:messages:2.0:Error"
+        );
+        assert!(ScimError::not_found("x")
+            .to_json()
+            .get("scimType")
+            .is_none());
     }
 }

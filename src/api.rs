@@ -1,0 +1,589 @@
+//! The SCIM endpoints, served from the store: parse and validate with the
+//! SCIM core, check the mapping can place the resource, journal it, wait
+//! for the journal to be on disk, wake the writer, answer.
+//!
+//! Architecture invariant: nothing here knows hyper or LDAP. A request
+//! comes in as an [`ApiRequest`] and leaves as an [`ApiResponse`]; the
+//! directory is only reached through the journal and the writer.
+
+use serde_json::{json, Map, Value};
+use tracing::{debug, info};
+
+use crate::ldap::WriterHandle;
+use crate::model::SharedModel;
+use crate::scim::filter::parse_filter;
+use crate::scim::patch::apply_patch;
+use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
+use crate::scim::ScimError;
+use crate::store::{now_rfc3339, Kind, Store, WriteError};
+
+pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
+pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
+pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
+
+/// Largest page served, whatever `count` asks for.
+pub const MAX_PAGE: usize = 1000;
+/// Page size when the client gives no `count`.
+pub const DEFAULT_PAGE: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+/// A SCIM request, already authenticated, its body parsed.
+#[derive(Debug, Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    /// The path below the SCIM base path, e.g. `/Users/123`.
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: Vec<(String, String)>,
+    pub body: Option<Value>,
+    pub if_match: Option<String>,
+    /// Absolute URL of the SCIM base, for `Location` and `meta.location`.
+    pub base_url: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Option<Value>,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+}
+
+impl ApiResponse {
+    fn json(status: u16, body: Value) -> ApiResponse {
+        let etag = body
+            .pointer("/meta/version")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        ApiResponse {
+            status,
+            body: Some(body),
+            location: None,
+            etag,
+        }
+    }
+    pub fn error(e: &ScimError) -> ApiResponse {
+        ApiResponse {
+            status: e.status,
+            body: Some(e.to_json()),
+            location: None,
+            etag: None,
+        }
+    }
+}
+
+/// Everything a request handler needs.
+#[derive(Clone)]
+pub struct Api {
+    pub store: Store,
+    pub model: SharedModel,
+    pub writer: WriterHandle,
+    /// `ldap.when_down = "reject"`: refuse writes with 503 while the
+    /// directory is unreachable instead of queueing them.
+    pub reject_when_down: bool,
+}
+
+impl Api {
+    pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
+        match self.route(&req).await {
+            Ok(r) => r,
+            Err(e) => ApiResponse::error(&e),
+        }
+    }
+
+    async fn route(&self, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let segments: Vec<&str> = req
+            .path
+            .trim_matches('/')
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let kind = |s: &str| match s.to_ascii_lowercase().as_str() {
+            "users" => Some(Kind::User),
+            _ => None,
+        };
+        match (req.method, segments.as_slice()) {
+            (Method::Get, [s]) if s.eq_ignore_ascii_case("ServiceProviderConfig") => Ok(
+                ApiResponse::json(200, service_provider_config(&req.base_url)),
+            ),
+            (Method::Get, [k]) if kind(k).is_some() => {
+                self.list(kind(k).unwrap_or(Kind::User), req)
+            }
+            (Method::Post, [k]) if kind(k).is_some() => {
+                self.create(kind(k).unwrap_or(Kind::User), req).await
+            }
+            (Method::Get, [k, id]) if kind(k).is_some() => {
+                self.get(kind(k).unwrap_or(Kind::User), id, req)
+            }
+            (Method::Put, [k, id]) if kind(k).is_some() => {
+                self.replace(kind(k).unwrap_or(Kind::User), id, req).await
+            }
+            (Method::Patch, [k, id]) if kind(k).is_some() => {
+                self.patch(kind(k).unwrap_or(Kind::User), id, req).await
+            }
+            (Method::Delete, [k, id]) if kind(k).is_some() => {
+                self.delete(kind(k).unwrap_or(Kind::User), id, req).await
+            }
+            (_, [k, ..]) if kind(k).is_some() => {
+                Err(ScimError::new(405, None, "method not allowed on this path"))
+            }
+            _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}",
+                req.path
+            ))),
+        }
+    }
+
+    /// With `when_down = "reject"`, a write while the directory is down is
+    /// refused before anything is journaled.
+    fn accepting(&self) -> Result<(), ScimError> {
+        if self.reject_when_down && !self.writer.directory_up() {
+            return Err(ScimError::new(
+                503,
+                None,
+                "the directory is unavailable; retry later",
+            ));
+        }
+        Ok(())
+    }
+
+    fn body<'a>(&self, req: &'a ApiRequest) -> Result<&'a Value, ScimError> {
+        match &req.body {
+            Some(v @ Value::Object(_)) => Ok(v),
+            Some(_) => Err(ScimError::invalid_syntax(
+                "the request body must be a JSON object",
+            )),
+            None => Err(ScimError::invalid_syntax("this request needs a JSON body")),
+        }
+    }
+
+    /// Canonical names, coerced values, required attributes, and a mapping
+    /// that can place the resource: everything checked before journaling.
+    fn validate(&self, kind: Kind, resource: &mut Value) -> Result<(), ScimError> {
+        let model = self.model.current();
+        let dropped = canonicalize(resource, model.registry(kind))?;
+        if !dropped.is_empty() {
+            debug!(attributes = ?dropped, "ignored attributes this server's schema does not define");
+        }
+        match kind {
+            Kind::User => {
+                let name = resource
+                    .get("userName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if name.trim().is_empty() {
+                    return Err(ScimError::invalid_value(
+                        "userName is required and must be a non-empty string",
+                    ));
+                }
+                if name.contains('\0') {
+                    return Err(ScimError::invalid_value("userName must not contain NUL"));
+                }
+            }
+            Kind::Group => {
+                let name = resource
+                    .get("displayName")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                if name.trim().is_empty() {
+                    return Err(ScimError::invalid_value(
+                        "displayName is required and must be a non-empty string",
+                    ));
+                }
+            }
+        }
+        let resolver = crate::model::StoreResolver {
+            store: &self.store,
+            model: &model,
+        };
+        model.entry(kind, resource, &resolver)?;
+        Ok(())
+    }
+
+    async fn create(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        self.accepting()?;
+        let mut resource = self.body(req)?.clone();
+        // The id and meta are the server's to assign (RFC 7643 §3.1).
+        strip_read_only(&mut resource, self.model.current().registry(kind));
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.clone()));
+        }
+        self.validate(kind, &mut resource)?;
+        let now = now_rfc3339();
+        set_meta(&mut resource, kind, &req.base_url, &id, Some(&now), &now);
+        let seq = self
+            .store
+            .put(kind, &id, &mut resource, true, None)
+            .map_err(write_error)?;
+        self.commit(seq).await?;
+        info!(kind = kind.name(), %id, seq, "created");
+        let mut resp = ApiResponse::json(201, self.present(kind, resource));
+        resp.location = Some(location(&req.base_url, kind, &id));
+        Ok(resp)
+    }
+
+    fn get(&self, kind: Kind, id: &str, _req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let resource = self.load(kind, id)?;
+        Ok(ApiResponse::json(200, self.present(kind, resource)))
+    }
+
+    fn load(&self, kind: Kind, id: &str) -> Result<Value, ScimError> {
+        self.store
+            .get(kind, id)
+            .map_err(|e| ScimError::internal(e.to_string()))?
+            .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))
+    }
+
+    async fn replace(
+        &self,
+        kind: Kind,
+        id: &str,
+        req: &ApiRequest,
+    ) -> Result<ApiResponse, ScimError> {
+        self.accepting()?;
+        let old = self.load(kind, id)?;
+        check_if_match(req, &old)?;
+        let mut resource = self.body(req)?.clone();
+        if let Some(obj) = resource.as_object_mut() {
+            if let Some(given) = obj.get("id").and_then(Value::as_str) {
+                if given != id {
+                    return Err(ScimError::mutability(format!(
+                        "id is immutable: the body says {given:?}, the URL {id:?}"
+                    )));
+                }
+            }
+        }
+        strip_read_only(&mut resource, self.model.current().registry(kind));
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.to_string()));
+        }
+        self.validate(kind, &mut resource)?;
+        let created = old
+            .pointer("/meta/created")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        set_meta(
+            &mut resource,
+            kind,
+            &req.base_url,
+            id,
+            created.as_deref(),
+            &now_rfc3339(),
+        );
+        let version = crate::store::version_of(&old);
+        let seq = self
+            .store
+            .put(kind, id, &mut resource, false, Some(&version))
+            .map_err(write_error)?;
+        self.commit(seq).await?;
+        info!(kind = kind.name(), %id, seq, "replaced");
+        Ok(ApiResponse::json(200, self.present(kind, resource)))
+    }
+
+    async fn patch(
+        &self,
+        kind: Kind,
+        id: &str,
+        req: &ApiRequest,
+    ) -> Result<ApiResponse, ScimError> {
+        self.accepting()?;
+        let body = self.body(req)?;
+        // Read-modify-write, retried if another write to the same resource
+        // lands in between, so no concurrent PATCH is lost.
+        for _ in 0..8 {
+            let old = self.load(kind, id)?;
+            check_if_match(req, &old)?;
+            let mut resource = old.clone();
+            let model = self.model.current();
+            apply_patch(&mut resource, body, model.registry(kind))?;
+            drop(model);
+            if let Some(obj) = resource.as_object_mut() {
+                obj.insert("id".into(), Value::String(id.to_string()));
+            }
+            self.validate(kind, &mut resource)?;
+            let created = old
+                .pointer("/meta/created")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            set_meta(
+                &mut resource,
+                kind,
+                &req.base_url,
+                id,
+                created.as_deref(),
+                &now_rfc3339(),
+            );
+            if strip_meta(&resource) == strip_meta(&old) {
+                // Nothing changed: nothing to journal (Okta re-sends state).
+                return Ok(ApiResponse::json(200, self.present(kind, old)));
+            }
+            let version = crate::store::version_of(&old);
+            match self
+                .store
+                .put(kind, id, &mut resource, false, Some(&version))
+            {
+                Ok(seq) => {
+                    self.commit(seq).await?;
+                    info!(kind = kind.name(), %id, seq, "patched");
+                    return Ok(ApiResponse::json(200, self.present(kind, resource)));
+                }
+                Err(WriteError::VersionMismatch { .. }) if req.if_match.is_none() => continue,
+                Err(e) => return Err(write_error(e)),
+            }
+        }
+        Err(ScimError::new(
+            409,
+            None,
+            "the resource kept changing while this PATCH was applied; retry",
+        ))
+    }
+
+    async fn delete(
+        &self,
+        kind: Kind,
+        id: &str,
+        req: &ApiRequest,
+    ) -> Result<ApiResponse, ScimError> {
+        self.accepting()?;
+        let old = self.load(kind, id)?;
+        check_if_match(req, &old)?;
+        let seq = self
+            .store
+            .delete(kind, id, Some(&crate::store::version_of(&old)))
+            .map_err(write_error)?;
+        self.commit(seq).await?;
+        info!(kind = kind.name(), %id, seq, "deleted");
+        Ok(ApiResponse {
+            status: 204,
+            body: None,
+            location: None,
+            etag: None,
+        })
+    }
+
+    /// A stored resource as a client may see it: attributes that are never
+    /// returned (password) removed.
+    fn present(&self, kind: Kind, mut resource: Value) -> Value {
+        strip_never_returned(&mut resource, self.model.current().registry(kind));
+        resource
+    }
+
+    async fn commit(&self, seq: u64) -> Result<(), ScimError> {
+        self.store
+            .commit(seq)
+            .await
+            .map_err(|e| ScimError::internal(format!("journal write failed: {e}")))?;
+        self.writer.wake();
+        Ok(())
+    }
+
+    fn list(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let param = |name: &str| {
+            req.query
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let start = match param("startIndex") {
+            None => 1,
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| {
+                    ScimError::invalid_value(format!("startIndex {s:?} is not an integer"))
+                })?
+                .max(1) as usize,
+        };
+        let count = match param("count") {
+            None => DEFAULT_PAGE,
+            Some(s) => s
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| ScimError::invalid_value(format!("count {s:?} is not an integer")))?
+                .clamp(0, MAX_PAGE as i64) as usize,
+        };
+        let model = self.model.current();
+        let reg: &SchemaRegistry = model.registry(kind);
+        let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
+
+        let mut matched: Vec<Value> = Vec::new();
+        let total;
+        match param("filter").filter(|f| !f.trim().is_empty()) {
+            Some(text) => {
+                let filter = parse_filter(text)?;
+                let indexed = match filter.eq_lookup() {
+                    Some((path, value)) => {
+                        let name = match &path.sub {
+                            Some(sub) => format!("{}.{sub}", path.name),
+                            None => path.name.clone(),
+                        };
+                        let core = path.urn.as_deref().is_none_or(|u| {
+                            u.eq_ignore_ascii_case(USER_SCHEMA)
+                                || u.eq_ignore_ascii_case(GROUP_SCHEMA)
+                        });
+                        if core {
+                            self.store.lookup(kind, &name, value).map_err(internal)?
+                        } else {
+                            None
+                        }
+                    }
+                    None => None,
+                };
+                match indexed {
+                    Some(mut ids) => {
+                        ids.sort();
+                        for id in ids {
+                            if let Some(r) = self.store.get(kind, &id).map_err(internal)? {
+                                if filter.matches(&r, reg) {
+                                    matched.push(r);
+                                }
+                            }
+                        }
+                    }
+                    None => {
+                        for r in self.store.scan(kind) {
+                            let r = r.map_err(internal)?;
+                            if filter.matches(&r, reg) {
+                                matched.push(r);
+                            }
+                        }
+                    }
+                }
+                total = matched.len();
+                matched = matched.into_iter().skip(start - 1).take(count).collect();
+            }
+            None => {
+                total = self.store.count(kind);
+                for r in self.store.scan(kind).skip(start - 1).take(count) {
+                    matched.push(r.map_err(internal)?);
+                }
+            }
+        }
+        Ok(ApiResponse::json(
+            200,
+            json!({
+                "schemas": [LIST_SCHEMA],
+                "totalResults": total,
+                "startIndex": start,
+                "itemsPerPage": matched.len(),
+                "Resources": matched.into_iter().map(|r| self.present(kind, r)).collect::<Vec<_>>(),
+            }),
+        ))
+    }
+}
+
+fn write_error(e: WriteError) -> ScimError {
+    match e {
+        WriteError::Conflict { kind, attr, value } => ScimError::uniqueness(format!(
+            "{attr} {value:?} is already used by another {kind}"
+        )),
+        WriteError::NotFound => ScimError::not_found("resource not found"),
+        WriteError::VersionMismatch { current } => ScimError::new(
+            412,
+            None,
+            format!("the resource has changed: its version is now {current}"),
+        ),
+        WriteError::Store(e) => ScimError::internal(e.to_string()),
+    }
+}
+
+fn check_if_match(req: &ApiRequest, current: &Value) -> Result<(), ScimError> {
+    let Some(want) = req.if_match.as_deref() else {
+        return Ok(());
+    };
+    let version = crate::store::version_of(current);
+    let ok = want.split(',').map(str::trim).any(|w| {
+        w == "*" || w == version || w.trim_start_matches("W/") == version.trim_start_matches("W/")
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(ScimError::new(
+            412,
+            None,
+            format!("If-Match {want} does not match the current version {version}"),
+        ))
+    }
+}
+
+pub fn location(base_url: &str, kind: Kind, id: &str) -> String {
+    let seg = match kind {
+        Kind::User => "Users",
+        Kind::Group => "Groups",
+    };
+    format!("{base_url}/{seg}/{id}")
+}
+
+fn set_meta(
+    resource: &mut Value,
+    kind: Kind,
+    base_url: &str,
+    id: &str,
+    created: Option<&str>,
+    now: &str,
+) {
+    let Some(obj) = resource.as_object_mut() else {
+        return;
+    };
+    let mut meta = Map::new();
+    meta.insert("resourceType".into(), Value::String(kind.name().into()));
+    meta.insert(
+        "created".into(),
+        Value::String(created.unwrap_or(now).into()),
+    );
+    meta.insert("lastModified".into(), Value::String(now.into()));
+    meta.insert(
+        "location".into(),
+        Value::String(location(base_url, kind, id)),
+    );
+    obj.insert("meta".into(), Value::Object(meta));
+    let core = match kind {
+        Kind::User => USER_SCHEMA,
+        Kind::Group => GROUP_SCHEMA,
+    };
+    let schemas = obj.entry("schemas").or_insert_with(|| json!([]));
+    if let Some(list) = schemas.as_array_mut() {
+        if !list
+            .iter()
+            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(core)))
+        {
+            list.insert(0, Value::String(core.into()));
+        }
+    }
+}
+
+fn strip_meta(v: &Value) -> Value {
+    let mut v = v.clone();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("meta");
+    }
+    v
+}
+
+fn service_provider_config(base_url: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
+        "patch": {"supported": true},
+        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
+        "filter": {"supported": true, "maxResults": MAX_PAGE},
+        "changePassword": {"supported": false},
+        "sort": {"supported": false},
+        "etag": {"supported": true},
+        "authenticationSchemes": [{
+            "type": "oauthbearertoken",
+            "name": "OAuth Bearer Token",
+            "description": "Authentication with a bearer token made by `scim2ldap token`",
+            "primary": true
+        }],
+        "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base_url}/ServiceProviderConfig")}
+    })
+}

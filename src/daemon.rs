@@ -1,0 +1,103 @@
+//! Puts the parts together: opens the store, loads the mapping, starts the
+//! writer and the HTTP edge, and stops them in order. `main` only parses
+//! the command line and waits for signals; tests call [`start`] with a
+//! listener bound to port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use crate::api::Api;
+use crate::config::Config;
+use crate::http::Edge;
+use crate::ldap::{Writer, WriterHandle};
+use crate::model::{MappingPlanner, Model, SharedModel};
+use crate::store::Store;
+
+/// A running daemon.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub writer: WriterHandle,
+    pub model: SharedModel,
+    pub edge: Arc<Edge>,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<()>,
+    writer_task: JoinHandle<()>,
+}
+
+/// Starts serving on `listener` with `config`.
+pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
+    let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
+    let model = SharedModel::new(model);
+    let store = Store::open(&config.store.path).with_context(|| {
+        format!(
+            "opening the store in {} (store.path)",
+            config.store.path.display()
+        )
+    })?;
+    let (stop, stop_rx) = watch::channel(false);
+
+    let planner = Arc::new(MappingPlanner {
+        model: model.clone(),
+        store: store.clone(),
+    });
+    let (writer, writer_handle) = Writer::new(store.clone(), planner, config.ldap.clone());
+    let writer_stop = stop_rx.clone();
+    let writer_task = tokio::spawn(async move {
+        if let Err(e) = writer.run(writer_stop).await {
+            error!(error = %e, "the writer stopped: the store failed; restart the daemon");
+        }
+    });
+
+    let api = Api {
+        store: store.clone(),
+        model: model.clone(),
+        writer: writer_handle.clone(),
+        reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
+    };
+    let edge = Arc::new(Edge::new(api, config.server.clone(), config.tokens.clone()));
+    let addr = listener.local_addr()?;
+    let mut http_stop = stop_rx;
+    let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    }));
+    info!(%addr, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
+    Ok(Running {
+        addr,
+        store,
+        writer: writer_handle,
+        model,
+        edge,
+        stop,
+        http,
+        writer_task,
+    })
+}
+
+impl Running {
+    /// Re-reads the mapping and the tokens; on any error keeps the old ones.
+    pub fn reload(&self, config_path: &std::path::Path) -> anyhow::Result<()> {
+        let config = Config::load(config_path)?;
+        let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
+        self.model.replace(model);
+        *self.edge.tokens.write().unwrap_or_else(|p| p.into_inner()) = config.tokens;
+        self.writer.wake();
+        Ok(())
+    }
+
+    /// Stops accepting requests, lets in-flight ones finish, then stops the
+    /// writer after the entry it is applying.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let _ = self.http.await;
+        let _ = self.writer_task.await;
+        let _ = self.store.flush();
+        info!("scim2ldap stopped");
+    }
+}

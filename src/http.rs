@@ -1,0 +1,359 @@
+//! The http edge: accepts connections, enforces limits, authenticates the
+//! bearer token, turns requests into [`ApiRequest`]s and responses into
+//! `application/scim+json`.
+//!
+//! Architecture invariant: nothing here knows LDAP, the store or the
+//! mapping; it only knows HTTP and the SCIM error body.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{
+    HeaderValue, AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, LOCATION, RETRY_AFTER,
+    WWW_AUTHENTICATE,
+};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{info, warn, Instrument};
+
+use crate::api::{Api, ApiRequest, ApiResponse, Method};
+use crate::config::{ServerConfig, TokenConfig};
+use crate::scim::ScimError;
+
+pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
+
+/// What the edge needs besides the API.
+pub struct Edge {
+    pub api: Api,
+    pub server: ServerConfig,
+    /// Swapped on reload.
+    pub tokens: RwLock<Vec<TokenConfig>>,
+    next_request: AtomicU64,
+}
+
+impl Edge {
+    pub fn new(api: Api, server: ServerConfig, tokens: Vec<TokenConfig>) -> Edge {
+        Edge {
+            api,
+            server,
+            tokens: RwLock::new(tokens),
+            next_request: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Serves HTTP on `listener` until `shutdown` completes, then stops
+/// accepting and lets in-flight requests finish (up to 30 s).
+pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future<Output = ()>) {
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(edge.server.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, limit = edge.server.max_connections, "connection refused: max_connections reached");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let edge2 = edge.clone();
+        let svc = service_fn(move |req| {
+            let edge = edge2.clone();
+            async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(edge.server.header_read_timeout)
+            .serve_connection(TokioIo::new(stream), svc);
+        let watched = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = watched.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => warn!("in-flight requests did not finish within 30 s"),
+    }
+}
+
+async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    let rid = edge.next_request.fetch_add(1, Ordering::Relaxed);
+    let span =
+        tracing::info_span!("request", id = rid, method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let (resp, client) = route(edge, req).await;
+        let status = resp.status().as_u16();
+        let ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0);
+        if status >= 500 {
+            warn!(status, %ms, %peer, %client, "request failed");
+        } else {
+            info!(status, %ms, %peer, %client, "request");
+        }
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, String) {
+    let path = req.uri().path().to_string();
+    if path == "/healthz" {
+        return (plain(200, "ok\n"), "-".into());
+    }
+    let base = edge.server.base_path.as_str();
+    let Some(rest) = path
+        .strip_prefix(base)
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return (
+            error(&ScimError::not_found(format!(
+                "no SCIM endpoint at {path}; the base URL is {base}"
+            ))),
+            "-".into(),
+        );
+    };
+    let rest = rest.to_string();
+
+    let client = match authenticate(edge, &req) {
+        Some(name) => name,
+        None => {
+            let mut r = error(&ScimError::new(
+                401,
+                None,
+                "a valid bearer token is required (Authorization: Bearer <token>)",
+            ));
+            r.headers_mut().insert(
+                WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"scim2ldap\""),
+            );
+            return (r, "-".into());
+        }
+    };
+
+    let method = match *req.method() {
+        hyper::Method::GET => Method::Get,
+        hyper::Method::POST => Method::Post,
+        hyper::Method::PUT => Method::Put,
+        hyper::Method::PATCH => Method::Patch,
+        hyper::Method::DELETE => Method::Delete,
+        _ => {
+            return (
+                error(&ScimError::new(405, None, "method not allowed")),
+                client,
+            )
+        }
+    };
+    let query = req.uri().query().map(parse_query).unwrap_or_default();
+    let if_match = req
+        .headers()
+        .get(IF_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let base_url = match &edge.server.public_url {
+        Some(u) => format!("{u}{base}"),
+        None => {
+            let host = req
+                .headers()
+                .get(HOST)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}{base}")
+        }
+    };
+
+    let body = match read_body(edge, req).await {
+        Ok(b) => b,
+        Err(e) => return (error(&e), client),
+    };
+    let api_req = ApiRequest {
+        method,
+        path: rest,
+        query,
+        body,
+        if_match,
+        base_url,
+    };
+    (respond(edge.api.handle(api_req).await), client)
+}
+
+fn authenticate(edge: &Edge, req: &Request<Incoming>) -> Option<String> {
+    let header = req.headers().get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let tokens = edge.tokens.read().unwrap_or_else(|p| p.into_inner());
+    crate::token::authenticate(
+        tokens.iter().map(|t| (t.name.as_str(), &t.hash)),
+        token.trim(),
+    )
+    .map(str::to_string)
+}
+
+/// Reads and parses the JSON body within the size and time limits.
+async fn read_body(
+    edge: &Edge,
+    req: Request<Incoming>,
+) -> Result<Option<serde_json::Value>, ScimError> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let limit = edge.server.max_body_bytes;
+    let bytes = match tokio::time::timeout(
+        edge.server.body_read_timeout,
+        read_limited(req.into_body(), limit),
+    )
+    .await
+    {
+        Err(_) => {
+            return Err(ScimError::new(
+                408,
+                None,
+                "the request body was not received in time",
+            ))
+        }
+        Ok(r) => r?,
+    };
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(ct) = content_type {
+        let mime = ct.split(';').next().unwrap_or_default().trim();
+        if mime != SCIM_CONTENT_TYPE && mime != "application/json" {
+            return Err(ScimError::new(415, None, format!("Content-Type {mime} is not supported; send {SCIM_CONTENT_TYPE} or application/json")));
+        }
+    }
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is read on and
+/// thrown away (up to 16 times the limit), so that the client, still
+/// sending, receives the 413 instead of a reset connection.
+async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ScimError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ScimError::invalid_syntax(format!("could not read the request body: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            total += data.len();
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            } else if total > limit.saturating_mul(16) {
+                break;
+            }
+        }
+    }
+    if total > limit {
+        return Err(ScimError::new(
+            413,
+            None,
+            format!("the request body is larger than {limit} bytes"),
+        ));
+    }
+    Ok(buf.freeze())
+}
+
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+/// Decodes `%XX` escapes and `+` (form encoding) in a query component.
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (b[i], hex) {
+            (b'+', _) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = r
+        .body
+        .map(|b| Bytes::from(serde_json::to_vec(&b).unwrap_or_default()))
+        .unwrap_or_default();
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    if status != StatusCode::NO_CONTENT {
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
+    }
+    if let Some(l) = r.location.and_then(|l| HeaderValue::from_str(&l).ok()) {
+        h.insert(LOCATION, l);
+    }
+    if let Some(e) = r.etag.and_then(|e| HeaderValue::from_str(&e).ok()) {
+        h.insert(ETAG, e);
+    }
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("30"));
+    }
+    resp
+}
+
+fn error(e: &ScimError) -> Response<Full<Bytes>> {
+    respond(ApiResponse::error(e))
+}
+
+fn plain(status: u16, text: &'static str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    r
+}

@@ -1,0 +1,254 @@
+//! Shared test fixture: a throwaway slapd, the daemon started in-process on
+//! a port-0 listener with a config and mapping written to a temp dir, an
+//! HTTP client that goes through a real socket, and an LDAP client to check
+//! what landed in the directory. Everything is stopped and removed on drop.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use ldap3::{LdapConnAsync, Scope, SearchEntry};
+use serde_json::Value;
+
+use scim2ldap::config::Config;
+use scim2ldap::daemon::Running;
+use scim2ldap::slapd::{Slapd, SlapdOptions};
+
+pub const MAPPING: &str = include_str!("../../examples/openldap.toml");
+
+pub struct Harness {
+    pub slapd: Slapd,
+    pub daemon: Option<Running>,
+    pub dir: PathBuf,
+    pub token: String,
+    pub base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+pub struct Reply {
+    pub status: u16,
+    pub headers: hyper::HeaderMap,
+    pub body: Value,
+}
+
+impl Harness {
+    pub async fn start() -> Harness {
+        Self::start_with(SlapdOptions::default(), MAPPING).await
+    }
+
+    pub async fn start_with(opts: SlapdOptions, mapping: &str) -> Harness {
+        let slapd = tokio::task::spawn_blocking(move || Slapd::start(opts))
+            .await
+            .unwrap()
+            .expect("start slapd");
+        let dir = std::env::temp_dir().join(format!("scim2ldap-it-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("mapping.toml"), mapping).unwrap();
+        let token = scim2ldap::token::generate().unwrap();
+        let config = format!(
+            r#"
+mapping = "mapping.toml"
+[server]
+listen = "127.0.0.1:0"
+[store]
+path = "state"
+[ldap]
+url = "{}"
+bind_dn = "{}"
+bind_password = "{}"
+base_dn = "{}"
+timeout_secs = 5
+[[tokens]]
+name = "test"
+sha256 = "{}"
+"#,
+            slapd.uri(),
+            slapd.bind_dn(),
+            slapd.password(),
+            slapd.suffix(),
+            scim2ldap::token::TokenHash::of(&token).to_hex()
+        );
+        std::fs::write(dir.join("config.toml"), config).unwrap();
+        let mut h = Harness {
+            slapd,
+            daemon: None,
+            dir,
+            token,
+            base: String::new(),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        };
+        h.start_daemon().await;
+        h
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load(&self.dir.join("config.toml")).expect("config")
+    }
+
+    pub async fn start_daemon(&mut self) {
+        let cfg = self.config();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = scim2ldap::daemon::start(&cfg, listener)
+            .await
+            .expect("daemon starts");
+        self.base = format!("http://{}/scim/v2", running.addr);
+        self.daemon = Some(running);
+    }
+
+    pub async fn stop_daemon(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.shutdown().await;
+        }
+    }
+
+    pub fn daemon(&self) -> &Running {
+        self.daemon.as_ref().expect("daemon running")
+    }
+
+    /// Waits until the writer has applied (or parked) every acknowledged write.
+    pub async fn settle(&self) {
+        let d = self.daemon();
+        let seq = d.store.last_seq();
+        tokio::time::timeout(Duration::from_secs(20), d.writer.wait_processed(seq))
+            .await
+            .expect("the writer caught up within 20 s");
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.send_raw(
+            method,
+            path,
+            body.map(|b| b.to_string()),
+            Some("application/scim+json"),
+            Some(&self.token),
+            &[],
+        )
+        .await
+    }
+
+    pub async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        if let Some(ct) = content_type.filter(|_| body.is_some()) {
+            req = req.header("Content-Type", ct);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .unwrap();
+        let resp = self.client.request(req).await.expect("HTTP request");
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Entries under the suffix matching an LDAP filter, with the named
+    /// attributes (plus operational ones asked for explicitly).
+    pub async fn ldap_search(&self, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
+            .await
+            .expect("ldap connect");
+        ldap3::drive!(conn);
+        ldap.simple_bind(&self.slapd.bind_dn(), self.slapd.password())
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let (entries, _) = ldap
+            .search(self.slapd.suffix(), Scope::Subtree, filter, attrs.to_vec())
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let _ = ldap.unbind().await;
+        entries.into_iter().map(SearchEntry::construct).collect()
+    }
+
+    /// The single entry at `dn`, or None.
+    pub async fn ldap_get(&self, dn: &str) -> Option<HashMap<String, Vec<String>>> {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
+            .await
+            .expect("ldap connect");
+        ldap3::drive!(conn);
+        ldap.simple_bind(&self.slapd.bind_dn(), self.slapd.password())
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let r = ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["*", "+"])
+            .await
+            .unwrap();
+        let _ = ldap.unbind().await;
+        match r.success() {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .next()
+                .map(|e| SearchEntry::construct(e).attrs),
+            Err(_) => None,
+        }
+    }
+
+    /// Runs an LDAP modify as the administrator (to simulate changes made
+    /// outside scim2ldap).
+    pub async fn ldap_modify(&self, dn: &str, mods: Vec<ldap3::Mod<String>>) {
+        let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
+            .await
+            .expect("ldap connect");
+        ldap3::drive!(conn);
+        ldap.simple_bind(&self.slapd.bind_dn(), self.slapd.password())
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        ldap.modify(dn, mods).await.unwrap().success().unwrap();
+        let _ = ldap.unbind().await;
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        // The daemon's tasks die with the test's runtime; the store is
+        // closed when the last handle goes.
+        self.daemon.take();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// First value of an attribute, case-insensitive name.
+pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String> {
+    attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .and_then(|(_, v)| v.first().cloned())
+}
