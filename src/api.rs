@@ -12,10 +12,11 @@ use tracing::{debug, info};
 use crate::ldap::WriterHandle;
 use crate::model::SharedModel;
 use crate::scim::filter::parse_filter;
-use crate::scim::patch::apply_patch;
+use crate::scim::members::{split_member_ops, take_members, MemberEdit};
+use crate::scim::patch::{apply_operations, parse_patch_request};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
-use crate::store::{now_rfc3339, Kind, Store, WriteError};
+use crate::store::{now_rfc3339, Kind, MemberOps, Store, WriteError};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -108,6 +109,7 @@ impl Api {
             .collect();
         let kind = |s: &str| match s.to_ascii_lowercase().as_str() {
             "users" => Some(Kind::User),
+            "groups" => Some(Kind::Group),
             _ => None,
         };
         match (req.method, segments.as_slice()) {
@@ -213,27 +215,35 @@ impl Api {
         let mut resource = self.body(req)?.clone();
         // The id and meta are the server's to assign (RFC 7643 §3.1).
         strip_read_only(&mut resource, self.model.current().registry(kind));
+        let edit = match kind {
+            Kind::Group => Some(MemberEdit {
+                replace: Some(take_members(&mut resource)?),
+                ..Default::default()
+            }),
+            Kind::User => None,
+        };
         let id = uuid::Uuid::new_v4().to_string();
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.clone()));
         }
         self.validate(kind, &mut resource)?;
+        let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
         let now = now_rfc3339();
         set_meta(&mut resource, kind, &req.base_url, &id, Some(&now), &now);
         let seq = self
             .store
-            .put(kind, &id, &mut resource, true, None)
+            .put_with_members(kind, &id, &mut resource, true, None, ops.as_ref())
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
-        let mut resp = ApiResponse::json(201, self.present(kind, resource));
+        let mut resp = ApiResponse::json(201, self.present(kind, resource, req)?);
         resp.location = Some(location(&req.base_url, kind, &id));
         Ok(resp)
     }
 
-    fn get(&self, kind: Kind, id: &str, _req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+    fn get(&self, kind: Kind, id: &str, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
         let resource = self.load(kind, id)?;
-        Ok(ApiResponse::json(200, self.present(kind, resource)))
+        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
     }
 
     fn load(&self, kind: Kind, id: &str) -> Result<Value, ScimError> {
@@ -241,6 +251,43 @@ impl Api {
             .get(kind, id)
             .map_err(|e| ScimError::internal(e.to_string()))?
             .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", kind.name())))
+    }
+
+    /// Checks the member ids of a group edit (each must be a User or a
+    /// Group this server knows, and not the group itself) and works out
+    /// their kinds.
+    fn member_ops(&self, gid: &str, edit: MemberEdit) -> Result<MemberOps, ScimError> {
+        let kind_of = |id: &String| -> Result<(String, Kind), ScimError> {
+            if id == gid {
+                return Err(ScimError::invalid_value(
+                    "a group cannot be a member of itself",
+                ));
+            }
+            for kind in [Kind::User, Kind::Group] {
+                if self
+                    .store
+                    .exists(kind, id)
+                    .map_err(|e| ScimError::internal(e.to_string()))?
+                {
+                    return Ok((id.clone(), kind));
+                }
+            }
+            Err(ScimError::invalid_value(format!(
+                "members: there is no User or Group with id {id:?}"
+            )))
+        };
+        Ok(MemberOps {
+            replace: edit
+                .replace
+                .map(|l| l.iter().map(kind_of).collect::<Result<Vec<_>, _>>())
+                .transpose()?,
+            add: edit
+                .add
+                .iter()
+                .map(kind_of)
+                .collect::<Result<Vec<_>, _>>()?,
+            remove: edit.remove,
+        })
     }
 
     async fn replace(
@@ -253,20 +300,26 @@ impl Api {
         let old = self.load(kind, id)?;
         check_if_match(req, &old)?;
         let mut resource = self.body(req)?.clone();
-        if let Some(obj) = resource.as_object_mut() {
-            if let Some(given) = obj.get("id").and_then(Value::as_str) {
-                if given != id {
-                    return Err(ScimError::mutability(format!(
-                        "id is immutable: the body says {given:?}, the URL {id:?}"
-                    )));
-                }
+        if let Some(given) = resource.get("id").and_then(Value::as_str) {
+            if given != id {
+                return Err(ScimError::mutability(format!(
+                    "id is immutable: the body says {given:?}, the URL {id:?}"
+                )));
             }
         }
         strip_read_only(&mut resource, self.model.current().registry(kind));
+        let edit = match kind {
+            Kind::Group => Some(MemberEdit {
+                replace: Some(take_members(&mut resource)?),
+                ..Default::default()
+            }),
+            Kind::User => None,
+        };
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.to_string()));
         }
         self.validate(kind, &mut resource)?;
+        let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
         let created = old
             .pointer("/meta/created")
             .and_then(Value::as_str)
@@ -282,11 +335,11 @@ impl Api {
         let version = crate::store::version_of(&old);
         let seq = self
             .store
-            .put(kind, id, &mut resource, false, Some(&version))
+            .put_with_members(kind, id, &mut resource, false, Some(&version), ops.as_ref())
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "replaced");
-        Ok(ApiResponse::json(200, self.present(kind, resource)))
+        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
     }
 
     async fn patch(
@@ -296,7 +349,18 @@ impl Api {
         req: &ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        let body = self.body(req)?;
+        let operations = parse_patch_request(self.body(req)?)?;
+        // A group's member operations become a delta for the store; the
+        // engine sees the rest (and never the member list).
+        let (edit, operations) = match kind {
+            Kind::Group => split_member_ops(operations)?,
+            Kind::User => (MemberEdit::default(), operations),
+        };
+        let ops = if edit.is_empty() {
+            None
+        } else {
+            Some(self.member_ops(id, edit)?)
+        };
         // Read-modify-write, retried if another write to the same resource
         // lands in between, so no concurrent PATCH is lost.
         for _ in 0..8 {
@@ -304,7 +368,7 @@ impl Api {
             check_if_match(req, &old)?;
             let mut resource = old.clone();
             let model = self.model.current();
-            apply_patch(&mut resource, body, model.registry(kind))?;
+            apply_operations(&mut resource, &operations, model.registry(kind))?;
             drop(model);
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("id".into(), Value::String(id.to_string()));
@@ -322,19 +386,23 @@ impl Api {
                 created.as_deref(),
                 &now_rfc3339(),
             );
-            if strip_meta(&resource) == strip_meta(&old) {
+            if ops.is_none() && strip_meta(&resource) == strip_meta(&old) {
                 // Nothing changed: nothing to journal (Okta re-sends state).
-                return Ok(ApiResponse::json(200, self.present(kind, old)));
+                return self.patched(kind, old, req);
             }
             let version = crate::store::version_of(&old);
-            match self
-                .store
-                .put(kind, id, &mut resource, false, Some(&version))
-            {
+            match self.store.put_with_members(
+                kind,
+                id,
+                &mut resource,
+                false,
+                Some(&version),
+                ops.as_ref(),
+            ) {
                 Ok(seq) => {
                     self.commit(seq).await?;
                     info!(kind = kind.name(), %id, seq, "patched");
-                    return Ok(ApiResponse::json(200, self.present(kind, resource)));
+                    return self.patched(kind, resource, req);
                 }
                 Err(WriteError::VersionMismatch { .. }) if req.if_match.is_none() => continue,
                 Err(e) => return Err(write_error(e)),
@@ -345,6 +413,33 @@ impl Api {
             None,
             "the resource kept changing while this PATCH was applied; retry",
         ))
+    }
+
+    /// The answer to a PATCH: the resource (200), except for a group when
+    /// the client asked for no attributes: 204, as Entra ID and Okta expect,
+    /// so that a member change never sends back a large member list.
+    fn patched(
+        &self,
+        kind: Kind,
+        resource: Value,
+        req: &ApiRequest,
+    ) -> Result<ApiResponse, ScimError> {
+        let asked = req.query.iter().any(|(k, _)| {
+            k.eq_ignore_ascii_case("attributes") || k.eq_ignore_ascii_case("excludedAttributes")
+        });
+        if kind == Kind::Group && !asked {
+            let etag = resource
+                .pointer("/meta/version")
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            return Ok(ApiResponse {
+                status: 204,
+                body: None,
+                location: None,
+                etag,
+            });
+        }
+        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
     }
 
     async fn delete(
@@ -370,11 +465,59 @@ impl Api {
         })
     }
 
-    /// A stored resource as a client may see it: attributes that are never
-    /// returned (password) removed.
-    fn present(&self, kind: Kind, mut resource: Value) -> Value {
+    /// A stored resource as a client may see it: computed attributes added
+    /// (a group's `members`, a user's `groups`), attributes that are never
+    /// returned (password) removed. `excludedAttributes=members` skips
+    /// reading the member list.
+    fn present(
+        &self,
+        kind: Kind,
+        mut resource: Value,
+        req: &ApiRequest,
+    ) -> Result<Value, ScimError> {
+        let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
+        let excluded = |name: &str| {
+            req.query.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("excludedAttributes")
+                    && v.split(',').any(|a| a.trim().eq_ignore_ascii_case(name))
+            })
+        };
+        let id = resource
+            .get("id")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let mut computed = Vec::new();
+        match kind {
+            Kind::Group if !excluded("members") => {
+                for (m, mk) in self.store.members(&id).map_err(internal)? {
+                    computed.push(json!({"value": m, "type": mk.name(), "$ref": location(&req.base_url, mk, &m)}));
+                }
+                if !computed.is_empty() {
+                    resource["members"] = Value::Array(computed);
+                }
+            }
+            Kind::User if !excluded("groups") => {
+                for g in self.store.groups_of(&id).map_err(internal)? {
+                    let display = self
+                        .store
+                        .get(Kind::Group, &g)
+                        .map_err(internal)?
+                        .and_then(|v| v.get("displayName").cloned());
+                    let mut item = json!({"value": g, "type": "direct", "$ref": location(&req.base_url, Kind::Group, &g)});
+                    if let Some(d) = display {
+                        item["display"] = d;
+                    }
+                    computed.push(item);
+                }
+                if !computed.is_empty() {
+                    resource["groups"] = Value::Array(computed);
+                }
+            }
+            _ => {}
+        }
         strip_never_returned(&mut resource, self.model.current().registry(kind));
-        resource
+        Ok(resource)
     }
 
     async fn commit(&self, seq: u64) -> Result<(), ScimError> {
@@ -475,7 +618,7 @@ impl Api {
                 "totalResults": total,
                 "startIndex": start,
                 "itemsPerPage": matched.len(),
-                "Resources": matched.into_iter().map(|r| self.present(kind, r)).collect::<Vec<_>>(),
+                "Resources": matched.into_iter().map(|r| self.present(kind, r, req)).collect::<Result<Vec<_>, _>>()?,
             }),
         ))
     }

@@ -32,6 +32,36 @@ pub enum Plan {
     /// The entry must not exist. `dn` is where it would be if it was never
     /// linked (the link, when there is one, wins).
     Delete { dn: String },
+    /// A group: its entry, plus a change to its member attribute.
+    Group(GroupPlan),
+}
+
+/// A group's entry and its membership change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupPlan {
+    /// The entry without the member attribute (not in `managed` either).
+    pub desired: Desired,
+    /// `member`, `uniqueMember`, `memberUid`, ...
+    pub member_attr: String,
+    pub members: MemberPlan,
+    /// The value that keeps a group valid while it has no members.
+    pub placeholder: Option<String>,
+}
+
+/// What to do with a group's member values.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MemberPlan {
+    /// Converge to exactly these values (reads the current ones).
+    Full(Vec<String>),
+    /// Add and remove these values only: costs the same whatever the size
+    /// of the group. `empty_before` / `empty_after` say when the placeholder
+    /// goes or comes.
+    Delta {
+        add: Vec<String>,
+        remove: Vec<String>,
+        empty_before: bool,
+        empty_after: bool,
+    },
 }
 
 /// An entry as the mapping says it should be.
@@ -48,11 +78,25 @@ pub struct Desired {
     /// Managed attributes that are never emptied (the directory requires
     /// them): with no value in `attrs`, the entry keeps what it has.
     pub required: Vec<String>,
+    /// Group member attributes whose values are this entry's DN: rewritten
+    /// in every group when the entry is renamed (empty when the directory
+    /// does that itself).
+    pub dn_referrers: Vec<String>,
+    /// (group member attribute, own attribute): group values that are this
+    /// entry's value of `own` (memberUid = uid), rewritten when it changes.
+    pub value_referrers: Vec<(String, String)>,
 }
+
+/// Gives a group's current member values, for when a delta cannot be
+/// applied.
+pub type FullMembers<'a> = &'a (dyn Fn() -> Result<Vec<String>, String> + Send + Sync);
 
 /// Turns journal entries into plans. Implemented by the mapping layer.
 pub trait Planner: Send + Sync {
     fn plan(&self, entry: &JournalEntry) -> Result<Plan, String>;
+    /// The member values a group has now: used when a delta cannot be
+    /// applied (the entry is missing, or the directory disagrees).
+    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<String>, String>;
 }
 
 /// Why an entry could not be applied.
@@ -251,6 +295,7 @@ impl Directory {
         &mut self,
         plan: &Plan,
         link: Option<&Link>,
+        full_members: FullMembers<'_>,
     ) -> Result<Option<Link>, ApplyError> {
         match plan {
             Plan::Delete { dn } => {
@@ -267,11 +312,20 @@ impl Directory {
                 }
                 Ok(None)
             }
-            Plan::Upsert(want) => self.upsert(want, link).await.map(Some),
+            Plan::Upsert(want) => self.upsert(want, link, None).await.map(Some),
+            Plan::Group(g) => self
+                .upsert(&g.desired, link, Some((g, full_members)))
+                .await
+                .map(Some),
         }
     }
 
-    async fn upsert(&mut self, want: &Desired, link: Option<&Link>) -> Result<Link, ApplyError> {
+    async fn upsert(
+        &mut self,
+        want: &Desired,
+        link: Option<&Link>,
+        group: Option<(&GroupPlan, FullMembers<'_>)>,
+    ) -> Result<Link, ApplyError> {
         let Some(mut cur) = self.find(link, &want.dn, &want.managed).await? else {
             let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
             attrs.push((
@@ -283,6 +337,28 @@ impl Directory {
                     values.iter().filter(|v| !v.is_empty()).cloned().collect();
                 if !set.is_empty() {
                     attrs.push((name.clone(), set));
+                }
+            }
+            if let Some((g, full)) = group {
+                let values = match &g.members {
+                    MemberPlan::Full(v) => v.clone(),
+                    MemberPlan::Delta {
+                        add,
+                        empty_before: true,
+                        ..
+                    } => add.clone(),
+                    MemberPlan::Delta { .. } => full().map_err(|message| ApplyError::Park {
+                        code: None,
+                        message,
+                    })?,
+                };
+                let values: HashSet<String> = if values.is_empty() {
+                    g.placeholder.iter().cloned().collect()
+                } else {
+                    values.into_iter().collect()
+                };
+                if !values.is_empty() {
+                    attrs.push((g.member_attr.clone(), values));
                 }
             }
             let ldap = self.conn().await?;
@@ -301,6 +377,23 @@ impl Directory {
             });
         };
 
+        // Values that group member attributes hold for this entry (memberUid
+        // = uid), read before a rename changes them.
+        let referenced: Vec<(String, Vec<String>, Vec<String>)> = want
+            .value_referrers
+            .iter()
+            .map(|(group_attr, own)| {
+                let old = attr_ci(&cur.attrs, own).cloned().unwrap_or_default();
+                let new = want
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(own))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                (group_attr.clone(), old, new)
+            })
+            .collect();
+
         if !same_dn(&cur.dn, &want.dn) {
             let (new_rdn, new_parent) = split_rdn(&want.dn);
             let (_, old_parent) = split_rdn(&cur.dn);
@@ -311,11 +404,22 @@ impl Directory {
                 .and_then(|r| r.success())
                 .map_err(classify)?;
             info!(from = %cur.dn, to = %want.dn, "renamed entry");
+            for attr in &want.dn_referrers {
+                self.rewrite_references(attr, &cur.dn, &want.dn).await?;
+            }
             // Re-read: the RDN change altered the naming attribute's values.
             cur = self
                 .find(None, &want.dn, &want.managed)
                 .await?
                 .ok_or_else(|| ApplyError::Retry(format!("{} vanished after rename", want.dn)))?;
+        }
+
+        for (group_attr, old, new) in &referenced {
+            if let ([old], [new]) = (old.as_slice(), new.as_slice()) {
+                if old != new {
+                    self.rewrite_references(group_attr, old, new).await?;
+                }
+            }
         }
 
         let mods = diff(want, &cur);
@@ -327,12 +431,185 @@ impl Directory {
                 .map_err(classify)?;
             info!(dn = %cur.dn, "modified entry");
         }
+        if let Some((g, full)) = group {
+            self.apply_members(&cur.dn, g, full).await?;
+        }
         Ok(Link {
             dn: cur.dn.clone(),
             uuid: self
                 .uuid_of(&cur)
                 .or_else(|| link.and_then(|l| l.uuid.clone())),
         })
+    }
+
+    /// Applies a group's member change: the delta alone when there is one;
+    /// if the directory disagrees with it (a value already there or already
+    /// gone, an emptiness the store did not expect), converges to the full
+    /// current list instead.
+    async fn apply_members(
+        &mut self,
+        dn: &str,
+        g: &GroupPlan,
+        full: FullMembers<'_>,
+    ) -> Result<(), ApplyError> {
+        let (add, remove, empty_before, empty_after) = match &g.members {
+            MemberPlan::Full(values) => return self.converge_members(dn, g, values).await,
+            MemberPlan::Delta {
+                add,
+                remove,
+                empty_before,
+                empty_after,
+            } => (add, remove, *empty_before, *empty_after),
+        };
+        let mut mods: Vec<Mod<String>> = Vec::new();
+        if !add.is_empty() {
+            mods.push(Mod::Add(
+                g.member_attr.clone(),
+                add.iter().cloned().collect(),
+            ));
+        }
+        if !remove.is_empty() {
+            mods.push(Mod::Delete(
+                g.member_attr.clone(),
+                remove.iter().cloned().collect(),
+            ));
+        }
+        if let Some(p) = &g.placeholder {
+            if empty_before && !empty_after {
+                mods.push(Mod::Delete(
+                    g.member_attr.clone(),
+                    HashSet::from([p.clone()]),
+                ));
+            }
+            if empty_after && !empty_before {
+                mods.push(Mod::Add(g.member_attr.clone(), HashSet::from([p.clone()])));
+            }
+        }
+        if mods.is_empty() {
+            return Ok(());
+        }
+        let ldap = self.conn().await?;
+        match ldap.modify(dn, mods).await.and_then(|r| r.success()) {
+            Ok(_) => {
+                debug!(%dn, added = add.len(), removed = remove.len(), "changed members");
+                Ok(())
+            }
+            // attributeOrValueExists, noSuchAttribute, objectClassViolation:
+            // the entry is not in the state the delta assumes (a replay, a
+            // change made by hand): converge to the whole list.
+            Err(LdapError::LdapResult { result }) if [16, 20, 65].contains(&result.rc) => {
+                debug!(%dn, rc = result.rc, "member delta did not apply; converging the whole list");
+                let values = full().map_err(|message| ApplyError::Park {
+                    code: None,
+                    message,
+                })?;
+                self.converge_members(dn, g, &values).await
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Makes the member attribute hold exactly `values` (or the placeholder
+    /// when there are none), sending only what differs.
+    async fn converge_members(
+        &mut self,
+        dn: &str,
+        g: &GroupPlan,
+        values: &[String],
+    ) -> Result<(), ApplyError> {
+        let attr = g.member_attr.clone();
+        let cur = self
+            .find(None, dn, std::slice::from_ref(&attr))
+            .await?
+            .ok_or_else(|| ApplyError::Retry(format!("{dn} vanished")))?;
+        let have: Vec<String> = attr_ci(&cur.attrs, &attr).cloned().unwrap_or_default();
+        let mut want: Vec<String> = values.to_vec();
+        if want.is_empty() {
+            want.extend(g.placeholder.iter().cloned());
+        }
+        let have_n: HashMap<String, &String> = have.iter().map(|v| (norm_value(v), v)).collect();
+        let want_n: HashMap<String, &String> = want.iter().map(|v| (norm_value(v), v)).collect();
+        let add: HashSet<String> = want_n
+            .iter()
+            .filter(|(k, _)| !have_n.contains_key(*k))
+            .map(|(_, v)| (*v).clone())
+            .collect();
+        let del: HashSet<String> = have_n
+            .iter()
+            .filter(|(k, _)| !want_n.contains_key(*k))
+            .map(|(_, v)| (*v).clone())
+            .collect();
+        let mut mods = Vec::new();
+        if !add.is_empty() {
+            mods.push(Mod::Add(attr.clone(), add));
+        }
+        if !del.is_empty() {
+            mods.push(Mod::Delete(attr.clone(), del));
+        }
+        if mods.is_empty() {
+            return Ok(());
+        }
+        let ldap = self.conn().await?;
+        ldap.modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(classify)?;
+        debug!(%dn, "converged members");
+        Ok(())
+    }
+
+    /// Replaces `old` with `new` in `attr` of every entry under the base
+    /// that holds it (group member values after a rename).
+    async fn rewrite_references(
+        &mut self,
+        attr: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), ApplyError> {
+        let filter = format!("({attr}={})", ldap_escape(old));
+        let base = self.cfg.base_dn.clone();
+        let ldap = self.conn().await?;
+        let (entries, _) = ldap
+            .search(&base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(classify)?;
+        for e in entries {
+            let e = SearchEntry::construct(e);
+            let mods = vec![
+                Mod::Delete(attr.to_string(), HashSet::from([old.to_string()])),
+                Mod::Add(attr.to_string(), HashSet::from([new.to_string()])),
+            ];
+            let ldap = self.conn().await?;
+            match ldap.modify(&e.dn, mods).await.and_then(|r| r.success()) {
+                // Already rewritten (by a replay, or by the directory).
+                Ok(_)
+                | Err(LdapError::LdapResult {
+                    result: ldap3::LdapResult { rc: 16 | 20, .. },
+                }) => {}
+                Err(e) => return Err(classify(e)),
+            }
+            info!(group = %e.dn, %attr, "rewrote member value after rename");
+        }
+        Ok(())
+    }
+}
+
+/// A member value in comparable form: DNs parsed and lower-cased, other
+/// values lower-cased (member attributes compare case-insensitively).
+fn norm_value(v: &str) -> String {
+    match crate::dn::parse_dn(v) {
+        Ok(dn) if v.contains('=') => dn
+            .iter()
+            .map(|rdn| {
+                rdn.iter()
+                    .map(|a| format!("{}={}", a.attr.to_lowercase(), a.value.to_lowercase()))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => v.to_lowercase(),
     }
 }
 
@@ -634,7 +911,9 @@ impl Writer {
             }
         };
         let link = self.store.link(entry.kind, &entry.id)?;
-        match self.dir.apply(&plan, link.as_ref()).await {
+        let planner = self.planner.clone();
+        let full = move || planner.full_members(entry);
+        match self.dir.apply(&plan, link.as_ref(), &full).await {
             Ok(new_link) => {
                 self.store.mark_applied(entry, new_link.as_ref())?;
                 if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
@@ -682,6 +961,7 @@ mod tests {
                 .collect(),
             managed: managed.iter().map(|s| s.to_string()).collect(),
             required: required.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
         }
     }
 
@@ -750,6 +1030,16 @@ mod tests {
             r"uid=a\2Cb\2Bc\3Dd,ou=people,dc=x"
         ));
         assert!(!same_dn("uid=a,ou=people,dc=x", "uid=b,ou=people,dc=x"));
+    }
+
+    #[test]
+    fn member_values_compare_as_dns() {
+        assert_eq!(
+            norm_value("uid=A\\2Cb,ou=People,dc=x"),
+            norm_value("UID=a\\,B, ou=people,dc=x")
+        );
+        assert_ne!(norm_value("uid=a,dc=x"), norm_value("uid=b,dc=x"));
+        assert_eq!(norm_value("Alice"), "alice");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::ldap::{Desired, Plan, Planner};
-use crate::mapping::{LdapEntry, Mapping, Resolver};
+use crate::ldap::{Desired, GroupPlan, MemberPlan, Plan, Planner};
+use crate::mapping::{EmptyGroup, LdapEntry, Mapping, Reference, Resolver};
 use crate::scim::schema::SchemaRegistry;
 use crate::scim::ScimError;
 use crate::store::{JournalEntry, Kind, Op, Store};
@@ -47,8 +47,9 @@ impl Model {
         }
     }
 
-    /// The directory entry a resource maps to. An error here is the
-    /// client's (400) and is found before anything is journaled.
+    /// The directory entry a resource maps to (a group's without members).
+    /// An error here is the client's (400) and is found before anything is
+    /// journaled.
     pub fn entry(
         &self,
         kind: Kind,
@@ -57,11 +58,41 @@ impl Model {
     ) -> Result<LdapEntry, ScimError> {
         match kind {
             Kind::User => self.mapping.user_entry(resource, &self.users, resolver),
-            Kind::Group => Err(ScimError::new(
-                501,
-                None,
-                "groups are not provisioned by this version",
-            )),
+            Kind::Group => match &self.mapping.group {
+                Some(g) => g.resource.entry_with(resource, &self.groups, resolver),
+                None => Err(ScimError::new(
+                    501,
+                    None,
+                    "this server's mapping has no [group] table: groups are not provisioned",
+                )),
+            },
+        }
+    }
+
+    /// Where group member values point back at entries, for rewriting them
+    /// on renames: DN-valued member attributes (unless the directory's
+    /// refint does it) and attribute-valued ones (memberUid = uid).
+    fn referrers(&self) -> (Vec<String>, Vec<(String, String)>) {
+        match &self.mapping.group {
+            Some(g) => match &g.members.value {
+                Reference::Dn if !g.members.refint => {
+                    (vec![g.members.attribute.clone()], Vec::new())
+                }
+                Reference::Dn => (Vec::new(), Vec::new()),
+                Reference::Attribute(a) => {
+                    (Vec::new(), vec![(g.members.attribute.clone(), a.clone())])
+                }
+            },
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// The member value of one member id, if it can be worked out.
+    fn member_value(&self, id: &str, resolver: &dyn Resolver) -> Option<String> {
+        let g = self.mapping.group.as_ref()?;
+        match &g.members.value {
+            Reference::Dn => resolver.dn(id),
+            Reference::Attribute(a) => resolver.attribute(id, a).into_iter().next(),
         }
     }
 
@@ -76,23 +107,50 @@ impl Model {
         let e = self
             .entry(kind, resource, resolver)
             .map_err(|e| format!("mapping: {}", e.detail))?;
-        let managed: Vec<String> = self
-            .mapping
-            .user_managed_attributes()
-            .into_iter()
-            .map(str::to_string)
-            .collect();
-        let required = managed
-            .iter()
-            .filter(|a| self.mapping.user.is_required(a))
-            .cloned()
-            .collect();
+        let (managed, required): (Vec<String>, Vec<String>) = match kind {
+            Kind::User => {
+                let managed: Vec<String> = self
+                    .mapping
+                    .user_managed_attributes()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let required = managed
+                    .iter()
+                    .filter(|a| self.mapping.user.is_required(a))
+                    .cloned()
+                    .collect();
+                (managed, required)
+            }
+            Kind::Group => {
+                let g = self
+                    .mapping
+                    .group
+                    .as_ref()
+                    .ok_or("the mapping has no [group] table")?;
+                let managed: Vec<String> = g
+                    .resource
+                    .managed_attributes()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect();
+                let required = managed
+                    .iter()
+                    .filter(|a| g.resource.is_required(a))
+                    .cloned()
+                    .collect();
+                (managed, required)
+            }
+        };
+        let (dn_referrers, value_referrers) = self.referrers();
         Ok(Desired {
             dn: e.dn,
             object_classes: e.object_classes,
             attrs: e.attrs,
             managed,
             required,
+            dn_referrers,
+            value_referrers,
         })
     }
 }
@@ -113,8 +171,9 @@ impl SharedModel {
     }
 }
 
-/// Resolves references between resources (a user's manager) through the
-/// store: the linked entry's DN, or where the mapping would put it.
+/// Resolves references between resources (a manager, a group member)
+/// through the store: the linked entry's DN, or where the mapping would put
+/// the entry.
 pub struct StoreResolver<'a> {
     pub store: &'a Store,
     pub model: &'a Model,
@@ -122,19 +181,31 @@ pub struct StoreResolver<'a> {
 
 impl StoreResolver<'_> {
     fn mapped(&self, id: &str) -> Option<LdapEntry> {
-        let snapshot = self.store.get(Kind::User, id).ok()??;
+        if let Some(snapshot) = self.store.get(Kind::User, id).ok()? {
+            return self
+                .model
+                .mapping
+                .user
+                .entry(&snapshot, &self.model.users)
+                .ok();
+        }
+        let snapshot = self.store.get(Kind::Group, id).ok()??;
         self.model
             .mapping
-            .user
-            .entry(&snapshot, &self.model.users)
+            .group
+            .as_ref()?
+            .resource
+            .entry(&snapshot, &self.model.groups)
             .ok()
     }
 }
 
 impl Resolver for StoreResolver<'_> {
     fn dn(&self, id: &str) -> Option<String> {
-        if let Ok(Some(link)) = self.store.link(Kind::User, id) {
-            return Some(link.dn);
+        for kind in [Kind::User, Kind::Group] {
+            if let Ok(Some(link)) = self.store.link(kind, id) {
+                return Some(link.dn);
+            }
         }
         self.mapped(id).map(|e| e.dn)
     }
@@ -151,6 +222,51 @@ pub struct MappingPlanner {
     pub store: Store,
 }
 
+impl MappingPlanner {
+    fn group_plan(
+        &self,
+        model: &Model,
+        entry: &JournalEntry,
+        resolver: &StoreResolver<'_>,
+    ) -> Result<Plan, String> {
+        let g = model
+            .mapping
+            .group
+            .as_ref()
+            .ok_or("the mapping has no [group] table")?;
+        let desired = model.desired(Kind::Group, &entry.snapshot, resolver)?;
+        let placeholder = match &g.members.empty {
+            EmptyGroup::Placeholder(p) => Some(p.clone()),
+            EmptyGroup::Allow => None,
+        };
+        let values = |ids: &[String]| -> Option<Vec<String>> {
+            ids.iter()
+                .map(|id| model.member_value(id, resolver))
+                .collect()
+        };
+        let members = match &entry.members {
+            Some(c) => match (values(&c.add), values(&c.remove)) {
+                (Some(add), Some(remove)) => MemberPlan::Delta {
+                    add,
+                    remove,
+                    empty_before: c.empty_before,
+                    empty_after: c.empty_after,
+                },
+                // A member that can no longer be resolved (deleted since):
+                // converge to the whole current list instead.
+                _ => MemberPlan::Full(self.full_members(entry)?),
+            },
+            None => MemberPlan::Full(self.full_members(entry)?),
+        };
+        Ok(Plan::Group(GroupPlan {
+            desired,
+            member_attr: g.members.attribute.clone(),
+            members,
+            placeholder,
+        }))
+    }
+}
+
 impl Planner for MappingPlanner {
     fn plan(&self, entry: &JournalEntry) -> Result<Plan, String> {
         let model = self.model.current();
@@ -159,6 +275,7 @@ impl Planner for MappingPlanner {
             model: &model,
         };
         Ok(match entry.op {
+            Op::Upsert if entry.kind == Kind::Group => self.group_plan(&model, entry, &resolver)?,
             Op::Upsert => Plan::Upsert(model.desired(entry.kind, &entry.snapshot, &resolver)?),
             Op::Delete if entry.kind == Kind::User && model.mapping.delete_deactivates() => {
                 // The mapping keeps deleted users, deactivated.
@@ -172,5 +289,18 @@ impl Planner for MappingPlanner {
                 dn: model.desired(entry.kind, &entry.snapshot, &resolver)?.dn,
             },
         })
+    }
+
+    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<String>, String> {
+        let model = self.model.current();
+        let resolver = StoreResolver {
+            store: &self.store,
+            model: &model,
+        };
+        let members = self.store.members(&entry.id).map_err(|e| e.to_string())?;
+        Ok(members
+            .iter()
+            .filter_map(|(id, _)| model.member_value(id, &resolver))
+            .collect())
     }
 }

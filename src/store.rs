@@ -15,6 +15,12 @@
 //! | `r`    | `r` kind id                 | the resource's SCIM JSON           |
 //! | `i`    | `i` kind attr-no value 0 id | index entry (empty value)          |
 //! | `l`    | `l` kind id                 | [`Link`] JSON                      |
+//! | `M`    | `M` group-id 0 member-id    | member kind (`u` / `g`)            |
+//! | `B`    | `B` member-id 0 group-id    | empty (reverse of `M`)             |
+//!
+//! A group's snapshot never holds its members: they are the `M` keys, so
+//! adding one member to a group of 50,000 writes two keys, not the whole
+//! list. Responses assemble `members` (and a user's `groups`) from them.
 //!
 //! Integer keys are big-endian so that sled's byte order is numeric order.
 //! A write is acknowledged only after [`Store::commit`] has seen it flushed
@@ -61,6 +67,13 @@ impl Kind {
             Kind::Group => b'g',
         }
     }
+    fn from_byte(b: u8) -> Kind {
+        if b == b'g' {
+            Kind::Group
+        } else {
+            Kind::User
+        }
+    }
     /// The indexed attributes of this kind: (name, case-insensitive, unique).
     pub fn indexes(self) -> &'static [IndexDef] {
         match self {
@@ -81,11 +94,13 @@ impl Kind {
                     unique: false,
                 },
             ],
+            // displayName is unique: a group's DN is usually built from it,
+            // and two groups cannot share a DN.
             Kind::Group => &[
                 IndexDef {
                     attr: "displayName",
                     case_insensitive: true,
-                    unique: false,
+                    unique: true,
                 },
                 IndexDef {
                     attr: "externalId",
@@ -132,8 +147,40 @@ pub struct JournalEntry {
     pub op: Op,
     /// The full SCIM resource after the operation (before it, for Delete):
     /// the writer converges the directory to this, which makes applying an
-    /// entry twice harmless.
+    /// entry twice harmless. A group's snapshot has no members.
     pub snapshot: Value,
+    /// For groups: the membership change this operation made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MemberChange>,
+}
+
+/// The effective change to a group's members (ids), with whether the group
+/// was empty before and is empty after: enough for the writer to send only
+/// the delta, and to add or drop an empty-group placeholder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    pub empty_before: bool,
+    pub empty_after: bool,
+}
+
+/// What a request asks of a group's members (before the store works out
+/// which of it is an actual change).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MemberOps {
+    /// Replace the whole membership (create, PUT, replace of `members`).
+    pub replace: Option<Vec<(String, Kind)>>,
+    pub add: Vec<(String, Kind)>,
+    pub remove: Vec<String>,
+}
+
+impl MemberOps {
+    pub fn is_empty(&self) -> bool {
+        self.replace.is_none() && self.add.is_empty() && self.remove.is_empty()
+    }
 }
 
 /// Why the writer parked an entry.
@@ -245,6 +292,23 @@ fn res_key(prefix: u8, kind: Kind, id: &str) -> Vec<u8> {
 fn index_prefix(kind: Kind, n: usize, value: &str) -> Vec<u8> {
     let mut k = vec![b'i', kind.byte(), n as u8];
     k.extend_from_slice(value.as_bytes());
+    k.push(0);
+    k
+}
+
+fn member_key(prefix: u8, a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + a.len() + b.len());
+    k.push(prefix);
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+fn member_prefix(prefix: u8, a: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + a.len());
+    k.push(prefix);
+    k.extend_from_slice(a.as_bytes());
     k.push(0);
     k
 }
@@ -406,6 +470,10 @@ impl Store {
         }
     }
 
+    pub fn exists(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.tree.contains_key(res_key(b'r', kind, id))?)
+    }
+
     /// Ids whose indexed attribute `attr` equals `value` (after the index's
     /// normalisation). `None` when `attr` is not indexed for `kind`.
     pub fn lookup(
@@ -473,6 +541,20 @@ impl Store {
         create: bool,
         expect_version: Option<&str>,
     ) -> Result<u64, WriteError> {
+        self.put_with_members(kind, id, resource, create, expect_version, None)
+    }
+
+    /// [`Store::put`] for a group, with the change to its members (the
+    /// group's `resource` must not hold `members`).
+    pub fn put_with_members(
+        &self,
+        kind: Kind,
+        id: &str,
+        resource: &mut Value,
+        create: bool,
+        expect_version: Option<&str>,
+        members: Option<&MemberOps>,
+    ) -> Result<u64, WriteError> {
         let mut last = self
             .inner
             .write_lock
@@ -498,15 +580,10 @@ impl Store {
                 continue;
             }
             for v in index_values(resource, def) {
-                for item in self
-                    .inner
-                    .tree
-                    .scan_prefix(index_prefix(kind, n, &v))
-                    .keys()
-                {
+                let prefix = index_prefix(kind, n, &v);
+                for item in self.inner.tree.scan_prefix(&prefix).keys() {
                     let k = item.map_err(StoreError::from)?;
-                    let other = &k[index_prefix(kind, n, &v).len()..];
-                    if other != id.as_bytes() {
+                    if &k[prefix.len()..] != id.as_bytes() {
                         return Err(WriteError::Conflict {
                             kind: kind.name(),
                             attr: def.attr,
@@ -520,12 +597,12 @@ impl Store {
         set_version(resource, seq);
         let mut batch = sled::Batch::default();
         self.index_changes(&mut batch, kind, id, old.as_ref(), Some(resource));
-        batch.insert(
-            res_key(b'r', kind, id),
-            serde_json::to_vec(resource)
-                .map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))?,
-        );
-        self.journal_into(&mut batch, seq, kind, id, Op::Upsert, resource)?;
+        batch.insert(res_key(b'r', kind, id), to_json(resource, id)?);
+        let change = match members {
+            Some(ops) => Some(self.member_changes(&mut batch, id, ops)?),
+            None => None,
+        };
+        self.journal_into(&mut batch, seq, kind, id, Op::Upsert, resource, change)?;
         self.inner
             .tree
             .apply_batch(batch)
@@ -534,7 +611,128 @@ impl Store {
         Ok(seq)
     }
 
-    /// Deletes a resource and journals the deletion. Returns the seq.
+    /// Works out the effective change `ops` makes to group `gid`'s members
+    /// and adds the key changes to `batch`. Costs O(changed members), except
+    /// a whole replacement, which compares with the current list.
+    fn member_changes(
+        &self,
+        batch: &mut sled::Batch,
+        gid: &str,
+        ops: &MemberOps,
+    ) -> Result<MemberChange, StoreError> {
+        let prefix = member_prefix(b'M', gid);
+        let empty_before = self
+            .inner
+            .tree
+            .scan_prefix(&prefix)
+            .next()
+            .transpose()?
+            .is_none();
+        let mut add: Vec<(String, Kind)> = Vec::new();
+        let mut remove: Vec<String> = Vec::new();
+        if let Some(list) = &ops.replace {
+            let current: std::collections::HashSet<String> =
+                self.members(gid)?.into_iter().map(|(m, _)| m).collect();
+            let mut wanted: Vec<(String, Kind)> = Vec::new();
+            for (m, k) in list.iter().chain(ops.add.iter()) {
+                if !ops.remove.contains(m) && !wanted.iter().any(|(w, _)| w == m) {
+                    wanted.push((m.clone(), *k));
+                }
+            }
+            remove = current
+                .iter()
+                .filter(|c| !wanted.iter().any(|(w, _)| w == *c))
+                .cloned()
+                .collect();
+            remove.sort();
+            add = wanted
+                .into_iter()
+                .filter(|(w, _)| !current.contains(w))
+                .collect();
+        } else {
+            for (m, k) in &ops.add {
+                if !ops.remove.contains(m)
+                    && !add.iter().any(|(a, _)| a == m)
+                    && !self.inner.tree.contains_key(member_key(b'M', gid, m))?
+                {
+                    add.push((m.clone(), *k));
+                }
+            }
+            for m in &ops.remove {
+                if !remove.contains(m) && self.inner.tree.contains_key(member_key(b'M', gid, m))? {
+                    remove.push(m.clone());
+                }
+            }
+        }
+        for (m, k) in &add {
+            batch.insert(member_key(b'M', gid, m), vec![k.byte()]);
+            batch.insert(member_key(b'B', m, gid), Vec::new());
+        }
+        for m in &remove {
+            batch.remove(member_key(b'M', gid, m));
+            batch.remove(member_key(b'B', m, gid));
+        }
+        let empty_after = if !add.is_empty() {
+            false
+        } else if empty_before {
+            true
+        } else {
+            // Non-empty unless every current member is being removed; looks
+            // at no more than remove.len() + 1 keys.
+            let mut left = false;
+            for k in self
+                .inner
+                .tree
+                .scan_prefix(&prefix)
+                .keys()
+                .take(remove.len() + 1)
+            {
+                let k = k?;
+                let m = String::from_utf8_lossy(&k[prefix.len()..]);
+                if !remove.iter().any(|r| r.as_str() == m) {
+                    left = true;
+                    break;
+                }
+            }
+            !left
+        };
+        Ok(MemberChange {
+            add: add.into_iter().map(|(m, _)| m).collect(),
+            remove,
+            empty_before,
+            empty_after,
+        })
+    }
+
+    /// The members of a group, in id order.
+    pub fn members(&self, gid: &str) -> Result<Vec<(String, Kind)>, StoreError> {
+        let prefix = member_prefix(b'M', gid);
+        let mut out = Vec::new();
+        for item in self.inner.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            out.push((
+                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                Kind::from_byte(v.first().copied().unwrap_or(b'u')),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The groups that list `member` directly, in id order.
+    pub fn groups_of(&self, member: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = member_prefix(b'B', member);
+        let mut out = Vec::new();
+        for k in self.inner.tree.scan_prefix(&prefix).keys() {
+            let k = k?;
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+
+    /// Deletes a resource and journals the deletion. A deleted resource is
+    /// first removed from every group that lists it (one journal entry per
+    /// group, before the deletion's), so each group stays valid. Returns
+    /// the last seq.
     pub fn delete(
         &self,
         kind: Kind,
@@ -555,11 +753,40 @@ impl Store {
                 return Err(WriteError::VersionMismatch { current });
             }
         }
-        let seq = *last + 1;
+        let mut seq = *last;
         let mut batch = sled::Batch::default();
+        for gid in self.groups_of(id)? {
+            let Some(mut group) = self.get(Kind::Group, &gid)? else {
+                continue;
+            };
+            seq += 1;
+            set_version(&mut group, seq);
+            batch.insert(res_key(b'r', Kind::Group, &gid), to_json(&group, &gid)?);
+            let ops = MemberOps {
+                remove: vec![id.to_string()],
+                ..Default::default()
+            };
+            let change = self.member_changes(&mut batch, &gid, &ops)?;
+            self.journal_into(
+                &mut batch,
+                seq,
+                Kind::Group,
+                &gid,
+                Op::Upsert,
+                &group,
+                Some(change),
+            )?;
+        }
+        if kind == Kind::Group {
+            for (m, _) in self.members(id)? {
+                batch.remove(member_key(b'M', id, &m));
+                batch.remove(member_key(b'B', &m, id));
+            }
+        }
+        seq += 1;
         self.index_changes(&mut batch, kind, id, Some(&old), None);
         batch.remove(res_key(b'r', kind, id));
-        self.journal_into(&mut batch, seq, kind, id, Op::Delete, &old)?;
+        self.journal_into(&mut batch, seq, kind, id, Op::Delete, &old, None)?;
         self.inner
             .tree
             .apply_batch(batch)
@@ -568,6 +795,7 @@ impl Store {
         Ok(seq)
     }
 
+    #[allow(clippy::too_many_arguments)] // one call site per operation; a struct would only rename them
     fn journal_into(
         &self,
         batch: &mut sled::Batch,
@@ -576,6 +804,7 @@ impl Store {
         id: &str,
         op: Op,
         snapshot: &Value,
+        members: Option<MemberChange>,
     ) -> Result<(), StoreError> {
         let entry = JournalEntry {
             seq,
@@ -584,6 +813,7 @@ impl Store {
             id: id.to_string(),
             op,
             snapshot: snapshot.clone(),
+            members,
         };
         let bytes = serde_json::to_vec(&entry)
             .map_err(|e| StoreError::Corrupt(format!("journal {seq}"), e.to_string()))?;
@@ -706,6 +936,10 @@ impl Store {
                 .map_err(|e| StoreError::Corrupt("link".into(), e.to_string())),
         }
     }
+}
+
+fn to_json(v: &Value, id: &str) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))
 }
 
 /// The weak ETag of a stored resource: `W/"<seq of its last write>"`.
@@ -895,6 +1129,137 @@ mod tests {
             s.delete(Kind::User, "1", None),
             Err(WriteError::NotFound)
         ));
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn membership_changes_are_effective_deltas_with_emptiness() {
+        let (dir, s) = tmp();
+        for u in ["u1", "u2", "u3"] {
+            s.put(Kind::User, u, &mut json!({"userName": u}), true, None)
+                .unwrap();
+        }
+        let user = |id: &str| (id.to_string(), Kind::User);
+        let ops = MemberOps {
+            replace: Some(vec![]),
+            ..Default::default()
+        };
+        let seq = s
+            .put_with_members(
+                Kind::Group,
+                "g",
+                &mut json!({"displayName": "G"}),
+                true,
+                None,
+                Some(&ops),
+            )
+            .unwrap();
+        let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+        assert_eq!(
+            (m.empty_before, m.empty_after, m.add.len()),
+            (true, true, 0)
+        );
+
+        let ops = MemberOps {
+            add: vec![user("u1"), user("u2"), user("u1")],
+            ..Default::default()
+        };
+        let seq = s
+            .put_with_members(
+                Kind::Group,
+                "g",
+                &mut json!({"displayName": "G"}),
+                false,
+                None,
+                Some(&ops),
+            )
+            .unwrap();
+        let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+        assert_eq!(m.add, vec!["u1", "u2"]);
+        assert_eq!((m.empty_before, m.empty_after), (true, false));
+
+        // Adding an existing member and removing a non-member change nothing.
+        let ops = MemberOps {
+            add: vec![user("u1")],
+            remove: vec!["u3".into()],
+            ..Default::default()
+        };
+        let seq = s
+            .put_with_members(
+                Kind::Group,
+                "g",
+                &mut json!({"displayName": "G"}),
+                false,
+                None,
+                Some(&ops),
+            )
+            .unwrap();
+        let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+        assert!(m.add.is_empty() && m.remove.is_empty() && !m.empty_after);
+
+        let ops = MemberOps {
+            remove: vec!["u1".into()],
+            ..Default::default()
+        };
+        let seq = s
+            .put_with_members(
+                Kind::Group,
+                "g",
+                &mut json!({"displayName": "G"}),
+                false,
+                None,
+                Some(&ops),
+            )
+            .unwrap();
+        assert!(!s.entry(seq).unwrap().unwrap().members.unwrap().empty_after);
+        assert_eq!(s.members("g").unwrap(), vec![user("u2")]);
+        assert_eq!(s.groups_of("u2").unwrap(), vec!["g"]);
+
+        // Deleting the last member's user empties the group, journaled
+        // before the user's deletion.
+        let last = s.delete(Kind::User, "u2", None).unwrap();
+        let group_entry = s.entry(last - 1).unwrap().unwrap();
+        assert_eq!(
+            (group_entry.kind, group_entry.id.as_str()),
+            (Kind::Group, "g")
+        );
+        let m = group_entry.members.unwrap();
+        assert_eq!((m.remove, m.empty_after), (vec!["u2".to_string()], true));
+        assert_eq!(s.entry(last).unwrap().unwrap().op, Op::Delete);
+        assert!(s.members("g").unwrap().is_empty());
+        assert!(s.groups_of("u2").unwrap().is_empty());
+
+        // Replacing the whole list computes the difference.
+        let ops = MemberOps {
+            add: vec![user("u1"), user("u3")],
+            ..Default::default()
+        };
+        s.put_with_members(
+            Kind::Group,
+            "g",
+            &mut json!({"displayName": "G"}),
+            false,
+            None,
+            Some(&ops),
+        )
+        .unwrap();
+        let ops = MemberOps {
+            replace: Some(vec![user("u3")]),
+            ..Default::default()
+        };
+        let seq = s
+            .put_with_members(
+                Kind::Group,
+                "g",
+                &mut json!({"displayName": "G"}),
+                false,
+                None,
+                Some(&ops),
+            )
+            .unwrap();
+        let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+        assert_eq!((m.add.len(), m.remove.clone()), (0, vec!["u1".to_string()]));
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -127,6 +127,11 @@ pub struct Members {
     pub attribute: String,
     pub value: Reference,
     pub empty: EmptyGroup,
+    /// The directory keeps member values right by itself when a member
+    /// entry is renamed or deleted (OpenLDAP's refint overlay, 389 DS's
+    /// Referential Integrity plugin, AD's linked attributes): scim2ldap then
+    /// does not rewrite them.
+    pub refint: bool,
 }
 
 /// What a group without members becomes.

@@ -129,6 +129,8 @@ pub(crate) struct RawMembers {
     pub attribute: Str,
     pub value: Option<Str>,
     pub empty: Spanned<RawEmpty>,
+    #[serde(default)]
+    pub refint: bool,
 }
 
 /// `empty = "allow"` or `empty = { placeholder = "dn" }`.

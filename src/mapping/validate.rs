@@ -786,6 +786,7 @@ fn members(
         }
     };
     (p.len() == before).then_some(Members {
+        refint: m.refint,
         attribute,
         value,
         empty,

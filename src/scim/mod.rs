@@ -2,6 +2,7 @@
 pub mod error;
 pub mod filter;
 pub mod json;
+pub mod members;
 pub mod patch;
 pub mod path;
 pub mod schema;

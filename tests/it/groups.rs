@@ -1,0 +1,514 @@
+//! Groups end to end against slapd: Entra ID's and Okta's group flows,
+//! membership styles, empty groups, renames and deactivation.
+
+use serde_json::{json, Value};
+
+use crate::harness::{first, Harness};
+
+const PEOPLE: &str = "ou=people,dc=example,dc=com";
+const GROUPS: &str = "ou=groups,dc=example,dc=com";
+const PLACEHOLDER: &str = "cn=empty-group-placeholder,dc=example,dc=com";
+
+async fn user(h: &Harness, name: &str) -> String {
+    let r = h
+        .send(
+            "POST",
+            "/Users",
+            Some(json!({"userName": name, "name": {"givenName": name, "familyName": "Test"}, "active": true})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+fn dn(uid: &str) -> String {
+    format!("uid={uid},{PEOPLE}")
+}
+
+/// The member values of a group entry, lower-cased and sorted.
+async fn members(h: &Harness, cn: &str) -> Vec<String> {
+    let e = h
+        .ldap_get(&format!("cn={cn},{GROUPS}"))
+        .await
+        .unwrap_or_else(|| panic!("group {cn} exists"));
+    let mut v: Vec<String> = e
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("member"))
+        .map(|(_, v)| v.iter().map(|s| s.to_lowercase()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn patch(ops: Value) -> Option<Value> {
+    Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_group_flow() {
+    let h = Harness::start().await;
+    let alice = user(&h, "alice").await;
+    let bob = user(&h, "bob").await;
+
+    // Entra creates groups empty, with Microsoft's marker schema.
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({
+                "externalId": "8aa1a0c0-c4c3-4bc0-b4a5-2ef676900159",
+                "displayName": "Group1",
+                "members": [],
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group",
+                            "http://schemas.microsoft.com/2006/11/ResourceManagement/ADSCIM/2.0/Group"],
+                "meta": {"resourceType": "Group"}
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.settle().await;
+    assert_eq!(
+        members(&h, "Group1").await,
+        vec![PLACEHOLDER],
+        "an empty groupOfNames holds the placeholder"
+    );
+    let r = h.send("GET", &format!("/Groups/{gid}"), None).await;
+    assert!(
+        r.body.get("members").is_none(),
+        "the placeholder never shows in SCIM: {}",
+        r.body
+    );
+    let r = h
+        .send(
+            "GET",
+            "/Groups?filter=displayName%20eq%20%22group1%22",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+
+    // Add members (Entra's capitalised Add).
+    let r = h
+        .send("PATCH", &format!("/Groups/{gid}"), patch(json!([{"op": "Add", "path": "members", "value": [{"value": alice}, {"value": bob}]}])))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(
+        members(&h, "Group1").await,
+        vec![dn("alice"), dn("bob")],
+        "placeholder removed, both members in"
+    );
+    let r = h.send("GET", &format!("/Users/{alice}"), None).await;
+    assert_eq!(
+        r.body["groups"][0]["value"],
+        gid.as_str(),
+        "a user's groups are computed: {}",
+        r.body
+    );
+    let r = h.send("GET", &format!("/Groups/{gid}"), None).await;
+    assert_eq!(
+        r.body["members"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.body
+    );
+    let r = h
+        .send(
+            "GET",
+            &format!("/Groups/{gid}?excludedAttributes=members"),
+            None,
+        )
+        .await;
+    assert!(r.body.get("members").is_none(), "{}", r.body);
+
+    // Remove with a value list (Entra's default shape).
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "Remove", "path": "members", "value": [{"value": alice}]}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Group1").await, vec![dn("bob")]);
+
+    // Remove by filter (aadOptscim062020): the group becomes empty and valid.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "remove", "path": format!("members[value eq \"{bob}\"]")}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Group1").await, vec![PLACEHOLDER]);
+
+    // An unknown member id is refused and nothing of the request applies.
+    let before = h.daemon().store.last_seq();
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([
+                {"op": "Replace", "path": "displayName", "value": "Never"},
+                {"op": "Add", "path": "members", "value": [{"value": alice}, {"value": "no-such-id"}]}
+            ])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        r.body
+    );
+    assert_eq!(h.daemon().store.last_seq(), before);
+
+    // Rename: the group's RDN is its displayName, so it moves.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "Replace", "path": "displayName", "value": "Group2"}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert!(h.ldap_get(&format!("cn=Group1,{GROUPS}")).await.is_none());
+    assert_eq!(members(&h, "Group2").await, vec![PLACEHOLDER]);
+
+    // Delete.
+    let r = h.send("DELETE", &format!("/Groups/{gid}"), None).await;
+    assert_eq!(r.status, 204);
+    h.settle().await;
+    assert!(h.ldap_get(&format!("cn=Group2,{GROUPS}")).await.is_none());
+    assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn okta_group_push_flow() {
+    let h = Harness::start().await;
+    let u1 = user(&h, "u1").await;
+    let u2 = user(&h, "u2").await;
+
+    let r = h
+        .send("POST", "/Groups", Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"], "displayName": "Engineering", "members": []})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+
+    // Okta renames before each membership change, with the id included.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "replace", "value": {"id": gid, "displayName": "Eng"}}])),
+        )
+        .await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
+    // Member add without `type`, with `display`.
+    let r = h
+        .send("PATCH", &format!("/Groups/{gid}"), patch(json!([{"op": "add", "path": "members", "value": [{"value": u1, "display": "u1"}]}])))
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Eng").await, vec![dn("u1")]);
+
+    // Replace the whole list, then with [].
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "replace", "path": "members", "value": [{"value": u2}]}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Eng").await, vec![dn("u2")]);
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "replace", "path": "members", "value": []}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Eng").await, vec![PLACEHOLDER]);
+
+    // PUT with members, then import-style GET of all groups.
+    let r = h
+        .send(
+            "PUT",
+            &format!("/Groups/{gid}"),
+            Some(json!({"displayName": "Eng", "members": [{"value": u1}, {"value": u2}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Eng").await, vec![dn("u1"), dn("u2")]);
+    let r = h.send("GET", "/Groups?startIndex=1&count=100", None).await;
+    assert_eq!(r.body["totalResults"], 1);
+    assert_eq!(
+        r.body["Resources"][0]["members"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // A second group with the same name is a conflict, not a parked entry.
+    let r = h
+        .send("POST", "/Groups", Some(json!({"displayName": "eng"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["scimType"].as_str()),
+        (409, Some("uniqueness")),
+        "{}",
+        r.body
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_rename_rewrites_groups_and_deleting_last_member_keeps_group_valid() {
+    let h = Harness::start().await;
+    let carol = user(&h, "carol").await;
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Ops", "members": [{"value": carol}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+    assert_eq!(members(&h, "Ops").await, vec![dn("carol")]);
+
+    // Rename: modrdn of the user, and the group's member value follows.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{carol}"),
+            patch(json!([{"op": "replace", "path": "userName", "value": "caroline"}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert!(h.ldap_get(&dn("carol")).await.is_none());
+    assert_eq!(members(&h, "Ops").await, vec![dn("caroline")]);
+
+    // Deleting the last member leaves a valid group with the placeholder.
+    let r = h.send("DELETE", &format!("/Users/{carol}"), None).await;
+    assert_eq!(r.status, 204);
+    h.settle().await;
+    assert!(h.ldap_get(&dn("caroline")).await.is_none());
+    assert_eq!(members(&h, "Ops").await, vec![PLACEHOLDER]);
+    let r = h
+        .send("GET", "/Groups?filter=displayName%20eq%20%22Ops%22", None)
+        .await;
+    assert!(
+        r.body["Resources"][0].get("members").is_none(),
+        "{}",
+        r.body
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
+}
+
+/// The mapping with its [group] table swapped for another style.
+fn mapping_with_group(group: &str) -> String {
+    let base = crate::harness::MAPPING;
+    let start = base
+        .find("\n[group]\n")
+        .expect("example has a [group] table")
+        + 1;
+    let end = base[start..]
+        .find("\n# Custom SCIM schema extensions")
+        .map(|i| start + i + 1)
+        .unwrap_or(base.len());
+    format!("{}{group}\n{}", &base[..start], &base[end..])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_uid_and_unique_member_styles() {
+    // posixGroup + memberUid (uid values), empty allowed.
+    let posix = mapping_with_group(
+        r#"[group]
+dn = "cn={displayName},ou=groups,dc=example,dc=com"
+object_classes = ["top", "posixGroup"]
+[group.attributes]
+cn = "displayName"
+gidNumber = { value = "5000" }
+[group.members]
+attribute = "memberUid"
+value = "attribute:uid"
+empty = "allow"
+"#,
+    );
+    let h = Harness::start_with(Default::default(), &posix).await;
+    let dave = user(&h, "dave").await;
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "staff", "members": [{"value": dave}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.settle().await;
+    let g = h
+        .ldap_get(&format!("cn=staff,{GROUPS}"))
+        .await
+        .expect("posix group");
+    assert_eq!(first(&g, "memberUid").as_deref(), Some("dave"));
+    // A uid change rewrites memberUid.
+    h.send(
+        "PATCH",
+        &format!("/Users/{dave}"),
+        patch(json!([{"op": "replace", "path": "userName", "value": "david"}])),
+    )
+    .await;
+    h.settle().await;
+    let g = h.ldap_get(&format!("cn=staff,{GROUPS}")).await.unwrap();
+    assert_eq!(first(&g, "memberUid").as_deref(), Some("david"));
+    // Empty is allowed: the attribute simply goes.
+    h.send(
+        "PATCH",
+        &format!("/Groups/{gid}"),
+        patch(json!([{"op": "replace", "path": "members", "value": []}])),
+    )
+    .await;
+    h.settle().await;
+    let g = h.ldap_get(&format!("cn=staff,{GROUPS}")).await.unwrap();
+    assert_eq!(first(&g, "memberUid"), None);
+    assert_eq!(h.daemon().store.pending_count(), 0);
+    drop(h);
+
+    // groupOfUniqueNames + uniqueMember (DNs), with a placeholder.
+    let unique = mapping_with_group(
+        r#"[group]
+dn = "cn={displayName},ou=groups,dc=example,dc=com"
+object_classes = ["top", "groupOfUniqueNames"]
+[group.attributes]
+cn = "displayName"
+[group.members]
+attribute = "uniqueMember"
+empty = { placeholder = "cn=nobody,dc=example,dc=com" }
+"#,
+    );
+    let h = Harness::start_with(Default::default(), &unique).await;
+    let erin = user(&h, "erin").await;
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "uniq", "members": [{"value": erin}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.settle().await;
+    let g = h
+        .ldap_get(&format!("cn=uniq,{GROUPS}"))
+        .await
+        .expect("unique group");
+    assert_eq!(
+        first(&g, "uniqueMember").map(|s| s.to_lowercase()),
+        Some(dn("erin"))
+    );
+    h.send(
+        "PATCH",
+        &format!("/Groups/{gid}"),
+        patch(json!([{"op": "remove", "path": "members"}])),
+    )
+    .await;
+    h.settle().await;
+    let g = h.ldap_get(&format!("cn=uniq,{GROUPS}")).await.unwrap();
+    assert_eq!(
+        first(&g, "uniqueMember").as_deref(),
+        Some("cn=nobody,dc=example,dc=com")
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivation_locks_and_reactivation_unlocks() {
+    let h = Harness::start().await;
+    let frank = user(&h, "frank").await;
+    h.settle().await;
+    // Entra's string boolean.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{frank}"),
+            patch(json!([{"op": "Replace", "path": "active", "value": "False"}])),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["active"].as_bool()),
+        (200, Some(false)),
+        "{}",
+        r.body
+    );
+    h.settle().await;
+    let e = h.ldap_get(&dn("frank")).await.expect("still there");
+    assert_eq!(
+        first(&e, "pwdAccountLockedTime").as_deref(),
+        Some("000001010000Z")
+    );
+    let r = h.send("GET", &format!("/Users/{frank}"), None).await;
+    assert_eq!(
+        r.body["active"], false,
+        "a deactivated user is still returned"
+    );
+
+    // Okta's path-less replace reactivates.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{frank}"),
+            patch(json!([{"op": "replace", "value": {"active": true}}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    let e = h.ldap_get(&dn("frank")).await.unwrap();
+    assert_eq!(
+        first(&e, "pwdAccountLockedTime"),
+        None,
+        "reactivation removes the lock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivation_can_move_and_delete_can_deactivate() {
+    let mapping = crate::harness::MAPPING
+        .replace(
+            "# move_to = \"ou=disabled,dc=example,dc=com\"",
+            "move_to = \"ou=groups,dc=example,dc=com\"",
+        )
+        .replace("action = \"delete\"", "action = \"deactivate\"");
+    assert!(
+        mapping.contains("move_to = \"ou=groups"),
+        "the example's commented move_to line changed"
+    );
+    let h = Harness::start_with(Default::default(), &mapping).await;
+    let gina = user(&h, "gina").await;
+    h.settle().await;
+    let r = h.send("DELETE", &format!("/Users/{gina}"), None).await;
+    assert_eq!(r.status, 204);
+    h.settle().await;
+    assert!(
+        h.ldap_get(&dn("gina")).await.is_none(),
+        "moved away from ou=people"
+    );
+    let e = h
+        .ldap_get(&format!("uid=gina,{GROUPS}"))
+        .await
+        .expect("kept, deactivated, under move_to");
+    assert_eq!(
+        first(&e, "pwdAccountLockedTime").as_deref(),
+        Some("000001010000Z")
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0);
+}
