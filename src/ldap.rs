@@ -85,6 +85,39 @@ pub struct Desired {
     /// (group member attribute, own attribute): group values that are this
     /// entry's value of `own` (memberUid = uid), rewritten when it changes.
     pub value_referrers: Vec<(String, String)>,
+    /// Active Directory: `Some(true)` sets bit 2 (ACCOUNTDISABLE) of
+    /// userAccountControl, `Some(false)` clears it; the other bits are kept.
+    pub ad_disable: Option<bool>,
+    /// Group entries this entry must be in (`present`) or out of: a user
+    /// left out of its groups while inactive, put back when reactivated.
+    pub memberships: Vec<Membership>,
+}
+
+/// One group entry's member value for this entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Membership {
+    pub group_dn: String,
+    pub attr: String,
+    pub value: String,
+    pub present: bool,
+    /// The group's empty-group placeholder, if it has one.
+    pub placeholder: Option<String>,
+}
+
+/// The userAccountControl value with ACCOUNTDISABLE (bit 2) set or cleared,
+/// starting from what the entry has (else the mapped value, else 512, a
+/// normal account), all other bits kept.
+pub fn user_account_control(current: Option<&str>, disable: bool) -> String {
+    const ACCOUNTDISABLE: u32 = 2;
+    let base = current
+        .and_then(|c| c.trim().parse::<u32>().ok())
+        .unwrap_or(512);
+    let v = if disable {
+        base | ACCOUNTDISABLE
+    } else {
+        base & !ACCOUNTDISABLE
+    };
+    v.to_string()
 }
 
 /// Gives a group's current member values, for when a delta cannot be
@@ -108,6 +141,8 @@ pub enum ApplyError {
     /// park the entry.
     Park { code: Option<u32>, message: String },
 }
+
+const UAC: &str = "userAccountControl";
 
 /// LDAP result codes worth retrying: busy, unavailable, and limits that a
 /// later attempt may not hit.
@@ -326,7 +361,11 @@ impl Directory {
         link: Option<&Link>,
         group: Option<(&GroupPlan, FullMembers<'_>)>,
     ) -> Result<Link, ApplyError> {
-        let Some(mut cur) = self.find(link, &want.dn, &want.managed).await? else {
+        let mut read = want.managed.clone();
+        if want.ad_disable.is_some() {
+            read.push(UAC.to_string());
+        }
+        let Some(mut cur) = self.find(link, &want.dn, &read).await? else {
             let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
             attrs.push((
                 "objectClass".into(),
@@ -338,6 +377,15 @@ impl Directory {
                 if !set.is_empty() {
                     attrs.push((name.clone(), set));
                 }
+            }
+            if let Some(disable) = want.ad_disable {
+                let mapped = attrs.iter().position(|(k, _)| k.eq_ignore_ascii_case(UAC));
+                let current = mapped.and_then(|i| attrs[i].1.iter().next().cloned());
+                let value = user_account_control(current.as_deref(), disable);
+                if let Some(i) = mapped {
+                    attrs.remove(i);
+                }
+                attrs.push((UAC.to_string(), HashSet::from([value])));
             }
             if let Some((g, full)) = group {
                 let values = match &g.members {
@@ -409,7 +457,7 @@ impl Directory {
             }
             // Re-read: the RDN change altered the naming attribute's values.
             cur = self
-                .find(None, &want.dn, &want.managed)
+                .find(None, &want.dn, &read)
                 .await?
                 .ok_or_else(|| ApplyError::Retry(format!("{} vanished after rename", want.dn)))?;
         }
@@ -422,7 +470,15 @@ impl Directory {
             }
         }
 
-        let mods = diff(want, &cur);
+        let mut mods = diff(want, &cur);
+        if let Some(disable) = want.ad_disable {
+            mods.retain(|m| !matches!(m, Mod::Replace(a, _) | Mod::Delete(a, _) if a.eq_ignore_ascii_case(UAC)));
+            let current = attr_ci(&cur.attrs, UAC).and_then(|v| v.first()).cloned();
+            let value = user_account_control(current.as_deref(), disable);
+            if current.as_deref() != Some(value.as_str()) {
+                mods.push(Mod::Replace(UAC.to_string(), HashSet::from([value])));
+            }
+        }
         if !mods.is_empty() {
             let ldap = self.conn().await?;
             ldap.modify(&cur.dn, mods)
@@ -430,6 +486,9 @@ impl Directory {
                 .and_then(|r| r.success())
                 .map_err(classify)?;
             info!(dn = %cur.dn, "modified entry");
+        }
+        for m in &want.memberships {
+            self.set_membership(m).await?;
         }
         if let Some((g, full)) = group {
             self.apply_members(&cur.dn, g, full).await?;
@@ -555,6 +614,55 @@ impl Directory {
             .and_then(|r| r.success())
             .map_err(classify)?;
         debug!(%dn, "converged members");
+        Ok(())
+    }
+
+    /// Puts one member value into a group entry or takes it out, keeping
+    /// the group valid with its placeholder. Already so is fine.
+    async fn set_membership(&mut self, m: &Membership) -> Result<(), ApplyError> {
+        let value = HashSet::from([m.value.clone()]);
+        let mut attempts: Vec<Vec<Mod<String>>> = Vec::new();
+        if m.present {
+            attempts.push(vec![Mod::Add(m.attr.clone(), value.clone())]);
+            if let Some(p) = &m.placeholder {
+                attempts.push(vec![Mod::Delete(
+                    m.attr.clone(),
+                    HashSet::from([p.clone()]),
+                )]);
+            }
+        } else {
+            let mut remove = vec![Mod::Delete(m.attr.clone(), value.clone())];
+            attempts.push(remove.clone());
+            if let Some(p) = &m.placeholder {
+                // If that would empty the group, it fails (65): then swap in
+                // the placeholder in the same operation.
+                remove.push(Mod::Add(m.attr.clone(), HashSet::from([p.clone()])));
+                attempts.push(remove);
+            }
+        }
+        let mut i = 0;
+        while i < attempts.len() {
+            let mods = attempts[i].clone();
+            let ldap = self.conn().await?;
+            match ldap
+                .modify(&m.group_dn, mods)
+                .await
+                .and_then(|r| r.success())
+            {
+                Ok(_) => {
+                    debug!(group = %m.group_dn, present = m.present, "set membership");
+                    // Removal done: the placeholder swap is not needed.
+                    if !m.present {
+                        break;
+                    }
+                }
+                // Already in, already out, or the group is gone.
+                Err(LdapError::LdapResult { result }) if [16, 20, 32].contains(&result.rc) => {}
+                Err(LdapError::LdapResult { result }) if result.rc == 65 && !m.present => {}
+                Err(e) => return Err(classify(e)),
+            }
+            i += 1;
+        }
         Ok(())
     }
 
@@ -1040,6 +1148,19 @@ mod tests {
         );
         assert_ne!(norm_value("uid=a,dc=x"), norm_value("uid=b,dc=x"));
         assert_eq!(norm_value("Alice"), "alice");
+    }
+
+    #[test]
+    fn account_control_keeps_other_bits() {
+        assert_eq!(
+            user_account_control(Some("66048"), true),
+            "66050",
+            "DONT_EXPIRE_PASSWORD kept"
+        );
+        assert_eq!(user_account_control(Some("66050"), false), "66048");
+        assert_eq!(user_account_control(None, true), "514");
+        assert_eq!(user_account_control(Some("514"), true), "514");
+        assert_eq!(user_account_control(Some("junk"), false), "512");
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::ldap::{Desired, GroupPlan, MemberPlan, Plan, Planner};
-use crate::mapping::{EmptyGroup, LdapEntry, Mapping, Reference, Resolver};
+use crate::ldap::{Desired, GroupPlan, MemberPlan, Membership, Plan, Planner};
+use crate::mapping::{is_inactive, EmptyGroup, LdapEntry, Mapping, Reference, Resolver};
 use crate::scim::schema::SchemaRegistry;
 use crate::scim::ScimError;
 use crate::store::{JournalEntry, Kind, Op, Store};
@@ -143,7 +143,12 @@ impl Model {
             }
         };
         let (dn_referrers, value_referrers) = self.referrers();
+        let ad_disable = (kind == Kind::User
+            && self.mapping.user_policy.deactivate.ad_user_account_control)
+            .then(|| is_inactive(resource));
         Ok(Desired {
+            ad_disable,
+            memberships: Vec::new(),
             dn: e.dn,
             object_classes: e.object_classes,
             attrs: e.attrs,
@@ -223,6 +228,50 @@ pub struct MappingPlanner {
 }
 
 impl MappingPlanner {
+    /// With `remove_from_groups`, an inactive user is left out of every
+    /// group entry.
+    fn left_out(&self, model: &Model, id: &str) -> bool {
+        model.mapping.user_policy.deactivate.remove_from_groups
+            && matches!(self.store.get(Kind::User, id), Ok(Some(u)) if is_inactive(&u))
+    }
+
+    /// A user's place in each of its groups' entries (in while active, out
+    /// while inactive), for the `remove_from_groups` policy.
+    fn memberships(
+        &self,
+        model: &Model,
+        entry: &JournalEntry,
+        user: &Value,
+        resolver: &StoreResolver<'_>,
+    ) -> Result<Vec<Membership>, String> {
+        let Some(g) = model.mapping.group.as_ref() else {
+            return Ok(Vec::new());
+        };
+        if !model.mapping.user_policy.deactivate.remove_from_groups {
+            return Ok(Vec::new());
+        }
+        let Some(value) = model.member_value(&entry.id, resolver) else {
+            return Ok(Vec::new());
+        };
+        let placeholder = match &g.members.empty {
+            EmptyGroup::Placeholder(p) => Some(p.clone()),
+            EmptyGroup::Allow => None,
+        };
+        let mut out = Vec::new();
+        for gid in self.store.groups_of(&entry.id).map_err(|e| e.to_string())? {
+            if let Some(group_dn) = resolver.dn(&gid) {
+                out.push(Membership {
+                    group_dn,
+                    attr: g.members.attribute.clone(),
+                    value: value.clone(),
+                    present: !is_inactive(user),
+                    placeholder: placeholder.clone(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
     fn group_plan(
         &self,
         model: &Model,
@@ -276,7 +325,14 @@ impl Planner for MappingPlanner {
         };
         Ok(match entry.op {
             Op::Upsert if entry.kind == Kind::Group => self.group_plan(&model, entry, &resolver)?,
-            Op::Upsert => Plan::Upsert(model.desired(entry.kind, &entry.snapshot, &resolver)?),
+            Op::Upsert => {
+                let mut desired = model.desired(entry.kind, &entry.snapshot, &resolver)?;
+                if entry.kind == Kind::User {
+                    desired.memberships =
+                        self.memberships(&model, entry, &entry.snapshot, &resolver)?;
+                }
+                Plan::Upsert(desired)
+            }
             Op::Delete if entry.kind == Kind::User && model.mapping.delete_deactivates() => {
                 // The mapping keeps deleted users, deactivated.
                 let mut gone = entry.snapshot.clone();

@@ -484,7 +484,7 @@ fn member_ids(resource: &Value) -> Vec<String> {
 }
 
 /// Whether a SCIM user is inactive: `active` false, or Entra's "False".
-fn is_inactive(resource: &Value) -> bool {
+pub fn is_inactive(resource: &Value) -> bool {
     let active = resource
         .as_object()
         .and_then(|o| o.iter().find(|(k, _)| k.eq_ignore_ascii_case("active")));

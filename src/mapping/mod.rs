@@ -29,7 +29,7 @@ pub use crate::dn::{
     dn_to_string, escape_dn_value, escape_filter_value, is_attribute_description, parse_dn, Ava,
     ParsedDn,
 };
-pub use entry::{GroupEntry, LdapEntry, NoResolver, Resolver};
+pub use entry::{is_inactive, GroupEntry, LdapEntry, NoResolver, Resolver};
 pub use error::{MappingError, Problem};
 pub use paths::ScimPath;
 pub use template::{Segment, Source, Transform};

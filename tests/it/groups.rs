@@ -512,3 +512,82 @@ async fn deactivation_can_move_and_delete_can_deactivate() {
     );
     assert_eq!(h.daemon().store.pending_count(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deactivated_users_leave_their_groups_and_come_back() {
+    let mapping =
+        crate::harness::MAPPING.replace("# remove_from_groups = true", "remove_from_groups = true");
+    assert!(
+        mapping.contains("\nremove_from_groups = true"),
+        "the example's commented line changed"
+    );
+    let h = Harness::start_with(Default::default(), &mapping).await;
+    let hal = user(&h, "hal").await;
+    let ivy = user(&h, "ivy").await;
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Solo", "members": [{"value": hal}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "Pair", "members": [{"value": hal}, {"value": ivy}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{hal}"),
+            patch(json!([{"op": "replace", "path": "active", "value": false}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert_eq!(
+        members(&h, "Pair").await,
+        vec![dn("ivy")],
+        "left out while inactive"
+    );
+    assert_eq!(
+        members(&h, "Solo").await,
+        vec![PLACEHOLDER],
+        "a group left empty keeps its placeholder"
+    );
+    // SCIM still lists the membership: the IdP's view does not change.
+    let r = h.send("GET", &format!("/Users/{hal}"), None).await;
+    assert_eq!(
+        r.body["groups"].as_array().map(Vec::len),
+        Some(2),
+        "{}",
+        r.body
+    );
+
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{hal}"),
+            patch(json!([{"op": "replace", "path": "active", "value": true}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert_eq!(
+        members(&h, "Pair").await,
+        vec![dn("hal"), dn("ivy")],
+        "back when reactivated"
+    );
+    assert_eq!(
+        members(&h, "Solo").await,
+        vec![dn("hal")],
+        "placeholder gone again"
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
+}
