@@ -290,6 +290,7 @@ impl MappingPlanner {
         };
         let values = |ids: &[String]| -> Option<Vec<String>> {
             ids.iter()
+                .filter(|id| !self.left_out(model, id))
                 .map(|id| model.member_value(id, resolver))
                 .collect()
         };
@@ -356,6 +357,7 @@ impl Planner for MappingPlanner {
         let members = self.store.members(&entry.id).map_err(|e| e.to_string())?;
         Ok(members
             .iter()
+            .filter(|(id, _)| !self.left_out(&model, id))
             .filter_map(|(id, _)| model.member_value(id, &resolver))
             .collect())
     }
