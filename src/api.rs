@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 use tracing::{debug, info};
 
 use crate::ldap::WriterHandle;
+use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
 use crate::scim::filter::parse_filter;
 use crate::scim::members::{split_member_ops, take_members, MemberEdit};
@@ -169,12 +170,20 @@ impl Api {
 
     /// Canonical names, coerced values, required attributes, and a mapping
     /// that can place the resource: everything checked before journaling.
-    fn validate(&self, kind: Kind, resource: &mut Value) -> Result<(), ScimError> {
+    /// `old` is the stored state of the resource being updated (`None` on
+    /// create): the numbers allocated for it carry over.
+    fn validate(
+        &self,
+        kind: Kind,
+        resource: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<(), ScimError> {
         let model = self.model.current();
         let dropped = canonicalize(resource, model.registry(kind))?;
         if !dropped.is_empty() {
             debug!(attributes = ?dropped, "ignored attributes this server's schema does not define");
         }
+        self.allocate(kind, resource, old, &model)?;
         match kind {
             Kind::User => {
                 let name = resource
@@ -210,6 +219,45 @@ impl Api {
         Ok(())
     }
 
+    /// Numbers the mapping allocates per resource (uidNumber, gidNumber):
+    /// kept from `old`, or handed out now, and attached under
+    /// [`ALLOCATED_KEY`] where the mapping reads them.
+    fn allocate(
+        &self,
+        kind: Kind,
+        resource: &mut Value,
+        old: Option<&Value>,
+        model: &crate::model::Model,
+    ) -> Result<(), ScimError> {
+        let wanted = model.allocations(kind);
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let kept = old
+            .and_then(|o| o.get(ALLOCATED_KEY))
+            .and_then(Value::as_object);
+        let mut numbers = serde_json::Map::new();
+        for (attr, lo, hi) in wanted {
+            let n = match kept.and_then(|k| k.get(&attr)).and_then(Value::as_u64) {
+                Some(n) => n,
+                None => self
+                    .store
+                    .allocate(kind, &attr, lo, hi)
+                    .map_err(|e| ScimError::internal(e.to_string()))?
+                    .ok_or_else(|| {
+                        ScimError::internal(format!(
+                            "the {attr} range {lo}-{hi} of the mapping is used up; widen it"
+                        ))
+                    })?,
+            };
+            numbers.insert(attr, Value::from(n));
+        }
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert(ALLOCATED_KEY.into(), Value::Object(numbers));
+        }
+        Ok(())
+    }
+
     async fn create(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
         let mut resource = self.body(req)?.clone();
@@ -226,7 +274,7 @@ impl Api {
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.clone()));
         }
-        self.validate(kind, &mut resource)?;
+        self.validate(kind, &mut resource, None)?;
         let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
         let now = now_rfc3339();
         set_meta(&mut resource, kind, &req.base_url, &id, Some(&now), &now);
@@ -318,7 +366,7 @@ impl Api {
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.to_string()));
         }
-        self.validate(kind, &mut resource)?;
+        self.validate(kind, &mut resource, Some(&old))?;
         let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
         let created = old
             .pointer("/meta/created")
@@ -373,7 +421,7 @@ impl Api {
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("id".into(), Value::String(id.to_string()));
             }
-            self.validate(kind, &mut resource)?;
+            self.validate(kind, &mut resource, Some(&old))?;
             let created = old
                 .pointer("/meta/created")
                 .and_then(Value::as_str)
@@ -517,6 +565,9 @@ impl Api {
             _ => {}
         }
         strip_never_returned(&mut resource, self.model.current().registry(kind));
+        if let Some(obj) = resource.as_object_mut() {
+            obj.remove(ALLOCATED_KEY);
+        }
         Ok(resource)
     }
 

@@ -69,6 +69,22 @@ impl Model {
         }
     }
 
+    /// (attribute, low, high) of every number the mapping allocates for
+    /// resources of `kind`.
+    pub fn allocations(&self, kind: Kind) -> Vec<(String, u64, u64)> {
+        let rm = match kind {
+            Kind::User => Some(&self.mapping.user),
+            Kind::Group => self.mapping.group.as_ref().map(|g| &g.resource),
+        };
+        rm.map(|r| {
+            r.allocations()
+                .into_iter()
+                .map(|(a, lo, hi)| (a.to_string(), lo, hi))
+                .collect()
+        })
+        .unwrap_or_default()
+    }
+
     /// Where group member values point back at entries, for rewriting them
     /// on renames: DN-valued member attributes (unless the directory's
     /// refint does it) and attribute-valued ones (memberUid = uid).

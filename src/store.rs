@@ -470,6 +470,33 @@ impl Store {
         }
     }
 
+    /// Hands out the next number of `attribute`'s range for `kind`, once.
+    /// `None` when the range is used up. The counter lives in the same tree
+    /// as the resources, so the flush that makes a resource durable makes
+    /// its number durable too; a number given to a write that then fails
+    /// is skipped, never given twice.
+    pub fn allocate(
+        &self,
+        kind: Kind,
+        attribute: &str,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut key = vec![b'a', kind.byte()];
+        key.extend_from_slice(attribute.to_ascii_lowercase().as_bytes());
+        let mut got = None;
+        self.inner.tree.fetch_and_update(&key, |old| {
+            let next = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map(u64::from_be_bytes)
+                .unwrap_or(lo)
+                .max(lo);
+            got = (next <= hi).then_some(next);
+            Some(next.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        Ok(got)
+    }
+
     pub fn exists(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
         Ok(self.inner.tree.contains_key(res_key(b'r', kind, id))?)
     }
@@ -1260,6 +1287,35 @@ mod tests {
             .unwrap();
         let m = s.entry(seq).unwrap().unwrap().members.unwrap();
         assert_eq!((m.add.len(), m.remove.clone()), (0, vec!["u1".to_string()]));
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn allocation_counts_up_within_the_range() {
+        let (dir, s) = tmp();
+        assert_eq!(
+            s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+            Some(10)
+        );
+        assert_eq!(
+            s.allocate(Kind::User, "uidnumber", 10, 12).unwrap(),
+            Some(11)
+        );
+        assert_eq!(
+            s.allocate(Kind::Group, "uidNumber", 10, 12).unwrap(),
+            Some(10),
+            "per kind"
+        );
+        assert_eq!(
+            s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+            Some(12)
+        );
+        assert_eq!(
+            s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+            None,
+            "used up"
+        );
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -32,7 +32,7 @@ pub use crate::dn::{
 pub use entry::{is_inactive, GroupEntry, LdapEntry, NoResolver, Resolver};
 pub use error::{MappingError, Problem};
 pub use paths::ScimPath;
-pub use template::{Segment, Source, Transform};
+pub use template::{Segment, Source, Transform, ALLOCATED_KEY};
 
 /// The OpenLDAP preset shipped in `examples/openldap.toml` (used by
 /// `scim2ldap dev`).
@@ -249,6 +249,19 @@ impl Mapping {
 }
 
 impl ResourceMapping {
+    /// The attributes whose value is a number allocated per resource, with
+    /// their ranges: (attribute, low, high).
+    pub fn allocations(&self) -> Vec<(&str, u64, u64)> {
+        self.rules()
+            .iter()
+            .flat_map(|r| r.sources.iter())
+            .filter_map(|s| match s {
+                Source::Allocated { attribute, lo, hi } => Some((attribute.as_str(), *lo, *hi)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The resource type this maps.
     pub fn kind(&self) -> ResourceKind {
         self.kind

@@ -46,7 +46,7 @@ pub(crate) struct RawGroup {
 #[derive(Debug)]
 pub(crate) enum RawRule {
     Short(String),
-    Full(RawRuleTable),
+    Full(Box<RawRuleTable>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,6 +57,7 @@ pub(crate) struct RawRuleTable {
     pub transform: Option<Spanned<OneOrMany>>,
     pub required: Option<Spanned<bool>>,
     pub resolve: Option<Str>,
+    pub allocate: Option<Str>,
 }
 
 impl<'de> Deserialize<'de> for RawRule {
@@ -72,7 +73,7 @@ impl<'de> Deserialize<'de> for RawRule {
             }
             fn visit_map<A: MapAccess<'de>>(self, m: A) -> Result<RawRule, A::Error> {
                 RawRuleTable::deserialize(de::value::MapAccessDeserializer::new(m))
-                    .map(RawRule::Full)
+                    .map(|t| RawRule::Full(Box::new(t)))
             }
         }
         d.deserialize_any(V)

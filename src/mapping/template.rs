@@ -62,7 +62,15 @@ pub enum Source {
     Template(Vec<Segment>),
     /// A fixed value (`value = "..."` in the file).
     Constant(String),
+    /// A number handed out once per resource from `lo..=hi`
+    /// (`allocate = "10000-59999"`: uidNumber, gidNumber), kept in the
+    /// resource under [`ALLOCATED_KEY`].
+    Allocated { attribute: String, lo: u64, hi: u64 },
 }
+
+/// Where a resource keeps the numbers allocated for it: a key of the stored
+/// SCIM JSON that is never shown to clients.
+pub const ALLOCATED_KEY: &str = "scim2ldap:allocated";
 
 impl Source {
     /// How the source reads in the file, for error messages.
@@ -71,6 +79,7 @@ impl Source {
             Source::Path(p) => p.as_str().to_string(),
             Source::Template(segs) => describe_template(segs),
             Source::Constant(c) => format!("value {c:?}"),
+            Source::Allocated { lo, hi, .. } => format!("a number allocated from {lo}-{hi}"),
         }
     }
 
@@ -83,6 +92,12 @@ impl Source {
     ) -> Result<Vec<String>, String> {
         match self {
             Source::Constant(c) => Ok(vec![c.clone()]),
+            Source::Allocated { attribute, .. } => Ok(resource
+                .get(ALLOCATED_KEY)
+                .and_then(|a| a.get(attribute))
+                .and_then(|v| v.as_u64())
+                .map(|n| vec![n.to_string()])
+                .unwrap_or_default()),
             Source::Path(p) => {
                 let mut out = Vec::new();
                 for v in p.select(resource, reg) {

@@ -243,6 +243,16 @@ fn resource(
     })
 }
 
+/// `"10000-59999"` → (10000, 59999).
+fn parse_range(s: &str) -> Option<(u64, u64)> {
+    let (lo, hi) = s.split_once('-')?;
+    let (lo, hi) = (
+        lo.trim().parse::<u64>().ok()?,
+        hi.trim().parse::<u64>().ok()?,
+    );
+    (lo <= hi).then_some((lo, hi))
+}
+
 fn attribute_rule(
     p: &mut Problems,
     key: &str,
@@ -265,7 +275,32 @@ fn attribute_rule(
     };
     let before = p.len();
     let mut sources = Vec::new();
+    if let Some(a) = &t.allocate {
+        if t.from.is_some() || t.value.is_some() {
+            p.add(
+                a.span(),
+                format!("{key}.allocate"),
+                "give allocate alone, without from or value",
+            );
+        }
+        match parse_range(a.get_ref()) {
+            Some((lo, hi)) => sources.push(Source::Allocated {
+                attribute: name.to_string(),
+                lo,
+                hi,
+            }),
+            None => p.add(
+                a.span(),
+                format!("{key}.allocate"),
+                format!(
+                    "{:?} is not a range such as \"10000-59999\" (low-high, low <= high)",
+                    a.get_ref()
+                ),
+            ),
+        }
+    }
     match (&t.from, &t.value) {
+        _ if t.allocate.is_some() => {}
         (Some(_), Some(v)) => p.add(
             v.span(),
             format!("{key}.value"),
@@ -383,7 +418,7 @@ fn source(
     let checked = match &src {
         Source::Path(path) => check_path(path, reg),
         Source::Template(segs) => check_segments(segs, reg),
-        Source::Constant(_) => Ok(()),
+        Source::Constant(_) | Source::Allocated { .. } => Ok(()),
     };
     match checked {
         Ok(()) => Some(src),

@@ -591,3 +591,113 @@ async fn deactivated_users_leave_their_groups_and_come_back() {
     );
     assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posix_numbers_are_allocated_once_from_the_range() {
+    let base = crate::harness::MAPPING.replace(
+        "object_classes = [\"top\", \"person\", \"organizationalPerson\", \"inetOrgPerson\"]",
+        "object_classes = [\"top\", \"person\", \"organizationalPerson\", \"inetOrgPerson\", \"posixAccount\"]",
+    );
+    assert!(
+        base.contains("\"posixAccount\"]"),
+        "the example's user object_classes line changed"
+    );
+    let users_posix = base.replace(
+        "[user.attributes]\n",
+        "[user.attributes]\nuidNumber = { allocate = \"20000-20001\" }\ngidNumber = { value = \"100\" }\nhomeDirectory = \"/home/{userName}\"\n",
+    );
+    let mapping = {
+        let start = users_posix.find("\n[group]\n").unwrap() + 1;
+        let end = users_posix[start..]
+            .find("\n# Custom SCIM schema extensions")
+            .map(|i| start + i + 1)
+            .unwrap_or(users_posix.len());
+        format!(
+            "{}{}\n{}",
+            &users_posix[..start],
+            r#"[group]
+dn = "cn={displayName},ou=groups,dc=example,dc=com"
+object_classes = ["top", "posixGroup"]
+[group.attributes]
+cn = "displayName"
+gidNumber = { allocate = "30000-39999" }
+[group.members]
+attribute = "memberUid"
+value = "attribute:uid"
+empty = "allow"
+"#,
+            &users_posix[end..]
+        )
+    };
+    let h = Harness::start_with(Default::default(), &mapping).await;
+    let a = user(&h, "pa").await;
+    let b = user(&h, "pb").await;
+    h.settle().await;
+    let ea = h.ldap_get(&dn("pa")).await.expect("posix user pa");
+    let eb = h.ldap_get(&dn("pb")).await.expect("posix user pb");
+    assert_eq!(first(&ea, "uidNumber").as_deref(), Some("20000"));
+    assert_eq!(first(&eb, "uidNumber").as_deref(), Some("20001"));
+    assert_eq!(first(&ea, "homeDirectory").as_deref(), Some("/home/pa"));
+
+    // The number stays with the user through PUT and PATCH, and is not
+    // shown over SCIM.
+    let r = h
+        .send(
+            "PUT",
+            &format!("/Users/{a}"),
+            Some(json!({"userName": "pa", "name": {"givenName": "P", "familyName": "A"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        !r.body.to_string().contains("20000"),
+        "allocated numbers are not SCIM attributes: {}",
+        r.body
+    );
+    h.send(
+        "PATCH",
+        &format!("/Users/{b}"),
+        patch(json!([{"op": "replace", "path": "title", "value": "x"}])),
+    )
+    .await;
+    h.settle().await;
+    assert_eq!(
+        first(&h.ldap_get(&dn("pa")).await.unwrap(), "uidNumber").as_deref(),
+        Some("20000")
+    );
+    assert_eq!(
+        first(&h.ldap_get(&dn("pb")).await.unwrap(), "uidNumber").as_deref(),
+        Some("20001")
+    );
+
+    // The range is used up: a clear error, nothing journaled.
+    let before = h.daemon().store.last_seq();
+    let r = h
+        .send("POST", "/Users", Some(json!({"userName": "pc"})))
+        .await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("20000-20001"),
+        "{}",
+        r.body
+    );
+    assert_eq!(h.daemon().store.last_seq(), before);
+
+    // Groups get a gidNumber the same way.
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "devs", "members": [{"value": a}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+    let g = h
+        .ldap_get(&format!("cn=devs,{GROUPS}"))
+        .await
+        .expect("posix group");
+    assert_eq!(first(&g, "gidNumber").as_deref(), Some("30000"));
+    assert_eq!(first(&g, "memberUid").as_deref(), Some("pa"));
+    assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
+}
