@@ -81,6 +81,9 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Applied journal entries older than this are compacted away (the
+    /// latest snapshot of each resource is kept). `None`: keep everything.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +148,8 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: String,
+    #[serde(default = "default_retention")]
+    retention_secs: u64,
 }
 
 #[derive(Deserialize)]
@@ -190,6 +195,9 @@ fn default_body_timeout() -> u64 {
 }
 fn default_max_connections() -> usize {
     512
+}
+fn default_retention() -> u64 {
+    7 * 24 * 3600
 }
 fn default_ldap_timeout() -> u64 {
     10
@@ -295,6 +303,8 @@ impl Config {
             },
             store: StoreConfig {
                 path: resolve(&dir, &raw.store.path),
+                retention: (raw.store.retention_secs > 0)
+                    .then(|| Duration::from_secs(raw.store.retention_secs)),
             },
             ldap: LdapConfig {
                 url: raw.ldap.url,

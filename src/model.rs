@@ -173,4 +173,30 @@ impl Planner for MappingPlanner {
             },
         })
     }
+
+    /// The users a user entry names through `resolve` rules (the
+    /// enterprise manager): written as their DN, so they must exist first.
+    fn dependencies(&self, entry: &JournalEntry) -> Vec<(Kind, String)> {
+        if entry.kind != Kind::User || entry.op != Op::Upsert {
+            return Vec::new();
+        }
+        let model = self.model.current();
+        let mut out = Vec::new();
+        for rule in model.mapping.user.rules() {
+            if rule.resolve.is_none() {
+                continue;
+            }
+            for src in &rule.sources {
+                for id in src
+                    .values(&entry.snapshot, &model.users)
+                    .unwrap_or_default()
+                {
+                    if id != entry.id && !out.iter().any(|(_, o)| o == &id) {
+                        out.push((Kind::User, id));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
