@@ -1,7 +1,10 @@
 //! Integration tests: one binary (link time matters), one module per area.
 //! Each test starts its own slapd and daemon through `harness`.
 
+mod adopt;
+mod crash;
 mod harness;
+mod journal;
 mod layering;
 mod slapd;
 mod users;
