@@ -134,6 +134,10 @@ impl Adopter {
         .await
         {
             Ok(Ok(Some(Outcome::Adopted(id)))) => {
+                // Durable before the identity provider is told the id.
+                if let Err(e) = self.store.commit(self.store.last_seq()).await {
+                    warn!(error = %e, "could not flush the adoption");
+                }
                 info!(kind = kind.name(), %id, attr, value, "adopted an existing directory entry")
             }
             Ok(Ok(Some(other))) => {

@@ -410,6 +410,22 @@ base_dn = "dc=example,dc=com"
     }
 
     #[test]
+    fn retention_defaults_to_a_week_and_zero_keeps_everything() {
+        let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+        let text = MINIMAL.replace("path = \"state\"", "path = \"state\"\nretention_secs = 0");
+        let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.store.retention, None);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::parse(text, Path::new("/etc/scim2ldap/config.toml")).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(604800)));
+    }
+
+    #[test]
     fn debug_output_never_shows_the_password() {
         let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
         assert!(!format!("{c:?}").contains("secret\""));

@@ -2,9 +2,10 @@
 //! journal, replay part of it, adopt a directory subtree.
 //!
 //! sled lets one process open the store, so while the daemon runs the
-//! commands go through its admin channel: a Unix socket `admin.sock` in
-//! the store directory (mode 0600: only the daemon's user and root can
-//! use it), one JSON request line in, one JSON response line out. When no
+//! commands go through its admin channel: a Unix socket `admin/sock` in
+//! the store directory (folder 0700, socket 0600: only the daemon's user
+//! and root can use it), one JSON request line in, one JSON response line
+//! out. When no
 //! daemon answers there, the command opens the store itself; changes
 //! (retry, skip, replay) then take effect when the daemon next starts.
 
@@ -24,8 +25,10 @@ use crate::config::Config;
 use crate::ldap::WriterHandle;
 use crate::store::{Change, EntryState, EntryView, Op, Store};
 
-/// The admin socket's file name inside the store directory.
-pub const SOCKET: &str = "admin.sock";
+/// The admin socket's path inside the store directory: a private (0700)
+/// folder holding the socket, so that no other user can reach it even
+/// for the moment between its creation and its chmod.
+pub const SOCKET: &str = "admin/sock";
 
 /// Longest request line the admin channel reads.
 const MAX_REQUEST: usize = 64 * 1024;
@@ -501,6 +504,14 @@ pub fn socket_path(store_dir: &Path) -> PathBuf {
 
 /// Serves the admin socket until `stop` turns true; removes it then.
 pub async fn serve_admin(path: PathBuf, ctx: AdminCtx, mut stop: watch::Receiver<bool>) {
+    if let Some(parent) = path.parent() {
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        let _ = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent);
+        let _ = std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700));
+    }
     let _ = std::fs::remove_file(&path);
     let listener = match tokio::net::UnixListener::bind(&path) {
         Ok(l) => l,
