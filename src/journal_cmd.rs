@@ -220,7 +220,16 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> anyhow::Result<Response> {
             if rows.is_empty() {
                 Response::ok("no matching journal entries")
             } else {
-                Response::ok(list_text(rows.iter()))
+                let mut waits = Vec::new();
+                for v in &rows {
+                    waits.push(match v.state {
+                        EntryState::Pending => {
+                            store.unapplied_before(v.entry.kind, &v.entry.id, v.entry.seq)?
+                        }
+                        _ => None,
+                    });
+                }
+                Response::ok(list_text(rows.iter().zip(waits)))
             }
         }
         Request::Show { seq } => match store.entry(seq)? {
@@ -416,15 +425,17 @@ fn op_word(op: Op) -> &'static str {
     }
 }
 
-fn list_text<'a>(rows: impl Iterator<Item = &'a EntryView>) -> String {
+/// The list table; `waits` is the earlier unapplied entry of the same
+/// resource a pending entry waits behind.
+fn list_text<'a>(rows: impl Iterator<Item = (&'a EntryView, Option<u64>)>) -> String {
     let mut t = format!(
-        "{:<8} {:<24} {:<8} {:<6} {:<5} {:<36} {}\n",
+        "{:<8} {:<25} {:<8} {:<6} {:<5} {:<36} {}\n",
         "SEQ", "ACCEPTED", "STATE", "OP", "KIND", "ID", "NAME"
     );
-    for v in rows {
+    for (v, waits) in rows {
         let e = &v.entry;
         t.push_str(&format!(
-            "{:<8} {:<24} {:<8} {:<6} {:<5} {:<36} {}\n",
+            "{:<8} {:<25} {:<8} {:<6} {:<5} {:<36} {}\n",
             e.seq,
             e.at,
             state_word(v),
@@ -435,6 +446,11 @@ fn list_text<'a>(rows: impl Iterator<Item = &'a EntryView>) -> String {
         ));
         if let EntryState::Failed(f) = &v.state {
             t.push_str(&format!("         └ {}\n", f.message));
+        }
+        if let Some(w) = waits {
+            t.push_str(&format!(
+                "         └ waits behind entry {w} of the same resource\n"
+            ));
         }
     }
     t.trim_end().to_string()

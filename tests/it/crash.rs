@@ -285,16 +285,25 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
 
     let progress = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicBool::new(false));
+    let config = dir.join("config.toml").display().to_string();
     let killer = {
-        let (daemon, progress, done, base) =
-            (daemon.clone(), progress.clone(), done.clone(), base.clone());
+        let (daemon, progress, done, base, config) = (
+            daemon.clone(),
+            progress.clone(),
+            done.clone(),
+            base.clone(),
+            config.clone(),
+        );
         tokio::spawn(async move {
             let mut rng = Rng(seed);
             let mut kills = 0;
+            // Entries acknowledged but not yet applied when each kill hit,
+            // as the restarted daemon reports them.
+            let mut pending_after = Vec::new();
             for &at in KILL_AT {
                 while progress.load(Ordering::SeqCst) < at {
                     if done.load(Ordering::SeqCst) {
-                        return kills;
+                        return (kills, pending_after);
                     }
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
@@ -306,8 +315,14 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
                 d.spawn();
                 drop(d);
                 wait_healthy(&base).await;
+                let c = config.clone();
+                let (_, out, _) =
+                    tokio::task::spawn_blocking(move || cli(&["journal", "--config", &c, "stats"]))
+                        .await
+                        .unwrap();
+                pending_after.push(stat(&out, "pending"));
             }
-            kills
+            (kills, pending_after)
         })
     };
     let mut clients = Vec::new();
@@ -328,12 +343,11 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         unknown += u;
     }
     done.store(true, Ordering::SeqCst);
-    let kills = killer.await.unwrap();
+    let (kills, pending_after) = killer.await.unwrap();
     let load_time = started.elapsed();
 
     // Wait until the journal is drained, asking the running daemon through
     // the command line (its admin socket).
-    let config = dir.join("config.toml").display().to_string();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let c = config.clone();
@@ -377,7 +391,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         }
     }
     eprintln!(
-        "crash test: {} writes by {CLIENTS} clients, {kills} SIGKILLs, {unknown} unknown outcomes resolved, {} users expected, load {:.1?}, total {:.1?}",
+        "crash test: {} writes by {CLIENTS} clients, {kills} SIGKILLs (entries pending at each restart: {pending_after:?}), {unknown} unknown outcomes resolved, {} users expected, load {:.1?}, total {:.1?}",
         CLIENTS * WRITES_PER_CLIENT,
         want.len(),
         load_time,
@@ -390,4 +404,12 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     );
     assert!(kills >= 5, "only {kills} kills happened");
     daemon.lock().await.kill();
+}
+
+/// A number from `journal stats` output, e.g. `stat(out, "pending")`.
+fn stat(out: &str, key: &str) -> u64 {
+    out.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.trim().parse().ok())
+        .unwrap_or(u64::MAX)
 }

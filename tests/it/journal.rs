@@ -283,12 +283,19 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
     let (ok, out, err) =
         run_cli(&["journal", "--config", &config, "list", "--state", "failed"]).await;
     assert!(ok, "{err}");
+    eprintln!("$ scim2ldap journal list --state failed\n{out}");
     assert!(out.contains(&anna) && out.contains(&bert), "{out}");
     assert!(out.contains("objectClassViolation (65)"), "{out}");
     assert!(!out.contains("carl"), "{out}");
     let (ok, out, _) =
         run_cli(&["journal", "--config", &config, "list", "--state", "pending"]).await;
     assert!(ok && out.contains("bert") && out.contains("erin"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "waits behind entry {seq_bert} of the same resource"
+        )),
+        "{out}"
+    );
     let (ok, out, _) = run_cli(&[
         "journal",
         "--config",
@@ -298,6 +305,7 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
     ])
     .await;
     assert!(ok, "{out}");
+    eprintln!("$ scim2ldap journal show {seq_anna}\n{out}");
     assert!(out.contains("failed (parked)"), "{out}");
     assert!(
         out.contains("ldap code:  65 (objectClassViolation)"),
@@ -370,6 +378,7 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
     assert!(!ok && err.contains("no journal entry 99999"), "{err}");
     let (ok, out, _) = run_cli(&["journal", "--config", &config, "stats"]).await;
     assert!(ok, "{out}");
+    eprintln!("$ scim2ldap journal stats\n{out}");
     for (k, v) in [("parked", 0), ("skipped", 1), ("pending", 0)] {
         let line = format!("{k:<18} {v}\n");
         assert!(out.contains(&line), "{line:?} in\n{out}");
