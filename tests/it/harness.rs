@@ -274,11 +274,17 @@ pub async fn admin_conn(slapd: &Slapd) -> ldap3::Ldap {
 }
 
 /// Every entry under `base` as DN (lowercased) → attribute (lowercased)
-/// → sorted values, user attributes only: what a replay must rebuild.
+/// → sorted values: user attributes, and the operational one deactivation
+/// sets (`pwdAccountLockedTime`). What a replay must rebuild.
 pub async fn dump(slapd: &Slapd, base: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
     let mut ldap = admin_conn(slapd).await;
     let (entries, _) = ldap
-        .search(base, Scope::OneLevel, "(objectClass=*)", vec!["*"])
+        .search(
+            base,
+            Scope::OneLevel,
+            "(objectClass=*)",
+            vec!["*", "pwdAccountLockedTime"],
+        )
         .await
         .unwrap()
         .success()

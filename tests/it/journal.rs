@@ -100,6 +100,11 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
     let original = dump(&h.slapd, &people).await;
     assert_eq!(original.len(), 12, "{:#?}", original.keys());
     assert!(original.contains_key(&format!("uid=renamed0,{people}")));
+    assert!(
+        original[&format!("uid=r2,{people}")].contains_key("pwdaccountlockedtime"),
+        "deactivated: {:?}",
+        original[&format!("uid=r2,{people}")]
+    );
 
     // Every entry applied a second time, into the same directory: nothing
     // changes.
@@ -384,4 +389,69 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
         assert!(out.contains(&line), "{line:?} in\n{out}");
     }
     assert!(out.contains("reachable"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
+    use scim2ldap::ldap::{Directory, Planner};
+    use scim2ldap::model::{MappingPlanner, Model, SharedModel};
+
+    let mut h = Harness::start().await;
+    let r = h.send("POST", "/Users", Some(user("twice", "a"))).await;
+    let id = r.body["id"].as_str().unwrap().to_string();
+    let path = format!("/Users/{id}");
+    let r = h.send("POST", "/Users", Some(user("boss", "b"))).await;
+    let boss = r.body["id"].as_str().unwrap().to_string();
+    for body in [
+        replace("title", json!("b")),
+        replace(
+            ENTERPRISE,
+            json!({"manager": {"value": boss}, "department": "R&D"}),
+        ),
+        replace("userName", json!("twice, renamed")),
+        replace("active", json!(false)),
+        replace("active", json!(true)),
+        json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+               "Operations": [{"op": "remove", "path": "title"}]}),
+    ] {
+        let r = h.send("PATCH", &path, Some(body)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    assert_eq!(h.send("DELETE", &path, None).await.status, 204);
+    h.stop_daemon().await;
+    // Apply the journal by hand into an empty directory, each entry twice.
+    h.use_fresh_slapd(SlapdOptions::default()).await;
+    let cfg = h.config();
+    let store = scim2ldap::store::Store::open(&cfg.store.path).unwrap();
+    let planner = MappingPlanner {
+        model: SharedModel::new(Model::load(&cfg.mapping_file).unwrap()),
+        store: store.clone(),
+    };
+    let mut dir = Directory::new(cfg.ldap.clone());
+    let people = h.slapd.people_dn();
+    let mut steps = 0;
+    let entries: Vec<_> = store.entries_from(0).map(Result::unwrap).collect();
+    for e in entries {
+        let plan = planner.plan(&e).unwrap();
+        let mut states = Vec::new();
+        for _ in 0..2 {
+            let link = store.link(e.kind, &e.id).unwrap();
+            let new_link = dir.apply(&plan, link.as_ref()).await.unwrap();
+            store.mark_applied(&e, new_link.as_ref()).unwrap();
+            states.push(dump(&h.slapd, &people).await);
+        }
+        assert_eq!(
+            states[0], states[1],
+            "entry {} applied twice differs",
+            e.seq
+        );
+        steps += 1;
+    }
+    assert_eq!(steps, 9);
+    // The last entry deleted "twice, renamed"; boss remains.
+    let left = dump(&h.slapd, &people).await;
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        vec![format!("uid=boss,{people}")]
+    );
 }
