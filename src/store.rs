@@ -925,6 +925,11 @@ impl Store {
     /// order (entries already pending stay as they are, skipped ones stay
     /// skipped). Returns how many were queued.
     pub fn requeue(&self, from: u64, to: u64) -> Result<usize, StoreError> {
+        let _guard = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let mut batch = sled::Batch::default();
         let mut n = 0;
         for item in self
@@ -1040,24 +1045,35 @@ impl Store {
             latest.insert((e.kind, e.id.clone()), (e.seq, e.op));
         }
         let mut report = CompactReport::default();
-        let mut batch = sled::Batch::default();
+        let mut candidates = Vec::new();
         for e in self.entries_from(0) {
             let e = e?;
-            if self.inner.tree.contains_key(seq_key(b'q', e.seq))? {
-                report.kept += 1;
-                continue;
-            }
             let old = humantime::parse_rfc3339_weak(&e.at)
                 .map(|t| t < cutoff)
                 .unwrap_or(false);
             let keep_snapshot = latest.get(&(e.kind, e.id.clone())) == Some(&(e.seq, Op::Upsert));
             if old && !keep_snapshot {
-                batch.remove(seq_key(b'j', e.seq));
-                batch.remove(seq_key(b's', e.seq));
-                report.removed += 1;
+                candidates.push(e.seq);
             } else {
                 report.kept += 1;
             }
+        }
+        // Under the write lock, which `requeue` takes too, so an entry
+        // queued again meanwhile is not removed under the writer's feet.
+        let _guard = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        for seq in candidates {
+            if self.inner.tree.contains_key(seq_key(b'q', seq))? {
+                report.kept += 1;
+                continue;
+            }
+            batch.remove(seq_key(b'j', seq));
+            batch.remove(seq_key(b's', seq));
+            report.removed += 1;
         }
         batch.insert(
             b"mcompact".to_vec(),
@@ -1294,6 +1310,25 @@ mod tests {
             Err(WriteError::NotFound)
         ));
         drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn a_store_of_another_format_version_is_refused() {
+        let (dir, s) = tmp();
+        drop(s);
+        {
+            let db = sled::open(&dir).unwrap();
+            let t = db.open_tree("scim2ldap").unwrap();
+            t.insert(b"mformat", b"99".to_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(&dir).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::Version { .. }) && msg.contains("format version 99"),
+            "{msg}"
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 
