@@ -455,3 +455,65 @@ async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
         vec![format!("uid=boss,{people}")]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_bounds_the_journal_and_replay_still_rebuilds_everything() {
+    let mut h = Harness::start().await;
+    // Retention of one second.
+    let path = h.dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("path = \"state\"", "path = \"state\"\nretention_secs = 1"),
+    )
+    .unwrap();
+    h.stop_daemon().await;
+    h.start_daemon().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let r = h
+            .send("POST", "/Users", Some(user(&format!("k{i}"), "v0")))
+            .await;
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    for round in 1..=5 {
+        for id in &ids {
+            let r = h
+                .send(
+                    "PATCH",
+                    &format!("/Users/{id}"),
+                    Some(replace("title", json!(format!("v{round}")))),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.body);
+        }
+    }
+    assert_eq!(
+        h.send("DELETE", &format!("/Users/{}", ids[0]), None)
+            .await
+            .status,
+        204
+    );
+    h.settle().await;
+    let people = h.slapd.people_dn();
+    let original = dump(&h.slapd, &people).await;
+    assert_eq!(original.len(), 5);
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let config = h.config_path();
+    let (ok, out, err) = run_cli(&["journal", "--config", &config, "compact"]).await;
+    assert!(ok, "{out}{err}");
+    // 6 creates + 30 patches + 1 delete: one snapshot kept per live user.
+    assert!(out.contains("removed 32 applied entries"), "{out}");
+    assert!(out.contains("kept 5"), "{out}");
+
+    h.stop_daemon().await;
+    h.use_fresh_slapd(SlapdOptions::default()).await;
+    let (ok, out, err) = run_cli(&["journal", "--config", &config, "replay", "--from", "1"]).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("5 entries queued"), "{out}");
+    assert!(out.contains("were compacted"), "{out}");
+    h.start_daemon().await;
+    drained(&h).await;
+    assert_eq!(dump(&h.slapd, &people).await, original);
+}
