@@ -618,6 +618,15 @@ fn via_socket(
 }
 
 fn direct(cfg: &Config, req: Request, sock: &Path) -> anyhow::Result<Response> {
+    // `import` may start a store; the other commands need an existing one
+    // (a typo in store.path must not look like an empty journal).
+    if !matches!(req, Request::Import) && !cfg.store.path.join("db").exists() {
+        anyhow::bail!(
+            "no store in {} (store.path in {}): has the daemon run with this configuration?",
+            cfg.store.path.display(),
+            cfg.file.display()
+        );
+    }
     let store = Store::open(&cfg.store.path).map_err(|e| {
         anyhow::anyhow!(
             "cannot open the store in {} ({e}).\nIf the daemon is running, its admin socket {} did not answer: check that you run this as the daemon's user (or root) and that the daemon has started; otherwise stop the daemon and try again.",
