@@ -91,6 +91,8 @@ pub struct Api {
     /// `ldap.when_down = "reject"`: refuse writes with 503 while the
     /// directory is unreachable instead of queueing them.
     pub reject_when_down: bool,
+    /// Adopts existing directory entries when a lookup misses in the store.
+    pub adopter: Option<std::sync::Arc<crate::adopt::Adopter>>,
 }
 
 impl Api {
@@ -118,7 +120,9 @@ impl Api {
                 ApiResponse::json(200, service_provider_config(&req.base_url)),
             ),
             (Method::Get, [k]) if kind(k).is_some() => {
-                self.list(kind(k).unwrap_or(Kind::User), req)
+                let kind = kind(k).unwrap_or(Kind::User);
+                self.adopt_on_miss(kind, req).await;
+                self.list(kind, req)
             }
             (Method::Post, [k]) if kind(k).is_some() => {
                 self.create(kind(k).unwrap_or(Kind::User), req).await
@@ -142,6 +146,19 @@ impl Api {
                 "no SCIM endpoint at {}",
                 req.path
             ))),
+        }
+    }
+
+    /// The adoption hook: a lookup filter that misses in the store may
+    /// adopt a matching directory entry before the store answers.
+    async fn adopt_on_miss(&self, kind: Kind, req: &ApiRequest) {
+        if let Some(a) = &self.adopter {
+            let filter = req
+                .query
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("filter"))
+                .map(|(_, v)| v.as_str());
+            a.before_list(kind, filter, &req.base_url).await;
         }
     }
 

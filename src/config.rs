@@ -81,6 +81,11 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub path: PathBuf,
+    /// Applied journal entries older than this are compacted away (the
+    /// latest snapshot of each resource is kept). `None`: keep everything.
+    pub retention: Option<Duration>,
+    /// Memory for the store's page cache, in bytes.
+    pub cache_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +150,14 @@ struct RawServer {
 #[serde(deny_unknown_fields)]
 struct RawStore {
     path: String,
+    #[serde(default = "default_retention")]
+    retention_secs: u64,
+    #[serde(default = "default_cache_mib")]
+    cache_mib: u64,
+}
+
+fn default_cache_mib() -> u64 {
+    32
 }
 
 #[derive(Deserialize)]
@@ -190,6 +203,9 @@ fn default_body_timeout() -> u64 {
 }
 fn default_max_connections() -> usize {
     512
+}
+fn default_retention() -> u64 {
+    7 * 24 * 3600
 }
 fn default_ldap_timeout() -> u64 {
     10
@@ -295,6 +311,9 @@ impl Config {
             },
             store: StoreConfig {
                 path: resolve(&dir, &raw.store.path),
+                retention: (raw.store.retention_secs > 0)
+                    .then(|| Duration::from_secs(raw.store.retention_secs)),
+                cache_bytes: raw.store.cache_mib.max(1) * 1024 * 1024,
             },
             ldap: LdapConfig {
                 url: raw.ldap.url,
@@ -397,6 +416,22 @@ base_dn = "dc=example,dc=com"
         let text = MINIMAL.replace("127.0.0.1:8080", "localhost");
         let e = Config::parse(&text, Path::new("c.toml")).unwrap_err().0;
         assert!(e.starts_with("c.toml:4: listen:"), "{e}");
+    }
+
+    #[test]
+    fn retention_defaults_to_a_week_and_zero_keeps_everything() {
+        let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+        let text = MINIMAL.replace("path = \"state\"", "path = \"state\"\nretention_secs = 0");
+        let c = Config::parse(&text, Path::new("c.toml")).unwrap();
+        assert_eq!(c.store.retention, None);
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../config.example.toml");
+        let c = Config::parse(text, Path::new("/etc/scim2ldap/config.toml")).unwrap();
+        assert_eq!(c.store.retention, Some(Duration::from_secs(604800)));
     }
 
     #[test]

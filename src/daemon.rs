@@ -12,9 +12,11 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::adopt::Adopter;
 use crate::api::Api;
 use crate::config::Config;
 use crate::http::Edge;
+use crate::journal_cmd::AdminCtx;
 use crate::ldap::{Writer, WriterHandle};
 use crate::model::{MappingPlanner, Model, SharedModel};
 use crate::store::Store;
@@ -29,18 +31,22 @@ pub struct Running {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     writer_task: JoinHandle<()>,
+    /// The admin socket and the compactor.
+    background: Vec<JoinHandle<()>>,
 }
 
 /// Starts serving on `listener` with `config`.
 pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
     let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
     let model = SharedModel::new(model);
-    let store = Store::open(&config.store.path).with_context(|| {
-        format!(
-            "opening the store in {} (store.path)",
-            config.store.path.display()
-        )
-    })?;
+    let store = Store::open_with_cache(&config.store.path, config.store.cache_bytes).with_context(
+        || {
+            format!(
+                "opening the store in {} (store.path)",
+                config.store.path.display()
+            )
+        },
+    )?;
     let (stop, stop_rx) = watch::channel(false);
 
     let planner = Arc::new(MappingPlanner {
@@ -55,11 +61,40 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         }
     });
 
+    let adopter = Arc::new(Adopter::new(
+        store.clone(),
+        model.clone(),
+        &config.ldap,
+        Some(writer_handle.clone()),
+        config
+            .server
+            .public_url
+            .as_ref()
+            .map(|u| format!("{u}{}", config.server.base_path)),
+    ));
+    let admin_ctx = AdminCtx {
+        store: store.clone(),
+        writer: Some(writer_handle.clone()),
+        adopter: Some(adopter.clone()),
+        retention: config.store.retention,
+    };
+    let admin = tokio::spawn(crate::journal_cmd::serve_admin(
+        crate::journal_cmd::socket_path(&config.store.path),
+        admin_ctx,
+        stop_rx.clone(),
+    ));
+    let compactor = tokio::spawn(compact_periodically(
+        store.clone(),
+        config.store.retention,
+        stop_rx.clone(),
+    ));
+
     let api = Api {
         store: store.clone(),
         model: model.clone(),
         writer: writer_handle.clone(),
         reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
+        adopter: Some(adopter),
     };
     let edge = Arc::new(Edge::new(api, config.server.clone(), config.tokens.clone()));
     let addr = listener.local_addr()?;
@@ -77,7 +112,40 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         stop,
         http,
         writer_task,
+        background: vec![admin, compactor],
     })
+}
+
+/// Compacts the journal every tenth of the retention (between 10 s and
+/// 10 min), until `stop`.
+async fn compact_periodically(
+    store: Store,
+    retention: Option<std::time::Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let Some(retention) = retention else {
+        return;
+    };
+    let every = (retention / 10).clamp(
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(600),
+    );
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let s = store.clone();
+        let cutoff = std::time::SystemTime::now() - retention;
+        match tokio::task::spawn_blocking(move || s.compact(cutoff)).await {
+            Ok(Ok(r)) if r.removed > 0 => {
+                info!(removed = r.removed, kept = r.kept, "compacted the journal")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "journal compaction failed"),
+            Err(e) => error!(error = %e, "journal compaction stopped"),
+        }
+    }
 }
 
 impl Running {
@@ -97,6 +165,9 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.http.await;
         let _ = self.writer_task.await;
+        for t in self.background {
+            let _ = t.await;
+        }
         let _ = self.store.flush();
         info!("scim2ldap stopped");
     }

@@ -130,6 +130,14 @@ pub trait Planner: Send + Sync {
     /// The member values a group has now: used when a delta cannot be
     /// applied (the entry is missing, or the directory disagrees).
     fn full_members(&self, entry: &JournalEntry) -> Result<Vec<String>, String>;
+    /// Other resources this entry names (a group's members, a user's
+    /// manager). The writer does not apply the entry while one of them has
+    /// an earlier write that has not reached the directory (parked, or
+    /// waiting itself): the entry and the later writes of its resource
+    /// wait, in order, and go ahead once that write is applied or skipped.
+    fn dependencies(&self, _entry: &JournalEntry) -> Vec<(Kind, String)> {
+        Vec::new()
+    }
 }
 
 /// Why an entry could not be applied.
@@ -309,7 +317,13 @@ impl Directory {
         Ok(None)
     }
 
-    fn uuid_of(&self, e: &SearchEntry) -> Option<String> {
+    /// The attribute that holds the directory's stable id.
+    pub fn uuid_attribute(&self) -> &str {
+        &self.uuid_attr
+    }
+
+    /// The stable id of an entry read with [`Self::uuid_attribute`].
+    pub fn uuid_of(&self, e: &SearchEntry) -> Option<String> {
         if let Some(v) = attr_ci(&e.attrs, &self.uuid_attr).and_then(|v| v.first()) {
             return Some(v.clone());
         }
@@ -947,7 +961,6 @@ impl Writer {
                         _ = shutdown.changed() => {}
                     }
                 }
-                Pass::More => backoff.reset(),
                 Pass::Retry(msg) => {
                     self.up.send_if_modified(|u| std::mem::replace(u, false));
                     self.dir.reset();
@@ -962,44 +975,63 @@ impl Writer {
         }
     }
 
-    /// One pass over the pending entries, oldest first.
+    /// One pass over the pending entries, oldest first, in chunks of
+    /// [`BATCH`] so that any number of parked entries cannot hide the
+    /// entries behind them.
     async fn pass(&mut self) -> Result<Pass, StoreError> {
         let horizon = self.store.last_seq();
-        let seqs = self.store.pending_after(0, BATCH)?;
-        let full = seqs.len() >= BATCH;
-        // Resources with a parked entry: their later entries wait behind it.
+        // Resources with a parked or waiting entry: their later entries
+        // wait behind it, and so do entries that name them.
         let mut blocked: HashSet<(Kind, String)> = HashSet::new();
-        for seq in seqs {
-            let Some(entry) = self.store.entry(seq)? else {
-                continue;
-            };
-            let key = (entry.kind, entry.id.clone());
-            if blocked.contains(&key) {
-                continue;
-            }
-            if let EntryState::Failed(_) = self.store.state(seq)? {
-                blocked.insert(key);
-                continue;
-            }
-            match self.apply_one(&entry).await? {
-                Ok(()) => {}
-                Err(ApplyError::Retry(msg)) => return Ok(Pass::Retry(msg)),
-                Err(ApplyError::Park { code, message }) => {
-                    warn!(seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, "parked journal entry: fix the cause, then `scim2ldap journal retry {seq}`");
-                    self.store.mark_failed(
-                        seq,
-                        &Failure {
-                            code,
-                            message,
-                            at: crate::store::now_rfc3339(),
-                        },
-                    )?;
+        let mut after = 0;
+        'chunks: loop {
+            let seqs = self.store.pending_after(after, BATCH)?;
+            let Some(&last) = seqs.last() else { break };
+            after = last;
+            for seq in seqs {
+                if seq > horizon {
+                    // Accepted during this pass: the writer was woken for
+                    // it, so the next pass takes it.
+                    break 'chunks;
+                }
+                let Some(entry) = self.store.entry(seq)? else {
+                    continue;
+                };
+                let key = (entry.kind, entry.id.clone());
+                if blocked.contains(&key) {
+                    continue;
+                }
+                if let EntryState::Failed(_) = self.store.state(seq)? {
                     blocked.insert(key);
+                    continue;
+                }
+                if let Some((k, id)) = self
+                    .planner
+                    .dependencies(&entry)
+                    .into_iter()
+                    .find(|d| blocked.contains(d))
+                {
+                    debug!(seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: it names a resource whose earlier write is parked");
+                    blocked.insert(key);
+                    continue;
+                }
+                match self.apply_one(&entry).await? {
+                    Ok(()) => {}
+                    Err(ApplyError::Retry(msg)) => return Ok(Pass::Retry(msg)),
+                    Err(ApplyError::Park { code, message }) => {
+                        warn!(seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, "parked journal entry: fix the cause, then `scim2ldap journal retry {seq}` (or `skip {seq}`)");
+                        self.store.mark_failed(
+                            seq,
+                            &Failure {
+                                code,
+                                message,
+                                at: crate::store::now_rfc3339(),
+                            },
+                        )?;
+                        blocked.insert(key);
+                    }
                 }
             }
-        }
-        if full {
-            return Ok(Pass::More);
         }
         self.processed.send_replace(horizon);
         Ok(Pass::Done)
@@ -1038,8 +1070,6 @@ impl Writer {
 enum Pass {
     /// Everything pending was applied or parked.
     Done,
-    /// A full batch was handled; there may be more.
-    More,
     /// The directory is unreachable: back off.
     Retry(String),
 }

@@ -2,11 +2,13 @@
 //! identity provider into an LDAP directory. See ARCHITECTURE.md for the
 //! map of modules and what each must not know.
 
+pub mod adopt;
 pub mod api;
 pub mod config;
 pub mod daemon;
 pub mod dn;
 pub mod http;
+pub mod journal_cmd;
 pub mod ldap;
 pub mod mapping;
 pub mod model;

@@ -40,6 +40,23 @@ enum Command {
         #[arg(long, default_value_t = 3890)]
         ldap_port: u16,
     },
+    /// Look at and repair the journal: list, show, retry, skip, replay, stats.
+    /// Works while the daemon runs (through its admin socket).
+    Journal {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: scim2ldap::journal_cmd::JournalCmd,
+    },
+    /// Adopt every existing entry under the mapping's user (and group)
+    /// parent DN, so that the identity provider links them instead of
+    /// creating duplicates. Nothing is written to the directory.
+    Import {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
+        config: PathBuf,
+    },
     /// Make a new bearer token and print it with the line to put in the config.
     Token {
         /// A name for the client that will use it (shown in logs).
@@ -72,6 +89,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 hash.to_hex()
             );
             Ok(())
+        }
+        Command::Journal { config, command } => {
+            scim2ldap::journal_cmd::run(&config, command.into())
+        }
+        Command::Import { config } => {
+            scim2ldap::journal_cmd::run(&config, scim2ldap::journal_cmd::Request::Import)
         }
         Command::Dev {
             dir,

@@ -377,4 +377,45 @@ impl Planner for MappingPlanner {
             .filter_map(|(id, _)| model.member_value(id, &resolver))
             .collect())
     }
+
+    /// The users a user entry names through `resolve` rules (the
+    /// enterprise manager): written as their DN, so they must exist first.
+    fn dependencies(&self, entry: &JournalEntry) -> Vec<(Kind, String)> {
+        if entry.op != Op::Upsert {
+            return Vec::new();
+        }
+        if entry.kind == Kind::Group {
+            // A member must be in the directory before a group names it.
+            let added = entry
+                .members
+                .as_ref()
+                .map(|m| m.add.as_slice())
+                .unwrap_or_default();
+            return added
+                .iter()
+                .map(|id| match self.store.exists(Kind::Group, id) {
+                    Ok(true) => (Kind::Group, id.clone()),
+                    _ => (Kind::User, id.clone()),
+                })
+                .collect();
+        }
+        let model = self.model.current();
+        let mut out = Vec::new();
+        for rule in model.mapping.user.rules() {
+            if rule.resolve.is_none() {
+                continue;
+            }
+            for src in &rule.sources {
+                for id in src
+                    .values(&entry.snapshot, &model.users)
+                    .unwrap_or_default()
+                {
+                    if id != entry.id && !out.iter().any(|(_, o)| o == &id) {
+                        out.push((Kind::User, id));
+                    }
+                }
+            }
+        }
+        out
+    }
 }

@@ -21,6 +21,9 @@
 //! A group's snapshot never holds its members: they are the `M` keys, so
 //! adding one member to a group of 50,000 writes two keys, not the whole
 //! list. Responses assemble `members` (and a user's `groups`) from them.
+//! | `a`    | `a` kind stable-id          | SCIM id linked to that entry       |
+//! | `n`    | `n` kind attribute          | next number to allocate (u64 BE)   |
+//! | `s`    | `s` seq                     | skipped by an administrator: time  |
 //!
 //! Integer keys are big-endian so that sled's byte order is numeric order.
 //! A write is acknowledged only after [`Store::commit`] has seen it flushed
@@ -35,6 +38,9 @@ use std::sync::{Arc, Condvar, Mutex};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::watch;
+
+/// The store's page cache unless the config says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
 /// Bumped whenever the on-disk layout changes incompatibly.
 pub const FORMAT_VERSION: u32 = 1;
@@ -372,7 +378,17 @@ pub fn now_rfc3339() -> String {
 impl Store {
     /// Opens (or creates) the store in `path` and starts its flusher thread.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let db = sled::Config::new().path(path).flush_every_ms(None).open()?;
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes` (sled's default,
+    /// 1 GiB, would let the daemon's memory grow with the data).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
         let tree = db.open_tree("scim2ldap")?;
         match tree.get(b"mformat")? {
             None => {
@@ -393,6 +409,7 @@ impl Store {
             })?,
             None => 0,
         };
+        build_link_index(&tree)?;
         let (flushed_tx, _) = watch::channel(last);
         let commit = Arc::new(GroupCommit {
             state: Mutex::new(CommitState {
@@ -482,7 +499,7 @@ impl Store {
         lo: u64,
         hi: u64,
     ) -> Result<Option<u64>, StoreError> {
-        let mut key = vec![b'a', kind.byte()];
+        let mut key = vec![b'n', kind.byte()];
         key.extend_from_slice(attribute.to_ascii_lowercase().as_bytes());
         let mut got = None;
         self.inner.tree.fetch_and_update(&key, |old| {
@@ -932,6 +949,7 @@ impl Store {
         let mut batch = sled::Batch::default();
         batch.remove(seq_key(b'q', entry.seq));
         batch.remove(seq_key(b'f', entry.seq));
+        self.link_index_changes(&mut batch, entry.kind, &entry.id, link)?;
         match link {
             Some(l) => batch.insert(
                 res_key(b'l', entry.kind, &entry.id),
@@ -967,6 +985,416 @@ impl Store {
 
 fn to_json(v: &Value, id: &str) -> Result<Vec<u8>, StoreError> {
     serde_json::to_vec(v).map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))
+}
+
+// ---- ordering, administration, adoption and compaction ---------------------
+
+/// An entry's administrative view: the entry plus its state and whether an
+/// administrator skipped it.
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub entry: JournalEntry,
+    pub state: EntryState,
+    /// When `journal skip` dropped it (its state is then `Applied`).
+    pub skipped: Option<String>,
+}
+
+/// What [`Store::skip`] and [`Store::retry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Done,
+    /// No journal entry with that seq (never written, or compacted).
+    NoSuchEntry,
+    /// The entry is not in a state the operation applies to.
+    NotApplicable,
+}
+
+/// Counts for `journal stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub last_seq: u64,
+    /// Journal entries kept (the rest were compacted).
+    pub entries: usize,
+    pub oldest_seq: Option<u64>,
+    pub oldest_at: Option<String>,
+    pub pending: usize,
+    pub parked: usize,
+    pub skipped: usize,
+    pub users: usize,
+    pub groups: usize,
+    pub links: usize,
+    pub size_on_disk: u64,
+    /// RFC 3339 time and outcome of the last compaction, if any.
+    pub last_compaction: Option<String>,
+}
+
+/// What one compaction removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReport {
+    pub removed: usize,
+    pub kept: usize,
+}
+
+fn uuid_key(kind: Kind, uuid: &str) -> Vec<u8> {
+    res_key(b'a', kind, uuid)
+}
+
+/// Builds the stable-id → SCIM id index from the links once, for stores
+/// written before the index existed.
+fn build_link_index(tree: &sled::Tree) -> Result<(), StoreError> {
+    if tree.contains_key(b"mlinkidx")? {
+        return Ok(());
+    }
+    let mut batch = sled::Batch::default();
+    for item in tree.scan_prefix(b"l") {
+        let (k, v) = item?;
+        let Some(&kb) = k.get(1) else { continue };
+        let link: Link = serde_json::from_slice(&v)
+            .map_err(|e| StoreError::Corrupt("link".into(), e.to_string()))?;
+        if let Some(uuid) = link.uuid {
+            let mut a = vec![b'a', kb];
+            a.extend_from_slice(uuid.as_bytes());
+            batch.insert(a, k[2..].to_vec());
+        }
+    }
+    batch.insert(b"mlinkidx".to_vec(), b"1".to_vec());
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(())
+}
+
+impl Store {
+    /// Keeps the stable-id index in step with a link change of `id`.
+    fn link_index_changes(
+        &self,
+        batch: &mut sled::Batch,
+        kind: Kind,
+        id: &str,
+        new: Option<&Link>,
+    ) -> Result<(), StoreError> {
+        let old = self.link(kind, id)?;
+        let old_uuid = old.as_ref().and_then(|l| l.uuid.as_deref());
+        let new_uuid = new.and_then(|l| l.uuid.as_deref());
+        if old_uuid == new_uuid {
+            return Ok(());
+        }
+        if let Some(u) = old_uuid {
+            batch.remove(uuid_key(kind, u));
+        }
+        if let Some(u) = new_uuid {
+            batch.insert(uuid_key(kind, u), id.as_bytes().to_vec());
+        }
+        Ok(())
+    }
+
+    /// The SCIM id linked to the directory entry with this stable id.
+    pub fn linked_id(&self, kind: Kind, uuid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .inner
+            .tree
+            .get(uuid_key(kind, uuid))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// The oldest entry of resource `kind`/`id` before `before` that is not
+    /// applied yet (pending or parked). `None`: every earlier write of that
+    /// resource has reached the directory (or was skipped).
+    pub fn unapplied_before(
+        &self,
+        kind: Kind,
+        id: &str,
+        before: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let want = res_key(b'r', kind, id);
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(b'q', 0)..seq_key(b'q', before))
+        {
+            let (k, v) = item?;
+            if v.as_ref() == want.as_slice() {
+                return Ok(Some(seq_of(&k)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether resource `kind`/`id` exists in the directory as the store
+    /// last asked: it is linked and none of its writes is waiting. The
+    /// question a write naming another resource (a group member, a
+    /// manager) asks before it is applied.
+    pub fn is_settled(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
+        Ok(self.link(kind, id)?.is_some() && self.unapplied_before(kind, id, u64::MAX)?.is_none())
+    }
+
+    /// Journal entries from `from` on, oldest first.
+    pub fn entries_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<JournalEntry, StoreError>> + '_ {
+        self.inner
+            .tree
+            .range(seq_key(b'j', from)..seq_key(b'j', u64::MAX))
+            .map(|item| {
+                let (k, v) = item?;
+                serde_json::from_slice(&v).map_err(|e| {
+                    StoreError::Corrupt(format!("journal {}", seq_of(&k)), e.to_string())
+                })
+            })
+    }
+
+    /// One entry with its state, for the journal commands.
+    pub fn view(&self, entry: JournalEntry) -> Result<EntryView, StoreError> {
+        let state = self.state(entry.seq)?;
+        let skipped = self
+            .inner
+            .tree
+            .get(seq_key(b's', entry.seq))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        Ok(EntryView {
+            entry,
+            state,
+            skipped,
+        })
+    }
+
+    /// Seqs of parked entries, oldest first.
+    pub fn parked(&self) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.inner.tree.scan_prefix(b"f").keys() {
+            out.push(seq_of(&k?));
+        }
+        Ok(out)
+    }
+
+    /// Un-parks an entry: the writer tries it again on its next pass.
+    pub fn retry(&self, seq: u64) -> Result<Change, StoreError> {
+        if !self.inner.tree.contains_key(seq_key(b'j', seq))? {
+            return Ok(Change::NoSuchEntry);
+        }
+        match self.inner.tree.remove(seq_key(b'f', seq))? {
+            Some(_) => Ok(Change::Done),
+            None => Ok(Change::NotApplicable),
+        }
+    }
+
+    /// Drops a pending or parked entry without applying it, so that later
+    /// entries of the same resource go ahead. Recorded with the time.
+    pub fn skip(&self, seq: u64) -> Result<Change, StoreError> {
+        if !self.inner.tree.contains_key(seq_key(b'j', seq))? {
+            return Ok(Change::NoSuchEntry);
+        }
+        if !self.inner.tree.contains_key(seq_key(b'q', seq))? {
+            return Ok(Change::NotApplicable);
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(seq_key(b'q', seq));
+        batch.remove(seq_key(b'f', seq));
+        batch.insert(seq_key(b's', seq), now_rfc3339().into_bytes());
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(Change::Done)
+    }
+
+    /// Queues every kept entry in `from..=to` to be applied again, in
+    /// order (entries already pending stay as they are, skipped ones stay
+    /// skipped). Returns how many were queued.
+    pub fn requeue(&self, from: u64, to: u64) -> Result<usize, StoreError> {
+        let _guard = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(b'j', from)..=seq_key(b'j', to))
+            .keys()
+        {
+            let k = item?;
+            let seq = seq_of(&k);
+            if self.inner.tree.contains_key(seq_key(b'q', seq))?
+                || self.inner.tree.contains_key(seq_key(b's', seq))?
+            {
+                continue;
+            }
+            let Some(entry) = self.entry(seq)? else {
+                continue;
+            };
+            batch.insert(seq_key(b'q', seq), res_key(b'r', entry.kind, &entry.id));
+            n += 1;
+        }
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(n)
+    }
+
+    /// Records an entry that already exists in the directory as a new
+    /// resource, without asking the writer to change it: snapshot, indexes,
+    /// link, and a journal entry that is applied from the start (so that a
+    /// replay into an empty directory recreates it). Refused when the
+    /// unique attributes are taken or the entry is linked already.
+    pub fn adopt(
+        &self,
+        kind: Kind,
+        id: &str,
+        resource: &mut Value,
+        link: &Link,
+    ) -> Result<u64, WriteError> {
+        let mut last = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.get(kind, id)?.is_some() {
+            return Err(StoreError::Corrupt(id.into(), "id exists".into()).into());
+        }
+        if let Some(uuid) = &link.uuid {
+            if let Some(other) = self.linked_id(kind, uuid)? {
+                return Err(WriteError::Conflict {
+                    kind: kind.name(),
+                    attr: "entry",
+                    value: format!("{} (already linked to {other})", link.dn),
+                });
+            }
+        }
+        for (n, def) in kind.indexes().iter().enumerate() {
+            if !def.unique {
+                continue;
+            }
+            for v in index_values(resource, def) {
+                if let Some(item) = self
+                    .inner
+                    .tree
+                    .scan_prefix(index_prefix(kind, n, &v))
+                    .keys()
+                    .next()
+                {
+                    item.map_err(StoreError::from)?;
+                    return Err(WriteError::Conflict {
+                        kind: kind.name(),
+                        attr: def.attr,
+                        value: v,
+                    });
+                }
+            }
+        }
+        let seq = *last + 1;
+        set_version(resource, seq);
+        let mut batch = sled::Batch::default();
+        self.index_changes(&mut batch, kind, id, None, Some(resource));
+        batch.insert(
+            res_key(b'r', kind, id),
+            serde_json::to_vec(resource)
+                .map_err(|e| StoreError::Corrupt(id.into(), e.to_string()))?,
+        );
+        self.journal_into(&mut batch, seq, kind, id, Op::Upsert, resource, None)?;
+        // Applied from the start: the entry is in the directory already.
+        batch.remove(seq_key(b'q', seq));
+        self.link_index_changes(&mut batch, kind, id, Some(link))?;
+        batch.insert(
+            res_key(b'l', kind, id),
+            serde_json::to_vec(link)
+                .map_err(|e| StoreError::Corrupt("link".into(), e.to_string()))?,
+        );
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)?;
+        *last = seq;
+        Ok(seq)
+    }
+
+    /// Removes applied journal entries accepted before `cutoff`, except
+    /// the latest entry of each resource that still exists (its snapshot,
+    /// so that a replay into an empty directory rebuilds every entry).
+    /// Pending and parked entries are never removed.
+    pub fn compact(&self, cutoff: std::time::SystemTime) -> Result<CompactReport, StoreError> {
+        // Latest entry of each resource, and the oldest unapplied seq.
+        let mut latest: std::collections::HashMap<(Kind, String), (u64, Op)> =
+            std::collections::HashMap::new();
+        for e in self.entries_from(0) {
+            let e = e?;
+            latest.insert((e.kind, e.id.clone()), (e.seq, e.op));
+        }
+        let mut report = CompactReport::default();
+        let mut candidates = Vec::new();
+        for e in self.entries_from(0) {
+            let e = e?;
+            let old = humantime::parse_rfc3339_weak(&e.at)
+                .map(|t| t < cutoff)
+                .unwrap_or(false);
+            let keep_snapshot = latest.get(&(e.kind, e.id.clone())) == Some(&(e.seq, Op::Upsert));
+            if old && !keep_snapshot {
+                candidates.push(e.seq);
+            } else {
+                report.kept += 1;
+            }
+        }
+        // Under the write lock, which `requeue` takes too, so an entry
+        // queued again meanwhile is not removed under the writer's feet.
+        let _guard = self
+            .inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut batch = sled::Batch::default();
+        for seq in candidates {
+            if self.inner.tree.contains_key(seq_key(b'q', seq))? {
+                report.kept += 1;
+                continue;
+            }
+            batch.remove(seq_key(b'j', seq));
+            batch.remove(seq_key(b's', seq));
+            report.removed += 1;
+        }
+        batch.insert(
+            b"mcompact".to_vec(),
+            format!(
+                "{}: removed {} entries, kept {}",
+                now_rfc3339(),
+                report.removed,
+                report.kept
+            )
+            .into_bytes(),
+        );
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(report)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let t = &self.inner.tree;
+        let count = |p: &[u8]| t.scan_prefix(p).keys().count();
+        let oldest = match t.scan_prefix(b"j").next() {
+            Some(item) => {
+                let (k, v) = item?;
+                let at = serde_json::from_slice::<JournalEntry>(&v)
+                    .ok()
+                    .map(|e| e.at);
+                Some((seq_of(&k), at))
+            }
+            None => None,
+        };
+        Ok(Stats {
+            last_seq: self.last_seq(),
+            entries: count(b"j"),
+            oldest_seq: oldest.as_ref().map(|o| o.0),
+            oldest_at: oldest.and_then(|o| o.1),
+            pending: count(b"q").saturating_sub(count(b"f")),
+            parked: count(b"f"),
+            skipped: count(b"s"),
+            users: count(&[b'r', Kind::User.byte()]),
+            groups: count(&[b'r', Kind::Group.byte()]),
+            links: count(b"l"),
+            size_on_disk: self.inner.db.size_on_disk().unwrap_or(0),
+            last_compaction: t
+                .get(b"mcompact")?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        })
+    }
 }
 
 /// The weak ETag of a stored resource: `W/"<seq of its last write>"`.
@@ -1320,6 +1748,25 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    #[test]
+    fn a_store_of_another_format_version_is_refused() {
+        let (dir, s) = tmp();
+        drop(s);
+        {
+            let db = sled::open(&dir).unwrap();
+            let t = db.open_tree("scim2ldap").unwrap();
+            t.insert(b"mformat", b"99".to_vec()).unwrap();
+            db.flush().unwrap();
+        }
+        let err = Store::open(&dir).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            matches!(err, StoreError::Version { .. }) && msg.contains("format version 99"),
+            "{msg}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     #[tokio::test]
     async fn reopen_keeps_seq_and_data() {
         let (dir, s) = tmp();
@@ -1335,6 +1782,170 @@ mod tests {
                 .unwrap(),
             2
         );
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+    #[test]
+    fn skip_retry_requeue_and_ordering_questions() {
+        let (dir, s) = tmp();
+        let a1 = s
+            .put(Kind::User, "a", &mut json!({"userName": "a"}), true, None)
+            .unwrap();
+        let a2 = s
+            .put(
+                Kind::User,
+                "a",
+                &mut json!({"userName": "a", "title": "x"}),
+                false,
+                None,
+            )
+            .unwrap();
+        let b1 = s
+            .put(Kind::User, "b", &mut json!({"userName": "b"}), true, None)
+            .unwrap();
+        assert_eq!(s.unapplied_before(Kind::User, "a", a2).unwrap(), Some(a1));
+        assert_eq!(s.unapplied_before(Kind::User, "b", a2).unwrap(), None);
+        assert!(!s.is_settled(Kind::User, "a").unwrap());
+        // Park a1: retry un-parks it; retry of an entry that is not parked
+        // says so.
+        let f = Failure {
+            code: Some(65),
+            message: "objectClassViolation".into(),
+            at: now_rfc3339(),
+        };
+        s.mark_failed(a1, &f).unwrap();
+        assert_eq!(s.parked().unwrap(), vec![a1]);
+        assert_eq!(s.retry(a1).unwrap(), Change::Done);
+        assert_eq!(s.retry(a1).unwrap(), Change::NotApplicable);
+        assert_eq!(s.retry(99).unwrap(), Change::NoSuchEntry);
+        // Skip it: no longer pending, recorded as skipped.
+        s.mark_failed(a1, &f).unwrap();
+        assert_eq!(s.skip(a1).unwrap(), Change::Done);
+        assert_eq!(s.state(a1).unwrap(), EntryState::Applied);
+        assert!(s
+            .view(s.entry(a1).unwrap().unwrap())
+            .unwrap()
+            .skipped
+            .is_some());
+        assert_eq!(s.skip(a1).unwrap(), Change::NotApplicable);
+        assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1]);
+        // Apply the rest; then requeue everything: the skipped one stays out.
+        for seq in [a2, b1] {
+            let e = s.entry(seq).unwrap().unwrap();
+            let link = Link {
+                dn: format!("uid={}", e.id),
+                uuid: Some(format!("uuid-{}", e.id)),
+            };
+            s.mark_applied(&e, Some(&link)).unwrap();
+        }
+        assert!(s.is_settled(Kind::User, "a").unwrap());
+        assert_eq!(
+            s.linked_id(Kind::User, "uuid-b").unwrap().as_deref(),
+            Some("b")
+        );
+        assert_eq!(s.requeue(1, u64::MAX).unwrap(), 2);
+        assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1]);
+        let st = s.stats().unwrap();
+        assert_eq!(
+            (st.entries, st.pending, st.parked, st.skipped),
+            (3, 2, 0, 1)
+        );
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn adopt_records_an_applied_entry_and_refuses_duplicates() {
+        let (dir, s) = tmp();
+        let link = Link {
+            dn: "uid=alice,ou=people".into(),
+            uuid: Some("u-1".into()),
+        };
+        let seq = s
+            .adopt(Kind::User, "1", &mut json!({"userName": "alice"}), &link)
+            .unwrap();
+        assert_eq!(s.state(seq).unwrap(), EntryState::Applied);
+        assert!(s.pending_after(0, 10).unwrap().is_empty());
+        assert_eq!(s.link(Kind::User, "1").unwrap(), Some(link.clone()));
+        assert_eq!(
+            s.linked_id(Kind::User, "u-1").unwrap().as_deref(),
+            Some("1")
+        );
+        assert_eq!(
+            s.lookup(Kind::User, "userName", "ALICE").unwrap().unwrap(),
+            vec!["1"]
+        );
+        // The same entry again, under another name: already linked.
+        let err = s
+            .adopt(Kind::User, "2", &mut json!({"userName": "al"}), &link)
+            .unwrap_err();
+        assert!(
+            matches!(err, WriteError::Conflict { attr: "entry", .. }),
+            "{err}"
+        );
+        // Another entry with a taken userName.
+        let other = Link {
+            dn: "uid=alice,ou=other".into(),
+            uuid: Some("u-2".into()),
+        };
+        let err = s
+            .adopt(Kind::User, "3", &mut json!({"userName": "Alice"}), &other)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                WriteError::Conflict {
+                    attr: "userName",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // The link index survives a reopen and a delete clears it.
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        let d = s.delete(Kind::User, "1", None).unwrap();
+        s.mark_applied(&s.entry(d).unwrap().unwrap(), None).unwrap();
+        assert_eq!(s.linked_id(Kind::User, "u-1").unwrap(), None);
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn compaction_keeps_latest_snapshots_and_unapplied_entries() {
+        let (dir, s) = tmp();
+        let mut seqs = Vec::new();
+        for (id, title) in [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1")] {
+            let create = s.get(Kind::User, id).unwrap().is_none();
+            seqs.push(
+                s.put(
+                    Kind::User,
+                    id,
+                    &mut json!({"userName": id, "title": title}),
+                    create,
+                    None,
+                )
+                .unwrap(),
+            );
+        }
+        let del_b = s.delete(Kind::User, "b", None).unwrap();
+        // Everything applied except c's create.
+        for seq in [seqs[0], seqs[1], seqs[2], del_b] {
+            s.mark_applied(&s.entry(seq).unwrap().unwrap(), None)
+                .unwrap();
+        }
+        // A cutoff in the past removes nothing.
+        let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        assert_eq!(s.compact(past).unwrap().removed, 0);
+        let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+        let r = s.compact(future).unwrap();
+        // Removed: a's first write, b's create and b's delete. Kept: a's
+        // latest snapshot, c's pending create.
+        assert_eq!((r.removed, r.kept), (3, 2));
+        let left: Vec<u64> = s.entries_from(0).map(|e| e.unwrap().seq).collect();
+        assert_eq!(left, vec![seqs[1], seqs[3]]);
+        assert_eq!(s.pending_after(0, 10).unwrap(), vec![seqs[3]]);
+        assert!(s.stats().unwrap().last_compaction.is_some());
         drop(s);
         std::fs::remove_dir_all(dir).ok();
     }

@@ -3,7 +3,7 @@
 //! HTTP client that goes through a real socket, and an LDAP client to check
 //! what landed in the directory. Everything is stopped and removed on drop.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -50,29 +50,7 @@ impl Harness {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("mapping.toml"), mapping).unwrap();
         let token = scim2ldap::token::generate().unwrap();
-        let config = format!(
-            r#"
-mapping = "mapping.toml"
-[server]
-listen = "127.0.0.1:0"
-[store]
-path = "state"
-[ldap]
-url = "{}"
-bind_dn = "{}"
-bind_password = "{}"
-base_dn = "{}"
-timeout_secs = 5
-[[tokens]]
-name = "test"
-sha256 = "{}"
-"#,
-            slapd.uri(),
-            slapd.bind_dn(),
-            slapd.password(),
-            slapd.suffix(),
-            scim2ldap::token::TokenHash::of(&token).to_hex()
-        );
+        let config = config_text(&slapd, &token, "127.0.0.1:0");
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let mut h = Harness {
             slapd,
@@ -251,4 +229,138 @@ pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String>
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .and_then(|(_, v)| v.first().cloned())
+}
+
+/// A daemon config for `slapd`, accepting `token`, listening on `listen`,
+/// with the store in `state` and the mapping in `mapping.toml` beside it.
+pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
+    format!(
+        r#"
+mapping = "mapping.toml"
+[server]
+listen = "{listen}"
+[store]
+path = "state"
+[ldap]
+url = "{}"
+bind_dn = "{}"
+bind_password = "{}"
+base_dn = "{}"
+timeout_secs = 5
+[[tokens]]
+name = "test"
+sha256 = "{}"
+"#,
+        slapd.uri(),
+        slapd.bind_dn(),
+        slapd.password(),
+        slapd.suffix(),
+        scim2ldap::token::TokenHash::of(token).to_hex()
+    )
+}
+
+/// An LDAP connection bound as the directory's administrator.
+pub async fn admin_conn(slapd: &Slapd) -> ldap3::Ldap {
+    let (conn, mut ldap) = LdapConnAsync::new(&slapd.uri())
+        .await
+        .expect("ldap connect");
+    ldap3::drive!(conn);
+    ldap.simple_bind(&slapd.bind_dn(), slapd.password())
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    ldap
+}
+
+/// Every entry under `base` as DN (lowercased) → attribute (lowercased)
+/// → sorted values: user attributes, and the operational one deactivation
+/// sets (`pwdAccountLockedTime`). What a replay must rebuild.
+pub async fn dump(slapd: &Slapd, base: &str) -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let mut ldap = admin_conn(slapd).await;
+    let (entries, _) = ldap
+        .search(
+            base,
+            Scope::OneLevel,
+            "(objectClass=*)",
+            vec!["*", "pwdAccountLockedTime"],
+        )
+        .await
+        .unwrap()
+        .success()
+        .unwrap();
+    let _ = ldap.unbind().await;
+    entries
+        .into_iter()
+        .map(SearchEntry::construct)
+        .map(|e| {
+            let attrs = e
+                .attrs
+                .into_iter()
+                .map(|(k, mut v)| {
+                    v.sort();
+                    (k.to_lowercase(), v)
+                })
+                .collect();
+            (e.dn.to_lowercase(), attrs)
+        })
+        .collect()
+}
+
+/// Runs the `scim2ldap` binary with `args`; returns (success, stdout, stderr).
+pub fn cli(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
+        .args(args)
+        .output()
+        .expect("run scim2ldap");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+impl Harness {
+    /// The config file's path, for the command line.
+    pub fn config_path(&self) -> String {
+        self.dir.join("config.toml").display().to_string()
+    }
+
+    /// Replaces the directory with a fresh, empty slapd (the old one is
+    /// stopped and removed) and points the config at it. Restart the
+    /// daemon afterwards.
+    pub async fn use_fresh_slapd(&mut self, opts: SlapdOptions) {
+        let slapd = tokio::task::spawn_blocking(move || Slapd::start(opts))
+            .await
+            .unwrap()
+            .expect("start slapd");
+        std::fs::write(
+            self.dir.join("config.toml"),
+            config_text(&slapd, &self.token, "127.0.0.1:0"),
+        )
+        .unwrap();
+        self.slapd = slapd;
+    }
+
+    /// Adds an entry as the administrator.
+    pub async fn ldap_add(&self, dn: &str, attrs: &[(&str, &[&str])]) {
+        let mut ldap = admin_conn(&self.slapd).await;
+        let attrs: Vec<(String, std::collections::HashSet<String>)> = attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect();
+        ldap.add(dn, attrs).await.unwrap().success().unwrap();
+        let _ = ldap.unbind().await;
+    }
+
+    /// Renames an entry as the administrator (modrdn, old RDN removed).
+    pub async fn ldap_rename(&self, dn: &str, new_rdn: &str) {
+        let mut ldap = admin_conn(&self.slapd).await;
+        ldap.modifydn(dn, new_rdn, true, None)
+            .await
+            .unwrap()
+            .success()
+            .unwrap();
+        let _ = ldap.unbind().await;
+    }
 }

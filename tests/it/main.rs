@@ -1,8 +1,11 @@
 //! Integration tests: one binary (link time matters), one module per area.
 //! Each test starts its own slapd and daemon through `harness`.
 
+mod adopt;
+mod crash;
 mod groups;
 mod harness;
+mod journal;
 mod layering;
 mod slapd;
 mod users;

@@ -1,0 +1,400 @@
+//! Adopting entries the directory already has: a SCIM lookup that misses
+//! in the store (`userName eq "alice"`) searches the directory through the
+//! mapping's reverse direction and, when exactly one entry matches, records
+//! it as a resource (new id, snapshot read back from the entry, link by its
+//! stable id) so that the identity provider links it instead of creating a
+//! duplicate. `scim2ldap import` does the same for a whole subtree.
+//!
+//! Architecture invariant: adoption reads the directory and never writes
+//! to it; the only thing it writes is the store (through
+//! [`Store::adopt`], which journals the adoption as already applied).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+use ldap3::{Scope, SearchEntry};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use tracing::{debug, info, warn};
+
+use crate::config::LdapConfig;
+use crate::ldap::{ApplyError, Directory, WriterHandle};
+use crate::mapping::ResourceMapping;
+use crate::model::SharedModel;
+use crate::scim::filter::parse_filter;
+use crate::store::{now_rfc3339, Kind, Link, Store, WriteError};
+
+/// Longest a lookup waits for the directory before the miss is answered
+/// from the store alone: identity providers time out their requests.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Entries asked for per page by `import`.
+const PAGE: i32 = 500;
+
+/// What happened to one directory entry offered for adoption.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Adopted(String),
+    /// The entry is linked to a resource already.
+    AlreadyLinked(String),
+    /// A resource with the same unique attribute (userName) exists.
+    Conflict(String),
+    /// The entry does not read back as a usable resource (no userName).
+    Unusable(String),
+}
+
+/// Counts for one resource type of an import.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportCounts {
+    pub scanned: usize,
+    pub adopted: usize,
+    pub already_linked: usize,
+    pub conflicts: usize,
+    pub unusable: usize,
+}
+
+pub struct Adopter {
+    store: Store,
+    model: SharedModel,
+    /// Tells whether the directory is known to be down (then lookups do
+    /// not wait for it). `None` outside the daemon.
+    writer: Option<WriterHandle>,
+    /// `public_url + base_path`, for `meta.location` of imported
+    /// resources when there is no request to take it from.
+    base_url: Option<String>,
+    /// One connection for lookups, separate from the writer's.
+    dir: Mutex<Directory>,
+    search_timeout: Duration,
+}
+
+impl Adopter {
+    pub fn new(
+        store: Store,
+        model: SharedModel,
+        ldap: &LdapConfig,
+        writer: Option<WriterHandle>,
+        base_url: Option<String>,
+    ) -> Adopter {
+        let mut cfg = ldap.clone();
+        let search_timeout = cfg.timeout;
+        cfg.timeout = cfg.timeout.min(LOOKUP_TIMEOUT);
+        Adopter {
+            store,
+            model,
+            writer,
+            base_url,
+            dir: Mutex::new(Directory::new(cfg)),
+            search_timeout,
+        }
+    }
+
+    /// The hook `GET /Users?filter=...` calls before answering from the
+    /// store: when the filter is `userName eq` / `externalId eq` (users) or
+    /// `displayName eq` / `externalId eq` (groups) and the store has no
+    /// match, looks in the directory and adopts a single matching entry.
+    /// Never fails: whatever goes wrong, the store answers alone.
+    pub async fn before_list(&self, kind: Kind, filter: Option<&str>, base_url: &str) {
+        let Some(text) = filter.filter(|f| !f.trim().is_empty()) else {
+            return;
+        };
+        let Ok(filter) = parse_filter(text) else {
+            return;
+        };
+        let Some((path, value)) = filter.eq_lookup() else {
+            return;
+        };
+        if path.sub.is_some() || path.urn.is_some() {
+            return;
+        }
+        let attr = path.name.as_str();
+        let allowed = match kind {
+            Kind::User => ["userName", "externalId"],
+            Kind::Group => ["displayName", "externalId"],
+        };
+        if !allowed.iter().any(|a| a.eq_ignore_ascii_case(attr)) {
+            return;
+        }
+        match self.store.lookup(kind, attr, value) {
+            Ok(Some(ids)) if ids.is_empty() => {}
+            _ => return,
+        }
+        if self.writer.as_ref().is_some_and(|w| !w.directory_up()) {
+            debug!(
+                attr,
+                value, "directory unavailable: lookup answered from the store alone"
+            );
+            return;
+        }
+        match tokio::time::timeout(
+            LOOKUP_TIMEOUT,
+            self.lookup_and_adopt(kind, attr, value, base_url),
+        )
+        .await
+        {
+            Ok(Ok(Some(Outcome::Adopted(id)))) => {
+                // Durable before the identity provider is told the id.
+                if let Err(e) = self.store.commit(self.store.last_seq()).await {
+                    warn!(error = %e, "could not flush the adoption");
+                }
+                info!(kind = kind.name(), %id, attr, value, "adopted an existing directory entry")
+            }
+            Ok(Ok(Some(other))) => {
+                info!(kind = kind.name(), attr, value, outcome = ?other, "directory entry not adopted")
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "directory lookup failed: answered from the store alone")
+            }
+            Err(_) => {
+                self.dir.lock().await.reset();
+                debug!("directory lookup timed out: answered from the store alone")
+            }
+        }
+    }
+
+    /// Searches for the entry holding `attr = value` and adopts it when it
+    /// is the only one. `None`: no entry (or more than one).
+    pub async fn lookup_and_adopt(
+        &self,
+        kind: Kind,
+        attr: &str,
+        value: &str,
+        base_url: &str,
+    ) -> Result<Option<Outcome>, String> {
+        let model = self.model.current();
+        let Some(rm) = resource_mapping(&model.mapping, kind) else {
+            return Ok(None);
+        };
+        let Some(filter) = rm.ldap_filter_for(attr, value) else {
+            return Ok(None);
+        };
+        let mut dir = self.dir.lock().await;
+        let attrs = wanted(rm, &model.mapping, kind, dir.uuid_attribute());
+        let base = rm.parent_dn().to_string();
+        let entries = {
+            let ldap = dir.conn().await.map_err(err_text)?;
+            let r = ldap
+                .search(&base, Scope::Subtree, &filter, attrs.clone())
+                .await
+                .and_then(|r| r.success());
+            match r {
+                Ok((entries, _)) => entries,
+                Err(ldap3::LdapError::LdapResult { result }) if result.rc == 32 => Vec::new(),
+                Err(e) => {
+                    dir.reset();
+                    return Err(e.to_string());
+                }
+            }
+        };
+        match entries.len() {
+            0 => Ok(None),
+            1 => {
+                let entry = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
+                let uuid = dir.uuid_of(&entry);
+                drop(dir);
+                self.adopt_entry(kind, rm, entry, uuid, Some(base_url))
+                    .map(Some)
+            }
+            n => {
+                warn!(
+                    filter,
+                    base, n, "several directory entries match: none adopted"
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// Records one directory entry as a resource.
+    fn adopt_entry(
+        &self,
+        kind: Kind,
+        rm: &ResourceMapping,
+        entry: SearchEntry,
+        uuid: Option<String>,
+        base_url: Option<&str>,
+    ) -> Result<Outcome, String> {
+        if let Some(u) = &uuid {
+            if let Some(id) = self.store.linked_id(kind, u).map_err(|e| e.to_string())? {
+                return Ok(Outcome::AlreadyLinked(id));
+            }
+        }
+        let attrs: BTreeMap<String, Vec<String>> = entry.attrs.into_iter().collect();
+        let mut resource = rm.to_scim(&attrs);
+        let model = self.model.current();
+        if crate::scim::schema::canonicalize(&mut resource, model.registry(kind)).is_err() {
+            return Ok(Outcome::Unusable(format!(
+                "{}: its attributes do not read back as a SCIM {}",
+                entry.dn,
+                kind.name()
+            )));
+        }
+        let key = match kind {
+            Kind::User => "userName",
+            Kind::Group => "displayName",
+        };
+        if resource
+            .get(key)
+            .and_then(Value::as_str)
+            .is_none_or(|s| s.trim().is_empty())
+        {
+            return Ok(Outcome::Unusable(format!(
+                "{}: no {key} can be read back through the mapping",
+                entry.dn
+            )));
+        }
+        // An id the mapping wrote into the entry earlier is reused, so a
+        // store rebuilt from the directory keeps the identity provider's ids.
+        let id = match resource.get("id").and_then(Value::as_str) {
+            Some(id)
+                if !id.is_empty()
+                    && self
+                        .store
+                        .get(kind, id)
+                        .map_err(|e| e.to_string())?
+                        .is_none() =>
+            {
+                id.to_string()
+            }
+            _ => uuid::Uuid::new_v4().to_string(),
+        };
+        let now = now_rfc3339();
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert("id".into(), Value::String(id.clone()));
+            let mut meta = json!({
+                "resourceType": kind.name(),
+                "created": now,
+                "lastModified": now,
+            });
+            if let Some(base) = base_url.or(self.base_url.as_deref()) {
+                meta["location"] = Value::String(crate::api::location(base, kind, &id));
+            }
+            obj.insert("meta".into(), meta);
+        }
+        let link = Link {
+            dn: entry.dn.clone(),
+            uuid,
+        };
+        if link.uuid.is_none() {
+            warn!(dn = %entry.dn, "adopting an entry without a stable id: it stays linked by DN only");
+        }
+        match self.store.adopt(kind, &id, &mut resource, &link) {
+            Ok(_) => Ok(Outcome::Adopted(id)),
+            Err(WriteError::Conflict { attr, value, .. }) => {
+                Ok(Outcome::Conflict(format!("{}: {attr} {value:?}", entry.dn)))
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Adopts every entry of the mapping's object class under the user
+    /// (and group) DN template's parent, reading the directory page by
+    /// page. Entries already linked are left alone.
+    pub async fn import(&self) -> Result<Vec<(Kind, ImportCounts)>, String> {
+        let model = self.model.current();
+        let mut out = Vec::new();
+        for kind in [Kind::User, Kind::Group] {
+            let Some(rm) = resource_mapping(&model.mapping, kind) else {
+                continue;
+            };
+            let mut dir = self.dir.lock().await;
+            let attrs = wanted(rm, &model.mapping, kind, dir.uuid_attribute());
+            let filter = format!(
+                "(objectClass={})",
+                crate::dn::escape_filter_value(rm.search_class())
+            );
+            let base = rm.parent_dn().to_string();
+            let mut counts = ImportCounts::default();
+            let ldap = dir.conn().await.map_err(err_text)?;
+            ldap.with_timeout(self.search_timeout);
+            let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+                Box::new(EntriesOnly::new()),
+                Box::new(PagedResults::new(PAGE)),
+            ];
+            let mut stream = ldap
+                .streaming_search_with(adapters, &base, Scope::Subtree, &filter, attrs)
+                .await
+                .map_err(|e| format!("searching {base}: {e}"))?;
+            while let Some(e) = stream
+                .next()
+                .await
+                .map_err(|e| format!("reading {base}: {e}"))?
+            {
+                let entry = SearchEntry::construct(e);
+                counts.scanned += 1;
+                let uuid = dir.uuid_of(&entry);
+                let dn = entry.dn.clone();
+                match self.adopt_entry(kind, rm, entry, uuid, None)? {
+                    Outcome::Adopted(_) => counts.adopted += 1,
+                    Outcome::AlreadyLinked(_) => counts.already_linked += 1,
+                    Outcome::Conflict(why) => {
+                        warn!(%dn, %why, "not imported: a resource with the same name exists");
+                        counts.conflicts += 1
+                    }
+                    Outcome::Unusable(why) => {
+                        warn!(%dn, %why, "not imported");
+                        counts.unusable += 1
+                    }
+                }
+            }
+            let res = stream.finish().await;
+            if res.rc != 0 && res.rc != 32 {
+                return Err(format!(
+                    "searching {base}: {} ({}) {}",
+                    crate::ldap::rc_name(res.rc),
+                    res.rc,
+                    res.text
+                ));
+            }
+            self.store.flush().map_err(|e| e.to_string())?;
+            out.push((kind, counts));
+        }
+        Ok(out)
+    }
+}
+
+fn resource_mapping(mapping: &crate::mapping::Mapping, kind: Kind) -> Option<&ResourceMapping> {
+    match kind {
+        Kind::User => Some(&mapping.user),
+        Kind::Group => mapping.group.as_ref().map(|g| &g.resource),
+    }
+}
+
+/// The attributes to read: every mapped one, the RDN's, the stable id.
+fn wanted(
+    rm: &ResourceMapping,
+    mapping: &crate::mapping::Mapping,
+    kind: Kind,
+    uuid_attr: &str,
+) -> Vec<String> {
+    let mut v: Vec<String> = match kind {
+        Kind::User => mapping
+            .user_managed_attributes()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+        Kind::Group => rm
+            .managed_attributes()
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
+    };
+    v.push(rm.rdn_attribute().to_string());
+    v.push("objectClass".into());
+    v.push(uuid_attr.to_string());
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn err_text(e: ApplyError) -> String {
+    match e {
+        ApplyError::Retry(m) => m,
+        ApplyError::Park { message, .. } => message,
+    }
+}
+
+/// Shared handle, as the API and the admin channel hold it.
+pub type SharedAdopter = Arc<Adopter>;
