@@ -111,6 +111,9 @@ pub enum Request {
         to: Option<u64>,
     },
     Stats,
+    /// The number of entries not yet applied (parked ones included), for
+    /// scripts and the benchmark: cheaper than `stats`.
+    Pending,
     Compact,
     Import,
 }
@@ -300,6 +303,7 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> anyhow::Result<Response> {
                 if n == 1 { "y" } else { "ies" }
             ))
         }
+        Request::Pending => Response::ok(store.pending_count().to_string()),
         Request::Stats => {
             let s = store.stats()?;
             let mut t = String::new();
