@@ -3,14 +3,20 @@
 //! map of modules and what each must not know.
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dn;
 pub mod http;
 pub mod ldap;
+pub mod ldif;
+pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod scim;
 pub mod slapd;
 pub mod store;
+pub mod tls;
 pub mod token;
