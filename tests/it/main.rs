@@ -3,5 +3,6 @@
 
 mod harness;
 mod layering;
+mod service;
 mod slapd;
 mod users;
