@@ -213,13 +213,23 @@ const DIRECTORY_FILLED: &[&str] = &[
     "objectSid",
 ];
 
-/// `file:line` of the first line of the mapping that mentions `word` as a
-/// key (`word =`) or as a quoted value; the file alone if none does.
-fn locate(file: &str, text: &str, word: &str) -> String {
+/// `file:line` of the first line of the mapping, inside `[section]` or
+/// its subtables, that mentions `word` as a key (`word =`) or as a quoted
+/// value; the file alone if none does.
+fn locate(file: &str, text: &str, section: &str, word: &str) -> String {
     let quoted = [format!("\"{word}\""), format!("'{word}'")];
+    let mut current = String::new();
     for (i, line) in text.lines().enumerate() {
         let l = line.trim_start();
         if l.starts_with('#') {
+            continue;
+        }
+        if let Some(h) = l.strip_prefix('[') {
+            current = h.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            continue;
+        }
+        let inside = current == section || current.starts_with(&format!("{section}."));
+        if !inside {
             continue;
         }
         let key = l
@@ -308,7 +318,7 @@ pub async fn run(path: &Path) -> Report {
     };
     r.pass("read the directory's subschema");
 
-    let at = |word: &str| locate(&mapping_file, &mapping_text, word);
+    let at = |section: &str, word: &str| locate(&mapping_file, &mapping_text, section, word);
     let mut sections: Vec<(&str, &ResourceMapping, Vec<String>)> =
         vec![("user", &model.mapping.user, user_attributes(&model.mapping))];
     if let Some(g) = &model.mapping.group {
@@ -329,7 +339,7 @@ pub async fn run(path: &Path) -> Report {
                 class_ok = false;
                 r.fail(format!(
                     "{}: [{section}] object_classes: the directory has no object class {oc:?}",
-                    at(oc)
+                    at(section, oc)
                 ));
             }
         }
@@ -342,7 +352,7 @@ pub async fn run(path: &Path) -> Report {
                 attrs_ok = false;
                 r.fail(format!(
                     "{}: [{section}] {a}: the directory has no attribute type {a:?}",
-                    at(a)
+                    at(section, a)
                 ));
             }
         }
@@ -372,7 +382,7 @@ pub async fn run(path: &Path) -> Report {
                 must_ok = false;
                 r.fail(format!(
                     "{}: [{section}.attributes]: object class {oc:?} requires {canon:?} (MUST) but no rule fills it; add a rule, with fallbacks and required = true",
-                    at(oc)
+                    at(section, oc)
                 ));
             }
         }
@@ -390,7 +400,10 @@ pub async fn run(path: &Path) -> Report {
                 Ok(true) => r.pass(format!("[{section}] {key}: {parent} exists")),
                 Ok(false) => r.fail(format!(
                     "{}: [{section}] {key}: the parent entry {parent:?} does not exist in the directory",
-                    locate(&mapping_file, &mapping_text, key.rsplit('.').next().unwrap_or(key))
+                    match key.split_once('.') {
+                        Some((sub, k)) => at(&format!("{section}.{sub}"), k),
+                        None => at(section, key),
+                    }
                 )),
                 Err(e) => r.fail(format!(
                     "{}: [{section}] {key}: cannot read {parent:?}: {e}",
@@ -527,9 +540,10 @@ mod tests {
 
     #[test]
     fn locate_finds_keys_and_quoted_values() {
-        let text = "[user]\n# cn = x\nobject_classes = [\"top\", \"person\"]\n[user.attributes]\ncn = \"displayName\"\n";
-        assert_eq!(locate("m.toml", text, "cn"), "m.toml:5");
-        assert_eq!(locate("m.toml", text, "person"), "m.toml:3");
-        assert_eq!(locate("m.toml", text, "zz"), "m.toml");
+        let text = "[user]\n# cn = x\nobject_classes = [\"top\", \"person\"]\n[user.attributes]\ncn = \"displayName\"\n[group]\ncn = \"displayName\"\n";
+        assert_eq!(locate("m.toml", text, "user", "cn"), "m.toml:5");
+        assert_eq!(locate("m.toml", text, "group", "cn"), "m.toml:7");
+        assert_eq!(locate("m.toml", text, "user", "person"), "m.toml:3");
+        assert_eq!(locate("m.toml", text, "user", "zz"), "m.toml");
     }
 }

@@ -431,6 +431,37 @@ async fn https_and_ldaps_with_test_certificates() {
     let no_ca = text.replace(&format!("ca_file = {:?}\n", ca.display().to_string()), "");
     let no_ca_path = h.dir.join("no-ca.toml");
     std::fs::write(&no_ca_path, no_ca).unwrap();
+    // StartTLS on the plain port, with the CA file: `check` binds and
+    // passes.
+    let plain = h.slapd.uri();
+    let starttls =
+        text.replace(&ldaps, &plain)
+            .replacen("[ldap]\n", "[ldap]\nstarttls = true\n", 1);
+    let starttls_path = h.dir.join("starttls.toml");
+    std::fs::write(&starttls_path, &starttls).unwrap();
+    let report = scim2ldap::check::run(&starttls_path).await;
+    assert!(report.ok(), "{report}");
+    assert!(
+        report
+            .passed
+            .iter()
+            .any(|p| p.contains(&format!("bound to {plain}"))),
+        "{report}"
+    );
+
+    // ... and without the CA file it fails, so TLS really was in use.
+    std::fs::write(
+        &starttls_path,
+        starttls.replace(&format!("ca_file = {:?}\n", ca.display().to_string()), ""),
+    )
+    .unwrap();
+    let report = scim2ldap::check::run(&starttls_path).await;
+    assert!(!report.ok(), "{report}");
+    assert!(
+        report.problems.join("\n").contains("with StartTLS"),
+        "{report}"
+    );
+
     let report = scim2ldap::check::run(&no_ca_path).await;
     assert!(!report.ok());
     let all = report.problems.join("\n");
@@ -496,7 +527,10 @@ async fn check_passes_on_a_good_mapping_and_names_every_problem() {
         format!("mapping.toml:{}: [user] object_classes: the directory has no object class \"acmePerson\"", line_of("acmePerson")),
         format!("mapping.toml:{}: [user] favouriteColour: the directory has no attribute type", line_of("favouriteColour")),
         "requires \"sn\" (MUST) but no rule fills it".to_string(),
-        "[group] dn: the parent entry \"ou=nowhere,dc=example,dc=com\" does not exist".to_string(),
+        format!(
+            "mapping.toml:{}: [group] dn: the parent entry \"ou=nowhere,dc=example,dc=com\" does not exist",
+            line_of("ou=nowhere")
+        ),
     ] {
         assert!(all.contains(&want), "missing {want:?} in:\n{all}");
     }
@@ -563,22 +597,30 @@ async fn dry_run_accepts_writes_but_sends_nothing() {
         .is_none());
 }
 
+/// The real binary under a notify socket, as systemd runs it: READY=1
+/// once serving, WATCHDOG=1 keep-alives, RELOADING=1 then READY=1 on
+/// SIGHUP, STOPPING=1 on SIGTERM and a clean exit. Its JSON log lines carry
+/// the request id and the token's name, never the token.
 #[test]
 fn the_binary_notifies_ready_and_stopping() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut h = rt.block_on(Harness::start());
     rt.block_on(h.stop_daemon());
+    let config = h.dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{text}\n[log]\nformat = \"json\"\n")).unwrap();
     let sock_path = h.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
         .args(["serve", "--config"])
-        .arg(h.dir.join("config.toml"))
+        .arg(&config)
         .env("NOTIFY_SOCKET", &sock_path)
         .env("WATCHDOG_USEC", "400000")
         .env_remove("WATCHDOG_PID")
-        .stdout(std::process::Stdio::null())
+        .env_remove("SCIM2LDAP_LOG")
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -589,6 +631,15 @@ fn the_binary_notifies_ready_and_stopping() {
             Err(e) => format!("<no datagram: {e}>"),
         }
     };
+    // The next message that is not a keep-alive.
+    let next_state = |sock: &UnixDatagram| -> String {
+        loop {
+            let m = recv(sock);
+            if m != "WATCHDOG=1" {
+                return m;
+            }
+        }
+    };
     let first = recv(&sock);
     if !first.starts_with("READY=1") {
         let _ = child.kill();
@@ -596,30 +647,84 @@ fn the_binary_notifies_ready_and_stopping() {
         let _ = child.stderr.take().unwrap().read_to_string(&mut err);
         panic!("expected READY=1, got {first:?}; stderr:\n{err}");
     }
+    let addr = first
+        .split("serving on ")
+        .nth(1)
+        .expect("the status names the address")
+        .trim()
+        .to_string();
     // Keep-alives at half the watchdog interval.
     assert_eq!(recv(&sock), "WATCHDOG=1");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
+
+    // One authenticated request and one with a wrong token.
+    for token in [h.token.as_str(), "not-the-token"] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            s,
+            "GET /scim/v2/Users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        )
         .unwrap();
-    assert!(status.success());
-    let mut got = Vec::new();
-    loop {
-        let m = recv(&sock);
-        if m.starts_with("<no datagram") {
-            break;
-        }
-        let stop = m.starts_with("STOPPING=1");
-        got.push(m);
-        if stop {
-            break;
-        }
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        assert!(
+            resp.starts_with("HTTP/1.1 200") || resp.starts_with("HTTP/1.1 401"),
+            "{resp}"
+        );
     }
-    assert!(
-        got.last().is_some_and(|m| m.starts_with("STOPPING=1")),
-        "{got:?}"
-    );
+
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-HUP");
+    assert_eq!(next_state(&sock), "RELOADING=1");
+    assert!(next_state(&sock).starts_with("READY=1"));
+
+    signal("-TERM");
+    let stopping = next_state(&sock);
+    assert!(stopping.starts_with("STOPPING=1"), "{stopping}");
     let exit = child.wait().unwrap();
     assert!(exit.success(), "{exit:?}");
-    let _ = std::io::stderr().flush();
+
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(
+        !out.contains(&h.token),
+        "the token appears in the log:\n{out}"
+    );
+    assert!(
+        !out.contains(h.slapd.password()),
+        "the bind password appears in the log"
+    );
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let requests: Vec<&Value> = lines
+        .iter()
+        .filter(|l| l["message"] == "request" && l["path"] == "/scim/v2/Users")
+        .collect();
+    assert_eq!(requests.len(), 2, "{out}");
+    assert!(requests.iter().all(|l| l["request_id"].is_u64()), "{out}");
+    assert!(
+        requests
+            .iter()
+            .any(|l| l["client"] == "test" && l["status"] == 200),
+        "{out}"
+    );
+    assert!(requests.iter().any(|l| l["status"] == 401), "{out}");
+    assert!(
+        lines.iter().any(|l| l["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("reloaded"))),
+        "{out}"
+    );
 }
