@@ -32,7 +32,27 @@ async fn restart_with(h: &mut Harness, edit: impl Fn(String) -> String) {
     let text = std::fs::read_to_string(&path).unwrap();
     std::fs::write(&path, edit(text)).unwrap();
     h.stop_daemon().await;
-    h.start_daemon().await;
+    let cfg = h.config();
+    start_retrying(h, &cfg).await;
+}
+
+/// Starts the daemon with `cfg`, retrying while the previous one's last
+/// connection tasks still hold the store's lock.
+async fn start_retrying(h: &mut Harness, cfg: &scim2ldap::config::Config) {
+    let mut last = None;
+    for _ in 0..50 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        match scim2ldap::daemon::start(cfg, listener).await {
+            Ok(running) => {
+                h.base = format!("http://{}/scim/v2", running.addr);
+                h.daemon = Some(running);
+                return;
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the daemon did not restart: {:#}", last.unwrap());
 }
 
 /// Adds `lines` right after the `[section]` header.
@@ -560,11 +580,10 @@ async fn dry_run_accepts_writes_but_sends_nothing() {
     let mut h = Harness::start().await;
     h.stop_daemon().await;
     let mut cfg = h.config();
+    // As `serve --dry-run` does: writes logged, not sent; a separate store.
     cfg.ldap.dry_run = true;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let running = scim2ldap::daemon::start(&cfg, listener).await.unwrap();
-    h.base = format!("http://{}/scim/v2", running.addr);
-    h.daemon = Some(running);
+    cfg.store.path = cfg.store.path.join("dry-run");
+    start_retrying(&mut h, &cfg).await;
 
     let r = h.send("POST", "/Users", Some(user("dora"))).await;
     assert_eq!(r.status, 201);
