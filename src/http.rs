@@ -280,7 +280,8 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
                 .get(HOST)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("localhost");
-            format!("http://{host}{base}")
+            let scheme = if edge.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{host}{base}")
         }
     };
 

@@ -41,10 +41,12 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .try_init(),
         LogFormat::Text if journald => registry
             .with(
-                tracing_subscriber::fmt::layer()
-                    .with_target(false)
-                    .with_ansi(false)
-                    .without_time(),
+                tracing_subscriber::fmt::layer().event_format(SyslogPrefix(
+                    tracing_subscriber::fmt::format()
+                        .with_target(false)
+                        .with_ansi(false)
+                        .without_time(),
+                )),
             )
             .try_init(),
         LogFormat::Text => registry
@@ -56,6 +58,37 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .try_init(),
     };
     result.map_err(|e| format!("cannot set up logging: {e}"))
+}
+
+/// Prefixes each line with its syslog priority (`<3>` error ... `<7>`
+/// debug), which journald turns into the entry's priority, so that
+/// `journalctl -p warning` works.
+struct SyslogPrefix<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for SyslogPrefix<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "<{}>", syslog_priority(event.metadata().level()))?;
+        self.0.format_event(ctx, writer, event)
+    }
+}
+
+fn syslog_priority(level: &tracing::Level) -> u8 {
+    match *level {
+        tracing::Level::ERROR => 3,
+        tracing::Level::WARN => 4,
+        tracing::Level::INFO => 6,
+        _ => 7,
+    }
 }
 
 /// Collects an event's or a span's fields into a JSON object.

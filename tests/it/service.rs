@@ -518,7 +518,15 @@ async fn https_post_user(addr: std::net::SocketAddr, ca: &Path, token: &str, nam
         .header("Content-Type", "application/scim+json")
         .body(Full::new(Bytes::from(user(name).to_string())))
         .unwrap();
-    send.send_request(req).await.unwrap().status().as_u16()
+    let resp = send.send_request(req).await.unwrap();
+    let location = resp
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    assert!(location.starts_with("https://"), "{location}");
+    resp.status().as_u16()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -746,4 +754,49 @@ fn the_binary_notifies_ready_and_stopping() {
             .is_some_and(|m| m.starts_with("reloaded"))),
         "{out}"
     );
+}
+
+/// Under systemd (`JOURNAL_STREAM` set) text log lines carry a syslog
+/// priority prefix for journald, and no colours or timestamps.
+#[test]
+fn journald_lines_have_priorities_and_no_timestamps() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut h = rt.block_on(Harness::start());
+    rt.block_on(h.stop_daemon());
+    let sock_path = h.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
+        .args(["serve", "--config"])
+        .arg(h.dir.join("config.toml"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("SCIM2LDAP_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = sock.recv(&mut buf).unwrap();
+    assert!(buf[..n].starts_with(b"READY=1"));
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    assert!(!out.contains('\x1b'), "colour codes under journald:\n{out}");
+    let serving = out
+        .lines()
+        .find(|l| l.contains("scim2ldap is serving"))
+        .unwrap_or_else(|| panic!("no start line:\n{out}"));
+    assert!(serving.starts_with("<6> INFO "), "{serving}");
+    assert!(out.lines().all(|l| l.starts_with('<')), "{out}");
 }
