@@ -800,3 +800,53 @@ fn journald_lines_have_priorities_and_no_timestamps() {
     assert!(serving.starts_with("<6> INFO "), "{serving}");
     assert!(out.lines().all(|l| l.starts_with('<')), "{out}");
 }
+
+/// The OpenLDAP presets pass `check` against slapd; the posix one gives
+/// users their Unix attributes and refuses a user without a uid number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openldap_presets_pass_check_and_posix_users_get_unix_attributes() {
+    const POSIX: &str = include_str!("../../examples/openldap-posix.toml");
+    let h = Harness::start_with(SlapdOptions::default(), POSIX).await;
+    let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;
+    assert!(report.ok(), "{report}");
+
+    let ext = "urn:ietf:params:scim:schemas:extension:posix:2.0:User";
+    let mut u = user("unix");
+    u["schemas"] = json!(["urn:ietf:params:scim:schemas:core:2.0:User", ext]);
+    u[ext] = json!({"uidNumber": 20001});
+    let r = h.send("POST", "/Users", Some(u)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+    let e = h
+        .ldap_get("uid=unix,ou=people,dc=example,dc=com")
+        .await
+        .expect("entry");
+    assert_eq!(
+        crate::harness::first(&e, "uidNumber").as_deref(),
+        Some("20001")
+    );
+    assert_eq!(
+        crate::harness::first(&e, "homeDirectory").as_deref(),
+        Some("/home/unix")
+    );
+    assert_eq!(
+        crate::harness::first(&e, "gidNumber").as_deref(),
+        Some("10000")
+    );
+
+    let r = h.send("POST", "/Users", Some(user("nouid"))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(
+        r.body["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("uidNumber"),
+        "{}",
+        r.body
+    );
+
+    // The default OpenLDAP preset passes too.
+    std::fs::write(h.dir.join("mapping.toml"), MAPPING).unwrap();
+    let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;
+    assert!(report.ok(), "{report}");
+}
