@@ -204,13 +204,15 @@ pub fn parse_attribute_type(def: &str) -> AttributeTypeDef {
 }
 
 /// MUST attributes the directory fills itself (Active Directory's system
-/// attributes) or that the writer always sends (objectClass).
+/// attributes, and `groupType`, which AD defaults to a global security
+/// group) or that the writer always sends (objectClass).
 const DIRECTORY_FILLED: &[&str] = &[
     "objectClass",
     "instanceType",
     "objectCategory",
     "nTSecurityDescriptor",
     "objectSid",
+    "groupType",
 ];
 
 /// `file:line` of the first line of the mapping, inside `[section]` or
