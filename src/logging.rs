@@ -41,12 +41,16 @@ pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
             .try_init(),
         LogFormat::Text if journald => registry
             .with(
-                tracing_subscriber::fmt::layer().event_format(SyslogPrefix(
-                    tracing_subscriber::fmt::format()
-                        .with_target(false)
-                        .with_ansi(false)
-                        .without_time(),
-                )),
+                // No colours in the span fields either (the layer's
+                // setting governs those).
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .event_format(SyslogPrefix(
+                        tracing_subscriber::fmt::format()
+                            .with_target(false)
+                            .with_ansi(false)
+                            .without_time(),
+                    )),
             )
             .try_init(),
         LogFormat::Text => registry

@@ -757,12 +757,38 @@ fn the_binary_notifies_ready_and_stopping() {
 }
 
 /// Under systemd (`JOURNAL_STREAM` set) text log lines carry a syslog
-/// priority prefix for journald, and no colours or timestamps.
+/// priority prefix for journald, and no colours or timestamps; secrets
+/// come from systemd credentials (`credential:NAME`).
 #[test]
 fn journald_lines_have_priorities_and_no_timestamps() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut h = rt.block_on(Harness::start());
     rt.block_on(h.stop_daemon());
+    // The bind password and the token hash move to credentials.
+    let creds = h.dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(
+        creds.join("ldap-password"),
+        format!("{}\n", h.slapd.password()),
+    )
+    .unwrap();
+    let config = h.dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tokens_at = text.find("[[tokens]]").unwrap();
+    std::fs::write(creds.join("tokens"), &text[tokens_at..]).unwrap();
+    let text = format!(
+        "tokens_file = \"credential:tokens\"\n{}",
+        &text[..tokens_at]
+    )
+    .replace(
+        &format!("bind_password = \"{}\"", h.slapd.password()),
+        "bind_password_file = \"credential:ldap-password\"",
+    );
+    assert!(
+        !text.contains(h.slapd.password()) && !text.contains("sha256"),
+        "{text}"
+    );
+    std::fs::write(&config, text).unwrap();
     let sock_path = h.dir.join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(20)))
@@ -772,13 +798,47 @@ fn journald_lines_have_priorities_and_no_timestamps() {
         .arg(h.dir.join("config.toml"))
         .env("NOTIFY_SOCKET", &sock_path)
         .env("JOURNAL_STREAM", "8:12345")
+        .env("CREDENTIALS_DIRECTORY", &creds)
         .env_remove("SCIM2LDAP_LOG")
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut buf = [0u8; 256];
     let n = sock.recv(&mut buf).unwrap();
-    assert!(buf[..n].starts_with(b"READY=1"));
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.starts_with("READY=1"), "{ready}");
+    // The token from the credential works, and writes reach the directory
+    // with the password from the credential.
+    let addr = ready
+        .split("serving on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    let body = user("cred").to_string();
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        s,
+        "POST /scim/v2/Users HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        h.token,
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    let mut found = false;
+    for _ in 0..50 {
+        if rt
+            .block_on(h.ldap_get("uid=cred,ou=people,dc=example,dc=com"))
+            .is_some()
+        {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(found, "the user never reached the directory");
     let status = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
