@@ -120,10 +120,8 @@ impl Running {
                 "turning HTTPS on or off (server.tls_cert) needs a restart, not a reload"
             ),
         };
-        if let (Some(acceptor), Some(files)) = (&self.edge.tls, &config.server.tls) {
-            if tls.is_some() {
-                acceptor.reload(files).map_err(anyhow::Error::msg)?;
-            }
+        if let (Some(acceptor), Some(tls)) = (&self.edge.tls, tls) {
+            acceptor.install(tls);
         }
         self.model.replace(model);
         *self.edge.tokens.write().unwrap_or_else(|p| p.into_inner()) = config.tokens;

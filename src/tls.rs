@@ -54,7 +54,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, String> {
 /// The listener's TLS configuration, swapped whole on reload so that
 /// renewed certificates take effect without a restart.
 pub struct Acceptor {
-    files: TlsFiles,
     current: RwLock<Arc<ServerConfig>>,
 }
 
@@ -62,20 +61,19 @@ impl Acceptor {
     pub fn load(files: &TlsFiles) -> Result<Acceptor, String> {
         Ok(Acceptor {
             current: RwLock::new(server_config(files)?),
-            files: files.clone(),
         })
     }
 
     /// Re-reads the certificate and key (from `files`, which may name new
     /// paths). On error the previous ones stay.
     pub fn reload(&self, files: &TlsFiles) -> Result<(), String> {
-        let fresh = server_config(files)?;
-        *self.current.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        self.install(server_config(files)?);
         Ok(())
     }
 
-    pub fn files(&self) -> &TlsFiles {
-        &self.files
+    /// Serves new connections with `config` (one already validated).
+    pub fn install(&self, config: Arc<ServerConfig>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
