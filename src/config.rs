@@ -76,6 +76,16 @@ pub struct ServerConfig {
     /// How long a client may take to send its request body.
     pub body_read_timeout: Duration,
     pub max_connections: usize,
+    /// Serve HTTPS with this PEM certificate chain and key (re-read on
+    /// reload). `None`: plain HTTP, for use behind a TLS proxy.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the HTTPS certificate chain and private key are read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +109,14 @@ pub struct LdapConfig {
     /// The directory's stable per-entry identifier: `entryUUID` (OpenLDAP,
     /// 389 DS), `objectGUID` (Active Directory), `ipaUniqueID` (FreeIPA).
     pub uuid_attribute: String,
+    /// PEM file of the CA certificates that sign the directory's
+    /// certificate; `None`: the system's trust store.
+    pub ca_file: Option<PathBuf>,
+    /// Upgrade an `ldap://` connection with StartTLS.
+    pub starttls: bool,
+    /// Set by `serve --dry-run`, never by the file: log writes as LDIF
+    /// instead of sending them.
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -112,6 +130,17 @@ pub struct TokenConfig {
 pub struct LogConfig {
     /// A `tracing` level or target list, e.g. `info` or `scim2ldap=debug,info`.
     pub level: String,
+    pub format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable; without colours and timestamps under systemd.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 // ---- raw structs: exactly the file's shape --------------------------------
@@ -125,8 +154,17 @@ struct RawConfig {
     mapping: String,
     #[serde(default)]
     tokens: Vec<RawToken>,
+    tokens_file: Option<String>,
     #[serde(default)]
     log: RawLog,
+}
+
+/// A file of `[[tokens]]` tables only (`tokens_file`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokensFile {
+    #[serde(default)]
+    tokens: Vec<RawToken>,
 }
 
 #[derive(Deserialize)]
@@ -144,6 +182,8 @@ struct RawServer {
     body_read_timeout_secs: u64,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +214,11 @@ struct RawLdap {
     when_down: WhenDirectoryDown,
     #[serde(default = "default_uuid_attribute")]
     uuid_attribute: String,
+    ca_file: Option<String>,
+    #[serde(default)]
+    starttls: bool,
+    #[serde(default)]
+    allow_plaintext: bool,
 }
 
 #[derive(Deserialize)]
@@ -187,6 +232,7 @@ struct RawToken {
 #[serde(deny_unknown_fields)]
 struct RawLog {
     level: Option<String>,
+    format: Option<LogFormat>,
 }
 
 fn default_base_path() -> String {
@@ -262,7 +308,7 @@ impl Config {
         let bind_password = match (raw.ldap.bind_password, raw.ldap.bind_password_file) {
             (Some(p), None) => Secret::new(p),
             (None, Some(f)) => {
-                let p = resolve(&dir, &f);
+                let p = file_ref(&dir, &f).map_err(|e| at("bind_password_file", e))?;
                 let s = std::fs::read_to_string(&p).map_err(|e| {
                     at(
                         "bind_password_file",
@@ -279,20 +325,81 @@ impl Config {
             }
             (None, None) => Secret::new(""),
         };
-        if !(raw.ldap.url.starts_with("ldap://") || raw.ldap.url.starts_with("ldaps://")) {
+        let url = raw.ldap.url.as_str();
+        if !(url.starts_with("ldap://") || url.starts_with("ldaps://")) {
             return Err(at(
                 "url",
-                format!("{:?} must start with ldap:// or ldaps://", raw.ldap.url),
+                format!("{url:?} must start with ldap:// or ldaps://"),
             ));
         }
+        if url.starts_with("ldaps://") && raw.ldap.starttls {
+            return Err(at(
+                "starttls",
+                "ldaps:// is already TLS; StartTLS is for ldap:// URLs".into(),
+            ));
+        }
+        if url.starts_with("ldap://")
+            && !raw.ldap.starttls
+            && !raw.ldap.allow_plaintext
+            && !is_loopback_url(url)
+        {
+            return Err(at(
+                "url",
+                format!(
+                    "{url:?} would send the bind password unencrypted: use ldaps://, \
+                     or set starttls = true, or (on a trusted network only) allow_plaintext = true"
+                ),
+            ));
+        }
+        let ca_file = match &raw.ldap.ca_file {
+            Some(f) => Some(file_ref(&dir, f).map_err(|e| at("ca_file", e))?),
+            None => None,
+        };
+        let tls = match (&raw.server.tls_cert, &raw.server.tls_key) {
+            (Some(c), Some(k)) => Some(TlsFiles {
+                cert: file_ref(&dir, c).map_err(|e| at("tls_cert", e))?,
+                key: file_ref(&dir, k).map_err(|e| at("tls_key", e))?,
+            }),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(at(
+                    "tls_cert",
+                    "tls_key must be set too (the certificate's private key)".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(at(
+                    "tls_key",
+                    "tls_cert must be set too (the certificate chain)".into(),
+                ))
+            }
+        };
 
         let mut tokens = Vec::new();
-        for t in raw.tokens {
+        let mut add_token = |t: RawToken, at: &dyn Fn(&str, String) -> ConfigError| {
             let hash = TokenHash::parse(&t.sha256).map_err(|e| at("sha256", e))?;
             if tokens.iter().any(|o: &TokenConfig| o.name == t.name) {
                 return Err(at("name", format!("token name {:?} is used twice", t.name)));
             }
             tokens.push(TokenConfig { name: t.name, hash });
+            Ok(())
+        };
+        for t in raw.tokens {
+            add_token(t, &at)?;
+        }
+        if let Some(f) = &raw.tokens_file {
+            let p = file_ref(&dir, f).map_err(|e| at("tokens_file", e))?;
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| at("tokens_file", format!("cannot read {}: {e}", p.display())))?;
+            let tfile = p.display().to_string();
+            let raw: RawTokensFile =
+                toml::from_str(&text).map_err(|e| ConfigError(toml_error(&tfile, &text, &e)))?;
+            let at_t = |key: &str, msg: String| {
+                ConfigError(format!("{}: {key}: {msg}", locate(&tfile, &text, key)))
+            };
+            for t in raw.tokens {
+                add_token(t, &at_t)?;
+            }
         }
 
         Ok(Config {
@@ -308,6 +415,7 @@ impl Config {
                 header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_secs),
                 body_read_timeout: Duration::from_secs(raw.server.body_read_timeout_secs),
                 max_connections: raw.server.max_connections,
+                tls,
             },
             store: StoreConfig {
                 path: resolve(&dir, &raw.store.path),
@@ -323,14 +431,53 @@ impl Config {
                 timeout: Duration::from_secs(raw.ldap.timeout_secs.max(1)),
                 when_down: raw.ldap.when_down,
                 uuid_attribute: raw.ldap.uuid_attribute,
+                ca_file,
+                starttls: raw.ldap.starttls,
+                dry_run: false,
             },
             mapping_file: resolve(&dir, &raw.mapping),
             tokens,
             log: LogConfig {
                 level: raw.log.level.unwrap_or_else(|| "info".into()),
+                format: raw.log.format.unwrap_or(LogFormat::Text),
             },
         })
     }
+}
+
+/// A key naming a file: a path (relative to the config's folder), or
+/// `credential:NAME`, a systemd credential (`LoadCredential=NAME:...`),
+/// read from `$CREDENTIALS_DIRECTORY/NAME`.
+fn file_ref(dir: &Path, value: &str) -> Result<PathBuf, String> {
+    let Some(name) = value.strip_prefix("credential:") else {
+        return Ok(resolve(dir, value));
+    };
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+        return Err(format!("{value:?}: a credential name is a plain file name"));
+    }
+    match std::env::var_os("CREDENTIALS_DIRECTORY") {
+        Some(d) => Ok(Path::new(&d).join(name)),
+        None => Err(format!(
+            "{value:?} names a systemd credential, but CREDENTIALS_DIRECTORY is not set \
+             (run under systemd with LoadCredential={name}:FILE, or give a path)"
+        )),
+    }
+}
+
+/// Whether an `ldap://` URL points at this machine (127.0.0.0/8, ::1,
+/// localhost), where an unencrypted connection never crosses a network.
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.trim_start_matches("ldap://");
+    let hostport = rest.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = hostport.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        hostport.rsplit_once(':').map_or(hostport, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn resolve(dir: &Path, p: &str) -> PathBuf {
@@ -438,5 +585,125 @@ base_dn = "dc=example,dc=com"
     fn debug_output_never_shows_the_password() {
         let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
         assert!(!format!("{c:?}").contains("secret\""));
+    }
+
+    const EXAMPLE: &str = include_str!("../config.example.toml");
+
+    #[test]
+    fn the_example_config_parses() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/scim2ldap/config.toml")).unwrap();
+        assert_eq!(c.tokens.len(), 1);
+        assert!(c.server.tls.is_none());
+        assert_eq!(c.log.format, LogFormat::Text);
+    }
+
+    /// A bogus key in each table (and at the top) of the example is refused
+    /// with the file, the line of the bogus key, and its name.
+    #[test]
+    fn a_bogus_key_in_any_table_is_located() {
+        let lines: Vec<&str> = EXAMPLE.lines().collect();
+        let mut headers: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.starts_with('['))
+            .map(|(i, _)| i)
+            .collect();
+        assert!(headers.len() >= 5, "{headers:?}");
+        headers.insert(0, usize::MAX); // the top level: before the first line
+        for h in headers {
+            let mut edited: Vec<&str> = lines.clone();
+            let at = if h == usize::MAX { 0 } else { h + 1 };
+            edited.insert(at, "bogus_key = 1");
+            let text = edited.join("\n");
+            let e = Config::parse(&text, Path::new("c.toml")).unwrap_err().0;
+            let want = format!("c.toml:{}:", at + 1);
+            assert!(e.starts_with(&want), "{e} (expected {want})");
+            assert!(e.contains("bogus_key"), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_mapping_in_examples_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                if let Err(e) = crate::mapping::Mapping::parse(&text, &path.display().to_string()) {
+                    panic!("{e}");
+                }
+                n += 1;
+            }
+        }
+        assert!(n >= 3, "expected the presets in examples/, found {n}");
+    }
+
+    #[test]
+    fn plain_ldap_needs_loopback_or_an_explicit_yes() {
+        let remote = MINIMAL.replace("ldap://127.0.0.1:389", "ldap://ldap.example.com");
+        let e = Config::parse(&remote, Path::new("c.toml")).unwrap_err().0;
+        assert!(e.starts_with("c.toml:8: url:"), "{e}");
+        let allowed = remote.replace("base_dn", "allow_plaintext = true\nbase_dn");
+        assert!(Config::parse(&allowed, Path::new("c.toml")).is_ok());
+        let starttls = remote.replace("base_dn", "starttls = true\nbase_dn");
+        assert!(
+            Config::parse(&starttls, Path::new("c.toml"))
+                .unwrap()
+                .ldap
+                .starttls
+        );
+        for url in [
+            "ldap://localhost",
+            "ldap://[::1]:389",
+            "ldap://127.0.0.2:3890/",
+        ] {
+            assert!(is_loopback_url(url), "{url}");
+        }
+        assert!(!is_loopback_url("ldap://10.0.0.1"));
+        let ldaps = MINIMAL.replace("ldap://127.0.0.1:389", "ldaps://ldap.example.com");
+        assert!(Config::parse(&ldaps, Path::new("c.toml")).is_ok());
+    }
+
+    #[test]
+    fn credential_references_need_the_credentials_directory() {
+        let dir = Path::new("/etc/x");
+        assert_eq!(file_ref(dir, "pw").unwrap(), Path::new("/etc/x/pw"));
+        assert!(file_ref(dir, "credential:../x").is_err());
+        if std::env::var_os("CREDENTIALS_DIRECTORY").is_none() {
+            let e = file_ref(dir, "credential:ldap-password").unwrap_err();
+            assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
+        }
+    }
+
+    #[test]
+    fn tls_cert_without_key_is_refused() {
+        let text = MINIMAL.replace("[store]", "tls_cert = \"c.pem\"\n[store]");
+        let e = Config::parse(&text, Path::new("c.toml")).unwrap_err().0;
+        assert!(e.contains("tls_cert: tls_key must be set too"), "{e}");
+    }
+
+    #[test]
+    fn tokens_file_adds_tokens_and_locates_its_errors() {
+        let dir = std::env::temp_dir().join(format!("scim2ldap-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let hash = "ab".repeat(32);
+        std::fs::write(
+            dir.join("tokens.toml"),
+            format!("[[tokens]]\nname = \"okta\"\nsha256 = \"{hash}\"\n"),
+        )
+        .unwrap();
+        let text = format!("tokens_file = \"tokens.toml\"\n{MINIMAL}");
+        let c = Config::parse(&text, &dir.join("c.toml")).unwrap();
+        assert_eq!(c.tokens.len(), 1);
+        assert_eq!(c.tokens[0].name, "okta");
+        std::fs::write(
+            dir.join("tokens.toml"),
+            "[[tokens]]\nname = \"x\"\nsha = \"y\"\n",
+        )
+        .unwrap();
+        let e = Config::parse(&text, &dir.join("c.toml")).unwrap_err().0;
+        assert!(e.contains("tokens.toml:3:1:"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

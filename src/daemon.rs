@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::http::Edge;
 use crate::journal_cmd::AdminCtx;
 use crate::ldap::{Writer, WriterHandle};
+use crate::metrics::{Metrics, Probe};
 use crate::model::{MappingPlanner, Model, SharedModel};
 use crate::store::Store;
 
@@ -53,7 +54,16 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         model: model.clone(),
         store: store.clone(),
     });
-    let (writer, writer_handle) = Writer::new(store.clone(), planner, config.ldap.clone());
+    let tls = match &config.server.tls {
+        Some(files) => Some(Arc::new(
+            crate::tls::Acceptor::load(files)
+                .map_err(|e| anyhow::anyhow!("server.tls_cert / tls_key: {e}"))?,
+        )),
+        None => None,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let (mut writer, writer_handle) = Writer::new(store.clone(), planner, config.ldap.clone());
+    writer.set_metrics(metrics.clone());
     let writer_stop = stop_rx.clone();
     let writer_task = tokio::spawn(async move {
         if let Err(e) = writer.run(writer_stop).await {
@@ -96,13 +106,26 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
         adopter: Some(adopter),
     };
-    let edge = Arc::new(Edge::new(api, config.server.clone(), config.tokens.clone()));
+    let probe = Arc::new(DaemonProbe {
+        store: store.clone(),
+        writer: writer_handle.clone(),
+        queue: config.ldap.when_down == crate::config::WhenDirectoryDown::Queue,
+    });
+    let edge = Arc::new(
+        Edge::new(api, config.server.clone(), config.tokens.clone())
+            .with_service(metrics, probe, tls),
+    );
     let addr = listener.local_addr()?;
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
     }));
-    info!(%addr, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
+    let scheme = if config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(%addr, scheme, dry_run = config.ldap.dry_run, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
     Ok(Running {
         addr,
         store,
@@ -153,6 +176,21 @@ impl Running {
     pub fn reload(&self, config_path: &std::path::Path) -> anyhow::Result<()> {
         let config = Config::load(config_path)?;
         let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
+        // Check the certificate before swapping anything, so that a bad
+        // reload changes nothing.
+        let tls = match (&self.edge.tls, &config.server.tls) {
+            (Some(_), Some(files)) => Some(
+                crate::tls::server_config(files)
+                    .map_err(|e| anyhow::anyhow!("server.tls_cert / tls_key: {e}"))?,
+            ),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "turning HTTPS on or off (server.tls_cert) needs a restart, not a reload"
+            ),
+        };
+        if let (Some(acceptor), Some(tls)) = (&self.edge.tls, tls) {
+            acceptor.install(tls);
+        }
         self.model.replace(model);
         *self.edge.tokens.write().unwrap_or_else(|p| p.into_inner()) = config.tokens;
         self.writer.wake();
@@ -170,5 +208,61 @@ impl Running {
         }
         let _ = self.store.flush();
         info!("scim2ldap stopped");
+    }
+}
+
+/// What `/readyz` and `/metrics` read from the store and the writer.
+struct DaemonProbe {
+    store: Store,
+    writer: WriterHandle,
+    /// Writes are queued while the directory is down (`when_down = "queue"`).
+    queue: bool,
+}
+
+/// Parked entries are counted by scanning the pending ones; beyond this
+/// many the gauge stops counting.
+const PARKED_SCAN_LIMIT: usize = 100_000;
+
+impl Probe for DaemonProbe {
+    fn readiness(&self) -> Result<(), String> {
+        if self.writer.directory_up() || self.queue {
+            Ok(())
+        } else {
+            Err("the directory cannot be reached and ldap.when_down = \"reject\"".into())
+        }
+    }
+
+    fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
+        let parked = self
+            .store
+            .pending_after(0, PARKED_SCAN_LIMIT)
+            .map(|seqs| {
+                seqs.into_iter()
+                    .filter(|s| {
+                        matches!(
+                            self.store.state(*s),
+                            Ok(crate::store::EntryState::Failed(_))
+                        )
+                    })
+                    .count()
+            })
+            .unwrap_or(0);
+        vec![
+            (
+                "scim2ldap_journal_pending",
+                "Journal entries not yet applied to the directory (parked ones included).",
+                self.store.pending_count() as f64,
+            ),
+            (
+                "scim2ldap_journal_parked",
+                "Journal entries the directory refused; see `scim2ldap journal`.",
+                parked as f64,
+            ),
+            (
+                "scim2ldap_directory_up",
+                "1 while the writer can reach the directory.",
+                if self.writer.directory_up() { 1.0 } else { 0.0 },
+            ),
+        ]
     }
 }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, LOCATION, RETRY_AFTER,
-    WWW_AUTHENTICATE,
+    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, LOCATION,
+    RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -26,11 +26,13 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tracing::{info, warn, Instrument};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::api::{Api, ApiRequest, ApiResponse, Method};
 use crate::config::{ServerConfig, TokenConfig};
+use crate::metrics::{Metrics, Probe};
 use crate::scim::ScimError;
+use crate::tls::Acceptor;
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
@@ -41,6 +43,12 @@ pub struct Edge {
     /// Swapped on reload.
     pub tokens: RwLock<Vec<TokenConfig>>,
     next_request: AtomicU64,
+    /// Request counts and latencies for `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Readiness and gauges from the parts behind the API.
+    pub probe: Option<Arc<dyn Probe>>,
+    /// HTTPS: the certificate, swapped on reload. `None`: plain HTTP.
+    pub tls: Option<Arc<Acceptor>>,
 }
 
 impl Edge {
@@ -50,15 +58,36 @@ impl Edge {
             server,
             tokens: RwLock::new(tokens),
             next_request: AtomicU64::new(1),
+            metrics: Arc::new(Metrics::new()),
+            probe: None,
+            tls: None,
         }
     }
+
+    /// Adds metrics, a readiness probe and TLS.
+    pub fn with_service(
+        mut self,
+        metrics: Arc<Metrics>,
+        probe: Arc<dyn Probe>,
+        tls: Option<Arc<Acceptor>>,
+    ) -> Edge {
+        self.metrics = metrics;
+        self.probe = Some(probe);
+        self.tls = tls;
+        self
+    }
 }
+
+/// Connections over `max_connections` that are still answered with a 503
+/// (then closed); beyond that they are dropped unanswered.
+const OVERFLOW_SLOTS: usize = 64;
 
 /// Serves HTTP on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish (up to 30 s).
 pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(edge.server.max_connections));
+    let overflow = Arc::new(Semaphore::new(OVERFLOW_SLOTS));
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -72,24 +101,36 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
             },
             _ = &mut shutdown => break,
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            warn!(%peer, limit = edge.server.max_connections, "connection refused: max_connections reached");
-            drop(stream);
-            continue;
-        };
         let _ = stream.set_nodelay(true);
-        let edge2 = edge.clone();
-        let svc = service_fn(move |req| {
-            let edge = edge2.clone();
-            async move { Ok::<_, Infallible>(handle(&edge, req, peer).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(edge.server.header_read_timeout)
-            .serve_connection(TokioIo::new(stream), svc);
-        let watched = graceful.watch(conn);
+        let (permit, busy) = match slots.clone().try_acquire_owned() {
+            Ok(p) => (p, false),
+            Err(_) => match overflow.clone().try_acquire_owned() {
+                Ok(p) => {
+                    warn!(%peer, limit = edge.server.max_connections, "max_connections reached: answering 503");
+                    (p, true)
+                }
+                Err(_) => {
+                    warn!(%peer, limit = edge.server.max_connections, "max_connections reached: connection dropped");
+                    drop(stream);
+                    continue;
+                }
+            },
+        };
+        let edge = edge.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = watched.await;
+            match edge.tls.as_ref().map(|t| t.acceptor()) {
+                None => serve_connection(stream, edge, peer, watcher, busy).await,
+                Some(acceptor) => {
+                    // The handshake counts against the header timeout.
+                    let limit = edge.server.header_read_timeout;
+                    match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => serve_connection(tls, edge, peer, watcher, busy).await,
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
             drop(permit);
         });
     }
@@ -100,14 +141,55 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
     }
 }
 
+/// Serves HTTP/1.1 on one connection. `busy`: the connection is over the
+/// limit; every request on it gets 503 and the connection is closed.
+async fn serve_connection<I>(
+    io: I,
+    edge: Arc<Edge>,
+    peer: SocketAddr,
+    watcher: hyper_util::server::graceful::Watcher,
+    busy: bool,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let edge2 = edge.clone();
+    let svc = service_fn(move |req| {
+        let edge = edge2.clone();
+        async move {
+            if busy {
+                let mut r = error(&ScimError::new(
+                    503,
+                    None,
+                    "the server is at its connection limit (server.max_connections); retry later",
+                ));
+                r.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                drop(req);
+                return Ok::<_, Infallible>(r);
+            }
+            Ok::<_, Infallible>(handle(&edge, req, peer).await)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.server.header_read_timeout)
+        .keep_alive(!busy)
+        .serve_connection(TokioIo::new(io), svc);
+    let _ = watcher.watch(conn).await;
+}
+
 async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
     let rid = edge.next_request.fetch_add(1, Ordering::Relaxed);
     let span =
         tracing::info_span!("request", id = rid, method = %req.method(), path = %req.uri().path());
+    let route_name = route_template(&edge.server.base_path, req.uri().path());
+    let method = req.method().to_string();
     async move {
         let started = Instant::now();
         let (resp, client) = route(edge, req).await;
         let status = resp.status().as_u16();
+        edge.metrics
+            .request(route_name, &method, status, started.elapsed());
         let ms = format!("{:.2}", started.elapsed().as_secs_f64() * 1000.0);
         if status >= 500 {
             warn!(status, %ms, %peer, %client, "request failed");
@@ -122,8 +204,24 @@ async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Respon
 
 async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, String) {
     let path = req.uri().path().to_string();
-    if path == "/healthz" {
-        return (plain(200, "ok\n"), "-".into());
+    match path.as_str() {
+        "/healthz" => return (plain(200, "ok\n".into()), "-".into()),
+        "/readyz" => {
+            let ready = edge.probe.as_ref().map_or(Ok(()), |p| p.readiness());
+            return match ready {
+                Ok(()) => (plain(200, "ready\n".into()), "-".into()),
+                Err(why) => (plain(503, format!("not ready: {why}\n")), "-".into()),
+            };
+        }
+        "/metrics" => {
+            let mut r = plain(200, edge.metrics.render(edge.probe.as_deref()));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return (r, "-".into());
+        }
+        _ => {}
     }
     let base = edge.server.base_path.as_str();
     let Some(rest) = path
@@ -182,7 +280,8 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
                 .get(HOST)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("localhost");
-            format!("http://{host}{base}")
+            let scheme = if edge.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{host}{base}")
         }
     };
 
@@ -350,10 +449,60 @@ fn error(e: &ScimError) -> Response<Full<Bytes>> {
     respond(ApiResponse::error(e))
 }
 
-fn plain(status: u16, text: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(text.as_bytes())));
+fn plain(status: u16, text: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
     r.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     r
+}
+
+/// The route a path belongs to, as a template with no ids in it, for
+/// metric labels: `/Users/{id}`, `/Groups`, `/healthz`, `other`.
+pub fn route_template(base: &str, path: &str) -> &'static str {
+    match path {
+        "/healthz" => return "/healthz",
+        "/readyz" => return "/readyz",
+        "/metrics" => return "/metrics",
+        _ => {}
+    }
+    let Some(rest) = path
+        .strip_prefix(base)
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    else {
+        return "other";
+    };
+    let mut parts = rest.trim_matches('/').splitn(2, '/');
+    let first = parts.next().unwrap_or_default();
+    let has_id = parts.next().is_some_and(|p| !p.is_empty());
+    match (first, has_id) {
+        ("Users", false) => "/Users",
+        ("Users", true) => "/Users/{id}",
+        ("Groups", false) => "/Groups",
+        ("Groups", true) => "/Groups/{id}",
+        ("ServiceProviderConfig", _) => "/ServiceProviderConfig",
+        ("Schemas", false) => "/Schemas",
+        ("Schemas", true) => "/Schemas/{id}",
+        ("ResourceTypes", false) => "/ResourceTypes",
+        ("ResourceTypes", true) => "/ResourceTypes/{id}",
+        ("", _) => "/",
+        _ => "other",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_templates_hold_no_ids() {
+        let b = "/scim/v2";
+        assert_eq!(route_template(b, "/scim/v2/Users"), "/Users");
+        assert_eq!(route_template(b, "/scim/v2/Users/"), "/Users");
+        assert_eq!(route_template(b, "/scim/v2/Users/abc-123"), "/Users/{id}");
+        assert_eq!(route_template(b, "/scim/v2/Groups/x"), "/Groups/{id}");
+        assert_eq!(route_template(b, "/scim/v2/Foo/x"), "other");
+        assert_eq!(route_template(b, "/scim/v2x/Users"), "other");
+        assert_eq!(route_template(b, "/metrics"), "/metrics");
+    }
 }

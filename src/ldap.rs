@@ -231,11 +231,29 @@ impl Directory {
             self.ldap = None;
         }
         if self.ldap.is_none() {
-            let settings = LdapConnSettings::new().set_conn_timeout(self.cfg.timeout);
+            let mut settings = LdapConnSettings::new().set_conn_timeout(self.cfg.timeout);
+            let tls = self.cfg.url.starts_with("ldaps://") || self.cfg.starttls;
+            if tls {
+                let config = crate::tls::ldap_client_config(self.cfg.ca_file.as_deref())
+                    .map_err(ApplyError::Retry)?;
+                settings = settings.set_config(config).set_starttls(self.cfg.starttls);
+            }
             let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
                 .await
                 .map_err(|e| {
-                    ApplyError::Retry(format!("cannot connect to {}: {e}", self.cfg.url))
+                    let text = e.to_string();
+                    let hint = crate::tls::explain(&text)
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
+                    let how = if self.cfg.starttls {
+                        " with StartTLS"
+                    } else {
+                        ""
+                    };
+                    ApplyError::Retry(format!(
+                        "cannot connect to {}{how}: {text}{hint}",
+                        self.cfg.url
+                    ))
                 })?;
             ldap3::drive!(conn);
             ldap.with_timeout(self.cfg.timeout);
@@ -346,6 +364,45 @@ impl Directory {
         link: Option<&Link>,
         full_members: FullMembers<'_>,
     ) -> Result<Option<Link>, ApplyError> {
+        if self.cfg.dry_run {
+            // serve --dry-run: show the change as LDIF, send nothing.
+            // Written with `if let` so that a new kind of plan falls to the
+            // last branch instead of failing to compile here.
+            let (ldif, link) = if let Plan::Upsert(want) = plan {
+                (
+                    crate::ldif::add(&want.dn, &want.object_classes, &want.attrs),
+                    Some(Link {
+                        dn: want.dn.clone(),
+                        uuid: None,
+                    }),
+                )
+            } else if let Plan::Delete { dn } = plan {
+                (crate::ldif::delete(dn), None)
+            } else if let Plan::Group(g) = plan {
+                let mut attrs = g.desired.attrs.clone();
+                let note = match &g.members {
+                    MemberPlan::Full(values) => {
+                        attrs.insert(g.member_attr.clone(), values.clone());
+                        String::new()
+                    }
+                    MemberPlan::Delta { add, remove, .. } => {
+                        format!("# {}: add {add:?}, remove {remove:?}\n", g.member_attr)
+                    }
+                };
+                let link = Some(Link {
+                    dn: g.desired.dn.clone(),
+                    uuid: None,
+                });
+                (
+                    note + &crate::ldif::add(&g.desired.dn, &g.desired.object_classes, &attrs),
+                    link,
+                )
+            } else {
+                (format!("# {plan:?}\n"), link.cloned())
+            };
+            info!(dry_run = true, "would converge the directory to:\n{ldif}");
+            return Ok(link);
+        }
         match plan {
             Plan::Delete { dn } => {
                 if let Some(cur) = self.find(link, dn, &[]).await? {
@@ -913,6 +970,7 @@ pub struct Writer {
     wake: Arc<Notify>,
     processed: watch::Sender<u64>,
     up: watch::Sender<bool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 /// How many pending entries one pass reads at a time.
@@ -931,6 +989,7 @@ impl Writer {
                 wake: wake.clone(),
                 processed: tx,
                 up: up_tx,
+                metrics: None,
             },
             WriterHandle {
                 wake,
@@ -938,6 +997,11 @@ impl Writer {
                 up: up_rx,
             },
         )
+    }
+
+    /// Counts every apply attempt, by result, into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
     }
 
     /// Applies pending entries until `shutdown` turns true, then returns
@@ -1053,7 +1117,21 @@ impl Writer {
         let link = self.store.link(entry.kind, &entry.id)?;
         let planner = self.planner.clone();
         let full = move || planner.full_members(entry);
-        match self.dir.apply(&plan, link.as_ref(), &full).await {
+        let result = self.dir.apply(&plan, link.as_ref(), &full).await;
+        if let Some(m) = &self.metrics {
+            let op = match plan {
+                Plan::Delete { .. } => "delete",
+                Plan::Group(_) => "group",
+                Plan::Upsert(_) => "upsert",
+            };
+            match &result {
+                Ok(_) => m.ldap(op, "success"),
+                Err(ApplyError::Retry(_)) => m.ldap(op, "unreachable"),
+                Err(ApplyError::Park { code: Some(rc), .. }) => m.ldap(op, rc_name(*rc)),
+                Err(ApplyError::Park { code: None, .. }) => m.ldap(op, "mappingError"),
+            }
+        }
+        match result {
             Ok(new_link) => {
                 self.store.mark_applied(entry, new_link.as_ref())?;
                 if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {

@@ -4,15 +4,21 @@
 
 pub mod adopt;
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod dn;
 pub mod http;
 pub mod journal_cmd;
 pub mod ldap;
+pub mod ldif;
+pub mod logging;
 pub mod mapping;
+pub mod metrics;
 pub mod model;
+pub mod notify;
 pub mod scim;
 pub mod slapd;
 pub mod store;
+pub mod tls;
 pub mod token;

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::filter::Targets;
-use tracing_subscriber::prelude::*;
 
 #[derive(Parser)]
 #[command(
@@ -23,6 +21,19 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
+        config: PathBuf,
+        /// Accept and journal everything, but log each directory write as
+        /// LDIF instead of sending it. Uses a separate store
+        /// (STORE/dry-run), so nothing it accepts is ever delivered.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Check the config and the mapping, bind to the directory and compare
+    /// the mapping with the directory's schema. Exit code 0 only when all
+    /// is well.
+    Check {
         /// The configuration file.
         #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
         config: PathBuf,
@@ -103,19 +114,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let config = dev_setup(&dir, &listen, ldap_port)?;
             let cfg = scim2ldap::config::Config::load(&config)?;
-            init_logging(&cfg.log.level)?;
+            scim2ldap::logging::init(&cfg.log.level, cfg.log.format).map_err(anyhow::Error::msg)?;
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(serve(cfg, config))
         }
-        Command::Serve { config } => {
-            let cfg = scim2ldap::config::Config::load(&config)?;
-            init_logging(&cfg.log.level)?;
+        Command::Serve { config, dry_run } => {
+            let mut cfg = scim2ldap::config::Config::load(&config)?;
+            scim2ldap::logging::init(&cfg.log.level, cfg.log.format).map_err(anyhow::Error::msg)?;
+            if dry_run {
+                cfg.ldap.dry_run = true;
+                cfg.store.path = cfg.store.path.join("dry-run");
+                tracing::warn!(store = %cfg.store.path.display(), "dry run: directory writes are logged as LDIF, not sent");
+            }
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
             rt.block_on(serve(cfg, config))
+        }
+        Command::Check { config } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let report = rt.block_on(scim2ldap::check::run(&config));
+            print!("{report}");
+            if report.ok() {
+                Ok(())
+            } else {
+                anyhow::bail!("{} problem(s) found", report.problems.len())
+            }
         }
     }
 }
@@ -180,39 +208,42 @@ fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Res
     Ok(config_path)
 }
 
-fn init_logging(level: &str) -> anyhow::Result<()> {
-    let filter: Targets = std::env::var("SCIM2LDAP_LOG")
-        .unwrap_or_else(|_| level.to_string())
-        .parse()
-        .with_context(|| {
-            format!("log.level {level:?} is not a level such as info or scim2ldap=debug")
-        })?;
-    tracing_subscriber::registry()
-        .with(tracing_subscriber::fmt::layer().with_target(false))
-        .with(filter)
-        .init();
-    Ok(())
-}
-
 async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
+    let notifier = scim2ldap::notify::Notifier::from_env();
     let listener = tokio::net::TcpListener::bind(cfg.server.listen)
         .await
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
-    let running = scim2ldap::daemon::start(&cfg, listener).await?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let running = scim2ldap::daemon::start(&cfg, listener).await?;
+    // Listening, the store open, the writer started: ready.
+    notifier.ready(&format!("serving on {}", running.addr));
+    let watchdog = notifier.spawn_watchdog();
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = tokio::signal::ctrl_c() => break,
-            _ = hup.recv() => match running.reload(&path) {
-                Ok(()) => tracing::info!("reloaded the mapping and the tokens"),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "reload refused; the previous mapping and tokens stay in force"),
-            },
+            _ = hup.recv() => {
+                notifier.reloading();
+                match running.reload(&path) {
+                    Ok(()) => {
+                        tracing::info!("reloaded the mapping, the tokens and the TLS certificate");
+                        notifier.reloaded(&format!("serving on {}; reloaded", running.addr));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "reload refused; the previous mapping, tokens and certificate stay in force");
+                        notifier.reloaded(&format!("serving on {}; last reload refused: see the log", running.addr));
+                    }
+                }
+            }
         }
     }
     tracing::info!("shutting down");
+    notifier.stopping();
     running.shutdown().await;
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     Ok(())
 }

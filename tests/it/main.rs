@@ -7,5 +7,6 @@ mod groups;
 mod harness;
 mod journal;
 mod layering;
+mod service;
 mod slapd;
 mod users;

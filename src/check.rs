@@ -1,0 +1,551 @@
+//! `scim2ldap check`: reads the config and the mapping, binds to the
+//! directory, reads its subschema, and reports every way the mapping and
+//! the directory disagree: object classes and attribute types the
+//! directory does not define, MUST attributes no rule fills, DN parents
+//! that do not exist.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+
+use ldap3::{Scope, SearchEntry};
+
+use crate::config::Config;
+use crate::ldap::{ApplyError, Directory};
+use crate::mapping::{Mapping, ResourceMapping};
+use crate::model::Model;
+
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// What was checked and found right, in order.
+    pub passed: Vec<String>,
+    /// Every problem, each naming the file (and line, when known) and key.
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+    fn pass(&mut self, s: impl Into<String>) {
+        self.passed.push(s.into());
+    }
+    fn fail(&mut self, s: impl Into<String>) {
+        self.problems.push(s.into());
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for p in &self.passed {
+            writeln!(f, "ok       {p}")?;
+        }
+        for p in &self.problems {
+            writeln!(f, "PROBLEM  {p}")?;
+        }
+        if self.ok() {
+            writeln!(f, "all checks passed")
+        } else {
+            writeln!(f, "{} problem(s)", self.problems.len())
+        }
+    }
+}
+
+/// An object class of the subschema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObjectClassDef {
+    pub names: Vec<String>,
+    pub sup: Vec<String>,
+    pub must: Vec<String>,
+    pub may: Vec<String>,
+}
+
+/// An attribute type of the subschema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttributeTypeDef {
+    pub oid: String,
+    pub names: Vec<String>,
+}
+
+/// The parts of a directory's subschema `check` needs, names lowercased.
+#[derive(Debug, Default)]
+pub struct Schema {
+    classes: HashMap<String, ObjectClassDef>,
+    /// Every name and OID of an attribute type → its canonical (first) name.
+    attributes: HashMap<String, String>,
+}
+
+impl Schema {
+    /// From the `objectClasses` and `attributeTypes` values of a subschema
+    /// entry (RFC 4512 §4.1).
+    pub fn parse(object_classes: &[String], attribute_types: &[String]) -> Schema {
+        let mut s = Schema::default();
+        for def in object_classes {
+            let oc = parse_object_class(def);
+            for n in &oc.names {
+                s.classes.insert(n.to_ascii_lowercase(), oc.clone());
+            }
+        }
+        for def in attribute_types {
+            let at = parse_attribute_type(def);
+            let canon = at.names.first().cloned().unwrap_or_else(|| at.oid.clone());
+            for n in at.names.iter().chain(std::iter::once(&at.oid)) {
+                s.attributes.insert(n.to_ascii_lowercase(), canon.clone());
+            }
+        }
+        s
+    }
+
+    pub fn class(&self, name: &str) -> Option<&ObjectClassDef> {
+        self.classes.get(&name.to_ascii_lowercase())
+    }
+
+    /// The canonical name of an attribute type, if the directory has it.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
+    }
+
+    /// MUST attributes of a class and of its superclasses.
+    pub fn all_must(&self, class: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut seen = HashSet::new();
+        let mut todo = vec![class.to_string()];
+        while let Some(c) = todo.pop() {
+            if !seen.insert(c.to_ascii_lowercase()) {
+                continue;
+            }
+            if let Some(def) = self.class(&c) {
+                out.extend(def.must.iter().cloned());
+                todo.extend(def.sup.iter().cloned());
+            }
+        }
+        out
+    }
+}
+
+/// Splits an RFC 4512 definition into tokens: `(`, `)`, `$`, quoted
+/// strings (without quotes) and bare words.
+fn tokens(def: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = def.chars().peekable();
+    while let Some(&c) = chars.peek() {
+        match c {
+            '(' | ')' | '$' => {
+                out.push(c.to_string());
+                chars.next();
+            }
+            '\'' => {
+                chars.next();
+                let mut s = String::new();
+                for c in chars.by_ref() {
+                    if c == '\'' {
+                        break;
+                    }
+                    s.push(c);
+                }
+                out.push(s);
+            }
+            c if c.is_whitespace() => {
+                chars.next();
+            }
+            _ => {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || matches!(c, '(' | ')' | '$' | '\'') {
+                        break;
+                    }
+                    s.push(c);
+                    chars.next();
+                }
+                out.push(s);
+            }
+        }
+    }
+    out
+}
+
+/// The value of `keyword`: one word, or a parenthesised list separated by
+/// `$` or spaces.
+fn list_after(toks: &[String], keyword: &str) -> Vec<String> {
+    let Some(i) = toks.iter().position(|t| t.eq_ignore_ascii_case(keyword)) else {
+        return Vec::new();
+    };
+    match toks.get(i + 1).map(String::as_str) {
+        Some("(") => toks[i + 2..]
+            .iter()
+            .take_while(|t| *t != ")")
+            .filter(|t| *t != "$")
+            .cloned()
+            .collect(),
+        Some(t) => vec![t.to_string()],
+        None => Vec::new(),
+    }
+}
+
+pub fn parse_object_class(def: &str) -> ObjectClassDef {
+    let toks = tokens(def);
+    ObjectClassDef {
+        names: list_after(&toks, "NAME"),
+        sup: list_after(&toks, "SUP"),
+        must: list_after(&toks, "MUST"),
+        may: list_after(&toks, "MAY"),
+    }
+}
+
+pub fn parse_attribute_type(def: &str) -> AttributeTypeDef {
+    let toks = tokens(def);
+    AttributeTypeDef {
+        oid: toks.get(1).cloned().unwrap_or_default(),
+        names: list_after(&toks, "NAME"),
+    }
+}
+
+/// MUST attributes the directory fills itself (Active Directory's system
+/// attributes, and `groupType`, which AD defaults to a global security
+/// group) or that the writer always sends (objectClass).
+const DIRECTORY_FILLED: &[&str] = &[
+    "objectClass",
+    "instanceType",
+    "objectCategory",
+    "nTSecurityDescriptor",
+    "objectSid",
+    "groupType",
+];
+
+/// `file:line` of the first line of the mapping, inside `[section]` or
+/// its subtables, that mentions `word` as a key (`word =`) or as a quoted
+/// value; the file alone if none does.
+fn locate(file: &str, text: &str, section: &str, word: &str) -> String {
+    let quoted = [format!("\"{word}\""), format!("'{word}'")];
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.starts_with('#') {
+            continue;
+        }
+        if let Some(h) = l.strip_prefix('[') {
+            current = h.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+            continue;
+        }
+        let inside = current == section || current.starts_with(&format!("{section}."));
+        if !inside {
+            continue;
+        }
+        let key = l
+            .strip_prefix(word)
+            .is_some_and(|r| r.trim_start().starts_with('='));
+        if key || quoted.iter().any(|q| l.contains(q.as_str())) {
+            return format!("{file}:{}", i + 1);
+        }
+    }
+    file.to_string()
+}
+
+/// Runs every check for the config file at `path`.
+pub async fn run(path: &Path) -> Report {
+    let mut r = Report::default();
+    let config = match Config::load(path) {
+        Ok(c) => {
+            r.pass(format!("{}: config is valid", path.display()));
+            c
+        }
+        Err(e) => {
+            r.fail(e.0);
+            return r;
+        }
+    };
+    let model = match Model::load(&config.mapping_file) {
+        Ok(m) => {
+            r.pass(format!(
+                "{}: mapping is valid",
+                config.mapping_file.display()
+            ));
+            m
+        }
+        Err(e) => {
+            for line in e.lines().filter(|l| !l.trim().is_empty()) {
+                r.fail(line.to_string());
+            }
+            return r;
+        }
+    };
+    let mapping_file = config.mapping_file.display().to_string();
+    let mapping_text = std::fs::read_to_string(&config.mapping_file).unwrap_or_default();
+    if let Some(tls) = &config.server.tls {
+        match crate::tls::server_config(tls) {
+            Ok(_) => r.pass(format!(
+                "{}: HTTPS certificate and key load",
+                tls.cert.display()
+            )),
+            Err(e) => r.fail(format!(
+                "{}: server.tls_cert / tls_key: {e}",
+                config.file.display()
+            )),
+        }
+    }
+
+    let mut dir = Directory::new(config.ldap.clone());
+    let ldap = match dir.conn().await {
+        Ok(l) => l,
+        Err(ApplyError::Retry(m) | ApplyError::Park { message: m, .. }) => {
+            r.fail(format!(
+                "{}: [ldap] url / bind_dn: {m}",
+                config.file.display()
+            ));
+            return r;
+        }
+    };
+    r.pass(format!(
+        "bound to {} as {}",
+        config.ldap.url,
+        if config.ldap.bind_dn.is_empty() {
+            "anonymous"
+        } else {
+            &config.ldap.bind_dn
+        }
+    ));
+
+    let schema = match read_schema(ldap).await {
+        Ok(s) => s,
+        Err(e) => {
+            r.fail(format!(
+                "{}: cannot read the subschema: {e}",
+                config.ldap.url
+            ));
+            return r;
+        }
+    };
+    r.pass("read the directory's subschema");
+
+    let at = |section: &str, word: &str| locate(&mapping_file, &mapping_text, section, word);
+    let mut sections: Vec<(&str, &ResourceMapping, Vec<String>)> =
+        vec![("user", &model.mapping.user, user_attributes(&model.mapping))];
+    if let Some(g) = &model.mapping.group {
+        sections.push((
+            "group",
+            &g.resource,
+            g.managed_attributes()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ));
+    }
+
+    for (section, res, attrs) in &sections {
+        let mut class_ok = true;
+        for oc in res.object_classes() {
+            if schema.class(oc).is_none() {
+                class_ok = false;
+                r.fail(format!(
+                    "{}: [{section}] object_classes: the directory has no object class {oc:?}",
+                    at(section, oc)
+                ));
+            }
+        }
+        if class_ok {
+            r.pass(format!("[{section}] object classes exist"));
+        }
+        let mut attrs_ok = true;
+        for a in attrs {
+            if schema.attribute(a).is_none() {
+                attrs_ok = false;
+                r.fail(format!(
+                    "{}: [{section}] {a}: the directory has no attribute type {a:?}",
+                    at(section, a)
+                ));
+            }
+        }
+        if attrs_ok {
+            r.pass(format!("[{section}] mapped attributes exist"));
+        }
+        // MUST attributes: filled when a rule (or the RDN, or the group's
+        // member attribute) writes the same attribute type, alias included.
+        let filled: HashSet<String> = attrs
+            .iter()
+            .chain(std::iter::once(&res.rdn_attribute().to_string()))
+            .map(|a| schema.attribute(a).unwrap_or(a).to_ascii_lowercase())
+            .collect();
+        let mut must_ok = true;
+        let mut reported = HashSet::new();
+        for oc in res.object_classes() {
+            for must in schema.all_must(oc) {
+                let canon = schema.attribute(&must).unwrap_or(&must).to_string();
+                if DIRECTORY_FILLED
+                    .iter()
+                    .any(|d| d.eq_ignore_ascii_case(&canon))
+                    || filled.contains(&canon.to_ascii_lowercase())
+                    || !reported.insert(canon.to_ascii_lowercase())
+                {
+                    continue;
+                }
+                must_ok = false;
+                r.fail(format!(
+                    "{}: [{section}.attributes]: object class {oc:?} requires {canon:?} (MUST) but no rule fills it; add a rule, with fallbacks and required = true",
+                    at(section, oc)
+                ));
+            }
+        }
+        if must_ok {
+            r.pass(format!("[{section}] every MUST attribute has a rule"));
+        }
+        let mut parents = vec![("dn", res.parent_dn().to_string())];
+        if *section == "user" {
+            if let Some(to) = &model.mapping.user_policy.deactivate.move_to {
+                parents.push(("deactivate.move_to", to.clone()));
+            }
+        }
+        for (key, parent) in parents {
+            match entry_exists(dir.conn().await, &parent).await {
+                Ok(true) => r.pass(format!("[{section}] {key}: {parent} exists")),
+                Ok(false) => r.fail(format!(
+                    "{}: [{section}] {key}: the parent entry {parent:?} does not exist in the directory",
+                    match key.split_once('.') {
+                        Some((sub, k)) => at(&format!("{section}.{sub}"), k),
+                        None => at(section, key),
+                    }
+                )),
+                Err(e) => r.fail(format!(
+                    "{}: [{section}] {key}: cannot read {parent:?}: {e}",
+                    mapping_file
+                )),
+            }
+        }
+    }
+    r
+}
+
+/// Every attribute the user mapping writes: rules, id attribute and the
+/// deactivation policy's attributes.
+fn user_attributes(m: &Mapping) -> Vec<String> {
+    let mut v: Vec<String> = m
+        .user
+        .managed_attributes()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    for a in m.user_policy.deactivate.attributes() {
+        if !v.iter().any(|x| x.eq_ignore_ascii_case(a)) {
+            v.push(a.to_string());
+        }
+    }
+    v
+}
+
+async fn read_schema(ldap: &mut ldap3::Ldap) -> Result<Schema, String> {
+    let (root, _) = ldap
+        .search(
+            "",
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["subschemaSubentry"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(|e| format!("reading the root DSE: {e}"))?;
+    let dn = root
+        .into_iter()
+        .next()
+        .map(SearchEntry::construct)
+        .and_then(|e| {
+            e.attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("subschemaSubentry"))
+                .and_then(|(_, v)| v.first().cloned())
+        })
+        .unwrap_or_else(|| "cn=Subschema".to_string());
+    let (entries, _) = ldap
+        .search(
+            &dn,
+            Scope::Base,
+            "(objectClass=subschema)",
+            vec!["objectClasses", "attributeTypes"],
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(|e| format!("reading {dn}: {e}"))?;
+    let entry = entries
+        .into_iter()
+        .next()
+        .map(SearchEntry::construct)
+        .ok_or_else(|| format!("{dn} returned nothing (is the bind DN allowed to read it?)"))?;
+    let get = |name: &str| {
+        entry
+            .attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    let schema = Schema::parse(&get("objectClasses"), &get("attributeTypes"));
+    if schema.classes.is_empty() {
+        return Err(format!("{dn} lists no objectClasses"));
+    }
+    Ok(schema)
+}
+
+async fn entry_exists(
+    conn: Result<&mut ldap3::Ldap, ApplyError>,
+    dn: &str,
+) -> Result<bool, String> {
+    let ldap = conn.map_err(|e| format!("{e:?}"))?;
+    match ldap
+        .search(dn, Scope::Base, "(objectClass=*)", vec!["1.1"])
+        .await
+        .and_then(|r| r.success())
+    {
+        Ok((entries, _)) => Ok(!entries.is_empty()),
+        Err(ldap3::LdapError::LdapResult { result }) if result.rc == 32 => Ok(false),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_rfc4512_definitions() {
+        let oc = parse_object_class(
+            "( 2.5.6.6 NAME 'person' DESC 'RFC2256: a person' SUP top STRUCTURAL MUST ( sn $ cn ) MAY ( userPassword $ telephoneNumber ) )",
+        );
+        assert_eq!(oc.names, vec!["person"]);
+        assert_eq!(oc.sup, vec!["top"]);
+        assert_eq!(oc.must, vec!["sn", "cn"]);
+        assert_eq!(oc.may, vec!["userPassword", "telephoneNumber"]);
+        let at = parse_attribute_type(
+            "( 2.5.4.3 NAME ( 'cn' 'commonName' ) DESC 'RFC4519: common name(s)' SUP name )",
+        );
+        assert_eq!(at.oid, "2.5.4.3");
+        assert_eq!(at.names, vec!["cn", "commonName"]);
+    }
+
+    #[test]
+    fn must_attributes_are_inherited_and_aliases_resolve() {
+        let s = Schema::parse(
+            &[
+                "( 2.5.6.0 NAME 'top' ABSTRACT MUST objectClass )".into(),
+                "( 2.5.6.6 NAME 'person' SUP top STRUCTURAL MUST ( sn $ cn ) )".into(),
+                "( 9.9 NAME 'employee' SUP person STRUCTURAL MUST employeeNumber )".into(),
+            ],
+            &["( 2.5.4.3 NAME ( 'cn' 'commonName' ) )".into()],
+        );
+        let mut must = s.all_must("Employee");
+        must.sort();
+        assert_eq!(must, vec!["cn", "employeeNumber", "objectClass", "sn"]);
+        assert_eq!(s.attribute("commonName"), Some("cn"));
+        assert_eq!(s.attribute("2.5.4.3"), Some("cn"));
+        assert!(s.attribute("nope").is_none());
+    }
+
+    #[test]
+    fn locate_finds_keys_and_quoted_values() {
+        let text = "[user]\n# cn = x\nobject_classes = [\"top\", \"person\"]\n[user.attributes]\ncn = \"displayName\"\n[group]\ncn = \"displayName\"\n";
+        assert_eq!(locate("m.toml", text, "user", "cn"), "m.toml:5");
+        assert_eq!(locate("m.toml", text, "group", "cn"), "m.toml:7");
+        assert_eq!(locate("m.toml", text, "user", "person"), "m.toml:3");
+        assert_eq!(locate("m.toml", text, "user", "zz"), "m.toml");
+    }
+}
