@@ -11,8 +11,10 @@ use tracing::{debug, info};
 
 use crate::ldap::WriterHandle;
 use crate::model::SharedModel;
-use crate::scim::filter::parse_filter;
+use crate::scim::discovery;
 use crate::scim::patch::apply_patch;
+use crate::scim::project::Projection;
+use crate::scim::query::{sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{now_rfc3339, Kind, Store, WriteError};
@@ -25,6 +27,10 @@ pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListRespons
 pub const MAX_PAGE: usize = 1000;
 /// Page size when the client gives no `count`.
 pub const DEFAULT_PAGE: usize = 100;
+const PAGE_LIMITS: PageLimits = PageLimits {
+    default: DEFAULT_PAGE,
+    max: MAX_PAGE,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -110,11 +116,22 @@ impl Api {
             "users" => Some(Kind::User),
             _ => None,
         };
-        match (req.method, segments.as_slice()) {
-            (Method::Get, [s]) if s.eq_ignore_ascii_case("ServiceProviderConfig") => Ok(
-                ApiResponse::json(200, service_provider_config(&req.base_url)),
-            ),
+        // Parsed before anything is done, so that a malformed list is a 400
+        // and not a write followed by an error.
+        let projection = projection(req)?;
+        let resp = match (req.method, segments.as_slice()) {
+            (Method::Get, [s, rest @ ..]) if discovery_endpoint(s) && rest.len() <= 1 => {
+                self.discovery(req, s, rest.first().copied())
+            }
+            (_, [s, ..]) if discovery_endpoint(s) => Err(ScimError::new(
+                405,
+                None,
+                "the discovery endpoints answer GET only",
+            )),
             (Method::Get, [k]) if kind(k).is_some() => {
+                self.list(kind(k).unwrap_or(Kind::User), req)
+            }
+            (Method::Post, [k, s]) if kind(k).is_some() && *s == ".search" => {
                 self.list(kind(k).unwrap_or(Kind::User), req)
             }
             (Method::Post, [k]) if kind(k).is_some() => {
@@ -136,6 +153,86 @@ impl Api {
                 Err(ScimError::new(405, None, "method not allowed on this path"))
             }
             _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}",
+                req.path
+            ))),
+        }?;
+        Ok(match segments.first().and_then(|k| kind(k)) {
+            Some(k) => self.project(k, resp, &projection),
+            None => resp,
+        })
+    }
+
+    /// `attributes` / `excludedAttributes` applied to a single resource in
+    /// a response (lists are projected as they are built).
+    fn project(&self, kind: Kind, mut resp: ApiResponse, projection: &Projection) -> ApiResponse {
+        if !matches!(resp.status, 200 | 201) || projection.is_default() {
+            return resp;
+        }
+        if let Some(body) = resp.body.as_mut() {
+            let is_resource = body.get("id").is_some()
+                && !body["schemas"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s == LIST_SCHEMA));
+            if is_resource {
+                projection.apply(body, self.model.current().registry(kind));
+            }
+        }
+        resp
+    }
+
+    /// `/ServiceProviderConfig`, `/Schemas[/{id}]`, `/ResourceTypes[/{name}]`.
+    fn discovery(
+        &self,
+        req: &ApiRequest,
+        endpoint: &str,
+        id: Option<&str>,
+    ) -> Result<ApiResponse, ScimError> {
+        // RFC 7644 §4: a filter here would be silently ignored, which a
+        // client could take for a match; refuse it instead.
+        if req
+            .query
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("filter") && !v.trim().is_empty())
+        {
+            return Err(ScimError::new(
+                403,
+                None,
+                "the discovery endpoints do not support filtering",
+            ));
+        }
+        let model = self.model.current();
+        let mut types = vec![discovery::ResourceType {
+            name: "User",
+            endpoint: "/Users",
+            description: "User Account",
+            schemas: &model.users,
+        }];
+        if model.mapping.group.is_some() {
+            types.push(discovery::ResourceType {
+                name: "Group",
+                endpoint: "/Groups",
+                description: "Group",
+                schemas: &model.groups,
+            });
+        }
+        let base = req.base_url.as_str();
+        let found = match (endpoint.to_ascii_lowercase().as_str(), id) {
+            ("serviceproviderconfig", None) => Some(discovery::service_provider_config(
+                base,
+                discovery::Capabilities {
+                    max_results: MAX_PAGE,
+                },
+            )),
+            ("schemas", None) => Some(discovery::schemas(base, &types)),
+            ("schemas", Some(id)) => discovery::find_schema(base, &types, id),
+            ("resourcetypes", None) => Some(discovery::resource_types(base, &types)),
+            ("resourcetypes", Some(name)) => discovery::find_resource_type(base, &types, name),
+            _ => None,
+        };
+        match found {
+            Some(doc) => Ok(ApiResponse::json(200, doc)),
+            None => Err(ScimError::not_found(format!(
                 "no SCIM endpoint at {}",
                 req.path
             ))),
@@ -386,40 +483,25 @@ impl Api {
         Ok(())
     }
 
+    /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page.
+    /// Projection (`attributes` / `excludedAttributes`) is left to the
+    /// caller.
     fn list(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
-        let param = |name: &str| {
-            req.query
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+        let q = match req.method {
+            Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
+            _ => ListQuery::from_params(&req.query, PAGE_LIMITS)?,
         };
-        let start = match param("startIndex") {
-            None => 1,
-            Some(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| {
-                    ScimError::invalid_value(format!("startIndex {s:?} is not an integer"))
-                })?
-                .max(1) as usize,
-        };
-        let count = match param("count") {
-            None => DEFAULT_PAGE,
-            Some(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| ScimError::invalid_value(format!("count {s:?} is not an integer")))?
-                .clamp(0, MAX_PAGE as i64) as usize,
-        };
+        let start = q.start_index;
+        let count = q.count;
         let model = self.model.current();
         let reg: &SchemaRegistry = model.registry(kind);
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
 
         let mut matched: Vec<Value> = Vec::new();
         let total;
-        match param("filter").filter(|f| !f.trim().is_empty()) {
-            Some(text) => {
-                let filter = parse_filter(text)?;
+        match q.filter.as_ref() {
+            Some(filter) => {
+                filter.validate(reg)?;
                 let indexed = match filter.eq_lookup() {
                     Some((path, value)) => {
                         let name = match &path.sub {
@@ -459,7 +541,12 @@ impl Api {
                     }
                 }
                 total = matched.len();
-                matched = matched.into_iter().skip(start - 1).take(count).collect();
+            }
+            None if q.sort_by.is_some() => {
+                for r in self.store.scan(kind) {
+                    matched.push(r.map_err(internal)?);
+                }
+                total = matched.len();
             }
             None => {
                 total = self.store.count(kind);
@@ -468,14 +555,28 @@ impl Api {
                 }
             }
         }
+        if q.filter.is_some() || q.sort_by.is_some() {
+            if let Some(by) = &q.sort_by {
+                sort_resources(&mut matched, by, q.descending, reg);
+            }
+            matched = matched.into_iter().skip(start - 1).take(count).collect();
+        }
+        let resources: Vec<Value> = matched
+            .into_iter()
+            .map(|r| {
+                let mut r = self.present(kind, r);
+                q.projection.apply(&mut r, reg);
+                r
+            })
+            .collect();
         Ok(ApiResponse::json(
             200,
             json!({
                 "schemas": [LIST_SCHEMA],
                 "totalResults": total,
                 "startIndex": start,
-                "itemsPerPage": matched.len(),
-                "Resources": matched.into_iter().map(|r| self.present(kind, r)).collect::<Vec<_>>(),
+                "itemsPerPage": resources.len(),
+                "Resources": resources,
             }),
         ))
     }
@@ -569,21 +670,21 @@ fn strip_meta(v: &Value) -> Value {
     v
 }
 
-fn service_provider_config(base_url: &str) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": true, "maxResults": MAX_PAGE},
-        "changePassword": {"supported": false},
-        "sort": {"supported": false},
-        "etag": {"supported": true},
-        "authenticationSchemes": [{
-            "type": "oauthbearertoken",
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a bearer token made by `scim2ldap token`",
-            "primary": true
-        }],
-        "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base_url}/ServiceProviderConfig")}
-    })
+fn discovery_endpoint(segment: &str) -> bool {
+    ["ServiceProviderConfig", "Schemas", "ResourceTypes"]
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(segment))
+}
+
+/// The `attributes` / `excludedAttributes` of a request's query string.
+/// A handler can ask it [`Projection::wants`] before reading a resource,
+/// to skip what will not be returned (a group's members).
+pub fn projection(req: &ApiRequest) -> Result<Projection, ScimError> {
+    let param = |name: &str| {
+        req.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    Projection::parse(param("attributes"), param("excludedAttributes"))
 }
