@@ -119,15 +119,19 @@ impl Api {
         // Parsed before anything is done, so that a malformed list is a 400
         // and not a write followed by an error.
         let projection = projection(req)?;
+        // The resource types this version serves, for discovery and for a
+        // search across all of them.
+        let served: Vec<Kind> = ["Users", "Groups"].iter().filter_map(|s| kind(s)).collect();
         let resp = match (req.method, segments.as_slice()) {
             (Method::Get, [s, rest @ ..]) if discovery_endpoint(s) && rest.len() <= 1 => {
-                self.discovery(req, s, rest.first().copied())
+                self.discovery(req, &served, s, rest.first().copied())
             }
             (_, [s, ..]) if discovery_endpoint(s) => Err(ScimError::new(
                 405,
                 None,
                 "the discovery endpoints answer GET only",
             )),
+            (Method::Post, [s]) if *s == ".search" => self.search_all(&served, req),
             (Method::Get, [k]) if kind(k).is_some() => {
                 self.list(kind(k).unwrap_or(Kind::User), req)
             }
@@ -185,6 +189,7 @@ impl Api {
     fn discovery(
         &self,
         req: &ApiRequest,
+        served: &[Kind],
         endpoint: &str,
         id: Option<&str>,
     ) -> Result<ApiResponse, ScimError> {
@@ -202,13 +207,17 @@ impl Api {
             ));
         }
         let model = self.model.current();
-        let mut types = vec![discovery::ResourceType {
-            name: "User",
-            endpoint: "/Users",
-            description: "User Account",
-            schemas: &model.users,
-        }];
-        if model.mapping.group.is_some() {
+        let mut types = Vec::new();
+        if served.contains(&Kind::User) {
+            types.push(discovery::ResourceType {
+                name: "User",
+                endpoint: "/Users",
+                description: "User Account",
+                schemas: &model.users,
+            });
+        }
+        // Groups are discoverable only where the mapping provisions them.
+        if served.contains(&Kind::Group) && model.mapping.group.is_some() {
             types.push(discovery::ResourceType {
                 name: "Group",
                 endpoint: "/Groups",
@@ -491,6 +500,55 @@ impl Api {
             Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
             _ => ListQuery::from_params(&req.query, PAGE_LIMITS)?,
         };
+        let (total, page) = self.page(kind, &q)?;
+        let model = self.model.current();
+        let reg = model.registry(kind);
+        let resources = page
+            .into_iter()
+            .map(|r| {
+                let mut r = self.present(kind, r);
+                q.projection.apply(&mut r, reg);
+                r
+            })
+            .collect();
+        Ok(list_response(total, q.start_index, resources))
+    }
+
+    /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource
+    /// type served; attributes are resolved against each type's schemas.
+    fn search_all(&self, served: &[Kind], req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let q = ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?;
+        let everything = ListQuery {
+            start_index: 1,
+            count: usize::MAX,
+            sort_by: None,
+            ..q.clone()
+        };
+        let model = self.model.current();
+        let mut all = Vec::new();
+        for &kind in served {
+            let reg = model.registry(kind);
+            for r in self.page(kind, &everything)?.1 {
+                let mut r = self.present(kind, r);
+                q.projection.apply(&mut r, reg);
+                all.push(r);
+            }
+        }
+        if let Some(by) = &q.sort_by {
+            sort_resources(&mut all, by, q.descending, model.registry(Kind::User));
+        }
+        let total = all.len();
+        let page = all
+            .into_iter()
+            .skip(q.start_index - 1)
+            .take(q.count)
+            .collect();
+        Ok(list_response(total, q.start_index, page))
+    }
+
+    /// The resources of one page of a list, unprojected, and how many
+    /// matched in all.
+    fn page(&self, kind: Kind, q: &ListQuery) -> Result<(usize, Vec<Value>), ScimError> {
         let start = q.start_index;
         let count = q.count;
         let model = self.model.current();
@@ -561,24 +619,7 @@ impl Api {
             }
             matched = matched.into_iter().skip(start - 1).take(count).collect();
         }
-        let resources: Vec<Value> = matched
-            .into_iter()
-            .map(|r| {
-                let mut r = self.present(kind, r);
-                q.projection.apply(&mut r, reg);
-                r
-            })
-            .collect();
-        Ok(ApiResponse::json(
-            200,
-            json!({
-                "schemas": [LIST_SCHEMA],
-                "totalResults": total,
-                "startIndex": start,
-                "itemsPerPage": resources.len(),
-                "Resources": resources,
-            }),
-        ))
+        Ok((total, matched))
     }
 }
 
@@ -668,6 +709,19 @@ fn strip_meta(v: &Value) -> Value {
         o.remove("meta");
     }
     v
+}
+
+fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> ApiResponse {
+    ApiResponse::json(
+        200,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    )
 }
 
 fn discovery_endpoint(segment: &str) -> bool {
