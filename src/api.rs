@@ -51,6 +51,8 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
     pub if_match: Option<String>,
+    /// `If-None-Match` on a GET: 304 when the resource is at that version.
+    pub if_none_match: Option<String>,
     /// Absolute URL of the SCIM base, for `Location` and `meta.location`.
     pub base_url: String,
 }
@@ -337,8 +339,19 @@ impl Api {
         Ok(resp)
     }
 
-    fn get(&self, kind: Kind, id: &str, _req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+    fn get(&self, kind: Kind, id: &str, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
         let resource = self.load(kind, id)?;
+        if let Some(tags) = req.if_none_match.as_deref() {
+            let version = crate::store::version_of(&resource);
+            if etag_listed(tags, &version) {
+                return Ok(ApiResponse {
+                    status: 304,
+                    body: None,
+                    location: None,
+                    etag: Some(version),
+                });
+            }
+        }
         Ok(ApiResponse::json(200, self.present(kind, resource)))
     }
 
@@ -643,9 +656,7 @@ fn check_if_match(req: &ApiRequest, current: &Value) -> Result<(), ScimError> {
         return Ok(());
     };
     let version = crate::store::version_of(current);
-    let ok = want.split(',').map(str::trim).any(|w| {
-        w == "*" || w == version || w.trim_start_matches("W/") == version.trim_start_matches("W/")
-    });
+    let ok = etag_listed(want, &version);
     if ok {
         Ok(())
     } else {
@@ -655,6 +666,14 @@ fn check_if_match(req: &ApiRequest, current: &Value) -> Result<(), ScimError> {
             format!("If-Match {want} does not match the current version {version}"),
         ))
     }
+}
+
+/// Whether an `If-Match` / `If-None-Match` list names `version` (or is
+/// `*`). Weak comparison (RFC 9110 §8.8.3.2): `W/` is ignored.
+fn etag_listed(list: &str, version: &str) -> bool {
+    list.split(',').map(str::trim).any(|w| {
+        w == "*" || w == version || w.trim_start_matches("W/") == version.trim_start_matches("W/")
+    })
 }
 
 pub fn location(base_url: &str, kind: Kind, id: &str) -> String {

@@ -3,5 +3,6 @@
 
 mod harness;
 mod layering;
+mod protocol;
 mod slapd;
 mod users;
