@@ -155,7 +155,7 @@ impl Api {
             (Method::Delete, [k, id]) if kind(k).is_some() => {
                 self.delete(kind(k).unwrap_or(Kind::User), id, req).await
             }
-            (_, [k, ..]) if kind(k).is_some() => {
+            (_, [k] | [k, _]) if kind(k).is_some() => {
                 Err(ScimError::new(405, None, "method not allowed on this path"))
             }
             _ => Err(ScimError::not_found(format!(

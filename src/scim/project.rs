@@ -138,7 +138,8 @@ impl Projection {
     }
 
     /// Whether any part of the top-level attribute `name` (of the core
-    /// schema, or unqualified) will be in the response.
+    /// schema, or unqualified) may be in the response. `false` is a
+    /// promise: the attribute will not be returned, so it need not be read.
     pub fn wants(&self, name: &str, reg: &SchemaRegistry) -> bool {
         let path = AttrPath::new(name);
         match reg.resolve(&path) {
@@ -504,5 +505,70 @@ mod tests {
             json!({"schemas": [CORE_USER_URN], "id": "42"}),
         );
         check(None, Some("nosuch"), user());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn name() -> impl Strategy<Value = String> {
+            prop::sample::select(vec![
+                "id",
+                "schemas",
+                "userName",
+                "USERNAME",
+                "name",
+                "name.givenName",
+                "emails",
+                "emails.value",
+                "emails.type",
+                "active",
+                "meta",
+                "meta.version",
+                "nosuch",
+                "department",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User",
+                "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+                "urn:ietf:params:scim:schemas:core:2.0:User:userName",
+            ])
+            .prop_map(str::to_string)
+        }
+
+        /// Every key of `a`, recursively, is in `b` with the same scalar.
+        fn subset(a: &Value, b: &Value) -> bool {
+            match (a, b) {
+                (Value::Object(x), Value::Object(y)) => x
+                    .iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| subset(v, w))),
+                (Value::Array(x), Value::Array(y)) => {
+                    x.iter().all(|v| y.iter().any(|w| subset(v, w)))
+                }
+                _ => a == b,
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn projection_keeps_id_only_removes_and_is_idempotent(
+                include in prop::collection::vec(name(), 0..4),
+                exclude in prop::collection::vec(name(), 0..4),
+            ) {
+                let p = Projection::parse(Some(&include.join(",")), Some(&exclude.join(","))).unwrap();
+                let mut once = user();
+                p.apply(&mut once, &reg());
+                prop_assert_eq!(&once["id"], &json!("42"));
+                prop_assert!(once["schemas"].as_array().is_some_and(|s| s[0] == CORE_USER_URN));
+                prop_assert!(subset(&once, &user()), "{} is not part of the user", once);
+                let mut twice = once.clone();
+                p.apply(&mut twice, &reg());
+                prop_assert_eq!(&twice, &once);
+                // `wants` is safe: what it rules out is never returned.
+                for attr in ["userName", "name", "emails", "active", "meta"] {
+                    if !p.wants(attr, &reg()) {
+                        prop_assert!(once.get(attr).is_none(), "{}", attr);
+                    }
+                }
+            }
+        }
     }
 }
