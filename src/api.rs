@@ -14,7 +14,7 @@ use crate::model::SharedModel;
 use crate::scim::discovery;
 use crate::scim::patch::apply_patch;
 use crate::scim::project::Projection;
-use crate::scim::query::{sort_resources, ListQuery, PageLimits};
+use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{now_rfc3339, Kind, Store, WriteError};
@@ -505,9 +505,8 @@ impl Api {
         Ok(())
     }
 
-    /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page.
-    /// Projection (`attributes` / `excludedAttributes`) is left to the
-    /// caller.
+    /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page,
+    /// then project each resource (`attributes` / `excludedAttributes`).
     fn list(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
         let q = match req.method {
             Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
@@ -538,23 +537,35 @@ impl Api {
             ..q.clone()
         };
         let model = self.model.current();
-        let mut all = Vec::new();
+        let mut all: Vec<(Kind, Value)> = Vec::new();
         for &kind in served {
-            let reg = model.registry(kind);
-            for r in self.page(kind, &everything)?.1 {
-                let mut r = self.present(kind, r);
-                q.projection.apply(&mut r, reg);
-                all.push(r);
-            }
+            all.extend(
+                self.page(kind, &everything)?
+                    .1
+                    .into_iter()
+                    .map(|r| (kind, r)),
+            );
         }
+        // Sorted before projection, which may remove the sort attribute.
         if let Some(by) = &q.sort_by {
-            sort_resources(&mut all, by, q.descending, model.registry(Kind::User));
+            let raw: Vec<Value> = all.iter().map(|(_, r)| r.clone()).collect();
+            let order = sort_order(&raw, by, q.descending, model.registry(Kind::User));
+            let mut slots: Vec<Option<(Kind, Value)>> = all.into_iter().map(Some).collect();
+            all = order
+                .into_iter()
+                .filter_map(|i| slots.get_mut(i)?.take())
+                .collect();
         }
         let total = all.len();
         let page = all
             .into_iter()
             .skip(q.start_index - 1)
             .take(q.count)
+            .map(|(kind, r)| {
+                let mut r = self.present(kind, r);
+                q.projection.apply(&mut r, model.registry(kind));
+                r
+            })
             .collect();
         Ok(list_response(total, q.start_index, page))
     }

@@ -264,13 +264,27 @@ fn sort_key(resource: &Value, path: &AttrPath, reg: &SchemaRegistry) -> Key {
 
 /// Sorts by `path` (stable: equal keys keep their order), comparing strings
 /// with the attribute's case-exactness. Resources with no value come last
-/// in ascending order and first in descending order.
+/// in ascending order and first in descending order (RFC 7644 §3.4.2.3).
 pub fn sort_resources(
     resources: &mut [Value],
     path: &AttrPath,
     descending: bool,
     reg: &SchemaRegistry,
 ) {
+    let order = sort_order(resources, path, descending, reg);
+    let mut taken: Vec<Option<Value>> = resources.iter_mut().map(|r| Some(r.take())).collect();
+    for (slot, i) in resources.iter_mut().zip(order) {
+        *slot = taken[i].take().unwrap_or(Value::Null);
+    }
+}
+
+/// The order [`sort_resources`] would give, as indexes into `resources`.
+pub fn sort_order(
+    resources: &[Value],
+    path: &AttrPath,
+    descending: bool,
+    reg: &SchemaRegistry,
+) -> Vec<usize> {
     let mut keyed: Vec<(Key, usize)> = resources
         .iter()
         .enumerate()
@@ -281,10 +295,7 @@ pub fn sort_resources(
         let o = if descending { o.reverse() } else { o };
         o.then(i.cmp(j))
     });
-    let mut taken: Vec<Option<Value>> = resources.iter_mut().map(|r| Some(r.take())).collect();
-    for (slot, (_, i)) in resources.iter_mut().zip(keyed) {
-        *slot = taken[i].take().unwrap_or(Value::Null);
-    }
+    keyed.into_iter().map(|(_, i)| i).collect()
 }
 
 #[cfg(test)]

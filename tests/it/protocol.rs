@@ -677,6 +677,23 @@ async fn okta_import_paging_sorting_and_search() {
     assert_eq!(r.body["totalResults"], 1);
     assert!(r.body["Resources"][0].get("emails").is_none());
     assert_eq!(r.body["Resources"][0]["userName"], "bob");
+    // Sorting happens before projection removes the sort attribute.
+    let r = h
+        .send(
+            "POST",
+            "/.search",
+            Some(json!({"sortBy": "userName", "attributes": ["name.givenName"], "count": 3})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let given: Vec<&str> = r.body["Resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["name"]["givenName"].as_str().unwrap())
+        .collect();
+    assert_eq!(given, ["Alice", "bob", "carol"]);
+    assert!(r.body["Resources"][0].get("userName").is_none());
     let r = h
         .send(
             "POST",
