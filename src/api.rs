@@ -172,7 +172,7 @@ impl Api {
     /// `attributes` / `excludedAttributes` applied to a single resource in
     /// a response (lists are projected as they are built).
     fn project(&self, kind: Kind, mut resp: ApiResponse, projection: &Projection) -> ApiResponse {
-        if !matches!(resp.status, 200 | 201) || projection.is_default() {
+        if !matches!(resp.status, 200 | 201) {
             return resp;
         }
         if let Some(body) = resp.body.as_mut() {
