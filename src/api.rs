@@ -12,9 +12,11 @@ use tracing::{debug, info};
 use crate::ldap::WriterHandle;
 use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
-use crate::scim::filter::parse_filter;
+use crate::scim::discovery;
 use crate::scim::members::{split_member_ops, take_members, MemberEdit};
 use crate::scim::patch::{apply_operations, parse_patch_request};
+use crate::scim::project::Projection;
+use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{now_rfc3339, Kind, MemberOps, Store, WriteError};
@@ -27,6 +29,10 @@ pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListRespons
 pub const MAX_PAGE: usize = 1000;
 /// Page size when the client gives no `count`.
 pub const DEFAULT_PAGE: usize = 100;
+const PAGE_LIMITS: PageLimits = PageLimits {
+    default: DEFAULT_PAGE,
+    max: MAX_PAGE,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -47,6 +53,8 @@ pub struct ApiRequest {
     pub query: Vec<(String, String)>,
     pub body: Option<Value>,
     pub if_match: Option<String>,
+    /// `If-None-Match` on a GET: 304 when the resource is at that version.
+    pub if_none_match: Option<String>,
     /// Absolute URL of the SCIM base, for `Location` and `meta.location`.
     pub base_url: String,
 }
@@ -115,14 +123,29 @@ impl Api {
             "groups" => Some(Kind::Group),
             _ => None,
         };
-        match (req.method, segments.as_slice()) {
-            (Method::Get, [s]) if s.eq_ignore_ascii_case("ServiceProviderConfig") => Ok(
-                ApiResponse::json(200, service_provider_config(&req.base_url)),
-            ),
+        // Parsed before anything is done, so that a malformed list is a 400
+        // and not a write followed by an error.
+        let projection = projection(req)?;
+        // The resource types this version serves, for discovery and for a
+        // search across all of them.
+        let served: Vec<Kind> = ["Users", "Groups"].iter().filter_map(|s| kind(s)).collect();
+        let resp = match (req.method, segments.as_slice()) {
+            (Method::Get, [s, rest @ ..]) if discovery_endpoint(s) && rest.len() <= 1 => {
+                self.discovery(req, &served, s, rest.first().copied())
+            }
+            (_, [s, ..]) if discovery_endpoint(s) => Err(ScimError::new(
+                405,
+                None,
+                "the discovery endpoints answer GET only",
+            )),
+            (Method::Post, [s]) if *s == ".search" => self.search_all(&served, req),
             (Method::Get, [k]) if kind(k).is_some() => {
                 let kind = kind(k).unwrap_or(Kind::User);
                 self.adopt_on_miss(kind, req).await;
                 self.list(kind, req)
+            }
+            (Method::Post, [k, s]) if kind(k).is_some() && *s == ".search" => {
+                self.list(kind(k).unwrap_or(Kind::User), req)
             }
             (Method::Post, [k]) if kind(k).is_some() => {
                 self.create(kind(k).unwrap_or(Kind::User), req).await
@@ -139,10 +162,95 @@ impl Api {
             (Method::Delete, [k, id]) if kind(k).is_some() => {
                 self.delete(kind(k).unwrap_or(Kind::User), id, req).await
             }
-            (_, [k, ..]) if kind(k).is_some() => {
+            (_, [k] | [k, _]) if kind(k).is_some() => {
                 Err(ScimError::new(405, None, "method not allowed on this path"))
             }
             _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}",
+                req.path
+            ))),
+        }?;
+        Ok(match segments.first().and_then(|k| kind(k)) {
+            Some(k) => self.project(k, resp, &projection),
+            None => resp,
+        })
+    }
+
+    /// `attributes` / `excludedAttributes` applied to a single resource in
+    /// a response (lists are projected as they are built).
+    fn project(&self, kind: Kind, mut resp: ApiResponse, projection: &Projection) -> ApiResponse {
+        if !matches!(resp.status, 200 | 201) {
+            return resp;
+        }
+        if let Some(body) = resp.body.as_mut() {
+            let is_resource = body.get("id").is_some()
+                && !body["schemas"]
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|s| s == LIST_SCHEMA));
+            if is_resource {
+                projection.apply(body, self.model.current().registry(kind));
+            }
+        }
+        resp
+    }
+
+    /// `/ServiceProviderConfig`, `/Schemas[/{id}]`, `/ResourceTypes[/{name}]`.
+    fn discovery(
+        &self,
+        req: &ApiRequest,
+        served: &[Kind],
+        endpoint: &str,
+        id: Option<&str>,
+    ) -> Result<ApiResponse, ScimError> {
+        // RFC 7644 §4: a filter here would be silently ignored, which a
+        // client could take for a match; refuse it instead.
+        if req
+            .query
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("filter") && !v.trim().is_empty())
+        {
+            return Err(ScimError::new(
+                403,
+                None,
+                "the discovery endpoints do not support filtering",
+            ));
+        }
+        let model = self.model.current();
+        let mut types = Vec::new();
+        if served.contains(&Kind::User) {
+            types.push(discovery::ResourceType {
+                name: "User",
+                endpoint: "/Users",
+                description: "User Account",
+                schemas: &model.users,
+            });
+        }
+        // Groups are discoverable only where the mapping provisions them.
+        if served.contains(&Kind::Group) && model.mapping.group.is_some() {
+            types.push(discovery::ResourceType {
+                name: "Group",
+                endpoint: "/Groups",
+                description: "Group",
+                schemas: &model.groups,
+            });
+        }
+        let base = req.base_url.as_str();
+        let found = match (endpoint.to_ascii_lowercase().as_str(), id) {
+            ("serviceproviderconfig", None) => Some(discovery::service_provider_config(
+                base,
+                discovery::Capabilities {
+                    max_results: MAX_PAGE,
+                },
+            )),
+            ("schemas", None) => Some(discovery::schemas(base, &types)),
+            ("schemas", Some(id)) => discovery::find_schema(base, &types, id),
+            ("resourcetypes", None) => Some(discovery::resource_types(base, &types)),
+            ("resourcetypes", Some(name)) => discovery::find_resource_type(base, &types, name),
+            _ => None,
+        };
+        match found {
+            Some(doc) => Ok(ApiResponse::json(200, doc)),
+            None => Err(ScimError::not_found(format!(
                 "no SCIM endpoint at {}",
                 req.path
             ))),
@@ -308,6 +416,17 @@ impl Api {
 
     fn get(&self, kind: Kind, id: &str, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
         let resource = self.load(kind, id)?;
+        if let Some(tags) = req.if_none_match.as_deref() {
+            let version = crate::store::version_of(&resource);
+            if etag_listed(tags, &version) {
+                return Ok(ApiResponse {
+                    status: 304,
+                    body: None,
+                    location: None,
+                    etag: Some(version),
+                });
+            }
+        }
         Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
     }
 
@@ -534,19 +653,23 @@ impl Api {
     /// (a group's `members`, a user's `groups`), attributes that are never
     /// returned (password) removed. `excludedAttributes=members` skips
     /// reading the member list.
-    fn present(
+    fn present(&self, kind: Kind, resource: Value, req: &ApiRequest) -> Result<Value, ScimError> {
+        self.present_with(kind, resource, req, &projection(req)?)
+    }
+
+    /// [`Api::present`] with the projection already parsed (lists parse it
+    /// once): `members` and `groups` are read only when they will be
+    /// returned.
+    fn present_with(
         &self,
         kind: Kind,
         mut resource: Value,
         req: &ApiRequest,
+        projection: &Projection,
     ) -> Result<Value, ScimError> {
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
-        let excluded = |name: &str| {
-            req.query.iter().any(|(k, v)| {
-                k.eq_ignore_ascii_case("excludedAttributes")
-                    && v.split(',').any(|a| a.trim().eq_ignore_ascii_case(name))
-            })
-        };
+        let model = self.model.current();
+        let excluded = |name: &str| !projection.wants(name, model.registry(kind));
         let id = resource
             .get("id")
             .and_then(Value::as_str)
@@ -597,40 +720,85 @@ impl Api {
         Ok(())
     }
 
+    /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page,
+    /// then project each resource (`attributes` / `excludedAttributes`).
     fn list(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
-        let param = |name: &str| {
-            req.query
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_str())
+        let q = match req.method {
+            Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
+            _ => ListQuery::from_params(&req.query, PAGE_LIMITS)?,
         };
-        let start = match param("startIndex") {
-            None => 1,
-            Some(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| {
-                    ScimError::invalid_value(format!("startIndex {s:?} is not an integer"))
-                })?
-                .max(1) as usize,
+        let (total, page) = self.page(kind, &q)?;
+        let model = self.model.current();
+        let reg = model.registry(kind);
+        let resources = page
+            .into_iter()
+            .map(|r| {
+                let mut r = self.present_with(kind, r, req, &q.projection)?;
+                q.projection.apply(&mut r, reg);
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>, ScimError>>()?;
+        Ok(list_response(total, q.start_index, resources))
+    }
+
+    /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource
+    /// type served; attributes are resolved against each type's schemas.
+    fn search_all(&self, served: &[Kind], req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let q = ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?;
+        let everything = ListQuery {
+            start_index: 1,
+            count: usize::MAX,
+            sort_by: None,
+            ..q.clone()
         };
-        let count = match param("count") {
-            None => DEFAULT_PAGE,
-            Some(s) => s
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| ScimError::invalid_value(format!("count {s:?} is not an integer")))?
-                .clamp(0, MAX_PAGE as i64) as usize,
-        };
+        let model = self.model.current();
+        let mut all: Vec<(Kind, Value)> = Vec::new();
+        for &kind in served {
+            all.extend(
+                self.page(kind, &everything)?
+                    .1
+                    .into_iter()
+                    .map(|r| (kind, r)),
+            );
+        }
+        // Sorted before projection, which may remove the sort attribute.
+        if let Some(by) = &q.sort_by {
+            let raw: Vec<Value> = all.iter().map(|(_, r)| r.clone()).collect();
+            let order = sort_order(&raw, by, q.descending, model.registry(Kind::User));
+            let mut slots: Vec<Option<(Kind, Value)>> = all.into_iter().map(Some).collect();
+            all = order
+                .into_iter()
+                .filter_map(|i| slots.get_mut(i)?.take())
+                .collect();
+        }
+        let total = all.len();
+        let page = all
+            .into_iter()
+            .skip(q.start_index - 1)
+            .take(q.count)
+            .map(|(kind, r)| {
+                let mut r = self.present_with(kind, r, req, &q.projection)?;
+                q.projection.apply(&mut r, model.registry(kind));
+                Ok(r)
+            })
+            .collect::<Result<Vec<_>, ScimError>>()?;
+        Ok(list_response(total, q.start_index, page))
+    }
+
+    /// The resources of one page of a list, unprojected, and how many
+    /// matched in all.
+    fn page(&self, kind: Kind, q: &ListQuery) -> Result<(usize, Vec<Value>), ScimError> {
+        let start = q.start_index;
+        let count = q.count;
         let model = self.model.current();
         let reg: &SchemaRegistry = model.registry(kind);
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
 
         let mut matched: Vec<Value> = Vec::new();
         let total;
-        match param("filter").filter(|f| !f.trim().is_empty()) {
-            Some(text) => {
-                let filter = parse_filter(text)?;
+        match q.filter.as_ref() {
+            Some(filter) => {
+                filter.validate(reg)?;
                 let indexed = match filter.eq_lookup() {
                     Some((path, value)) => {
                         let name = match &path.sub {
@@ -670,7 +838,12 @@ impl Api {
                     }
                 }
                 total = matched.len();
-                matched = matched.into_iter().skip(start - 1).take(count).collect();
+            }
+            None if q.sort_by.is_some() => {
+                for r in self.store.scan(kind) {
+                    matched.push(r.map_err(internal)?);
+                }
+                total = matched.len();
             }
             None => {
                 total = self.store.count(kind);
@@ -679,16 +852,13 @@ impl Api {
                 }
             }
         }
-        Ok(ApiResponse::json(
-            200,
-            json!({
-                "schemas": [LIST_SCHEMA],
-                "totalResults": total,
-                "startIndex": start,
-                "itemsPerPage": matched.len(),
-                "Resources": matched.into_iter().map(|r| self.present(kind, r, req)).collect::<Result<Vec<_>, _>>()?,
-            }),
-        ))
+        if q.filter.is_some() || q.sort_by.is_some() {
+            if let Some(by) = &q.sort_by {
+                sort_resources(&mut matched, by, q.descending, reg);
+            }
+            matched = matched.into_iter().skip(start - 1).take(count).collect();
+        }
+        Ok((total, matched))
     }
 }
 
@@ -712,9 +882,7 @@ fn check_if_match(req: &ApiRequest, current: &Value) -> Result<(), ScimError> {
         return Ok(());
     };
     let version = crate::store::version_of(current);
-    let ok = want.split(',').map(str::trim).any(|w| {
-        w == "*" || w == version || w.trim_start_matches("W/") == version.trim_start_matches("W/")
-    });
+    let ok = etag_listed(want, &version);
     if ok {
         Ok(())
     } else {
@@ -724,6 +892,14 @@ fn check_if_match(req: &ApiRequest, current: &Value) -> Result<(), ScimError> {
             format!("If-Match {want} does not match the current version {version}"),
         ))
     }
+}
+
+/// Whether an `If-Match` / `If-None-Match` list names `version` (or is
+/// `*`). Weak comparison (RFC 9110 §8.8.3.2): `W/` is ignored.
+fn etag_listed(list: &str, version: &str) -> bool {
+    list.split(',').map(str::trim).any(|w| {
+        w == "*" || w == version || w.trim_start_matches("W/") == version.trim_start_matches("W/")
+    })
 }
 
 pub fn location(base_url: &str, kind: Kind, id: &str) -> String {
@@ -780,21 +956,34 @@ fn strip_meta(v: &Value) -> Value {
     v
 }
 
-fn service_provider_config(base_url: &str) -> Value {
-    json!({
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"],
-        "patch": {"supported": true},
-        "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
-        "filter": {"supported": true, "maxResults": MAX_PAGE},
-        "changePassword": {"supported": false},
-        "sort": {"supported": false},
-        "etag": {"supported": true},
-        "authenticationSchemes": [{
-            "type": "oauthbearertoken",
-            "name": "OAuth Bearer Token",
-            "description": "Authentication with a bearer token made by `scim2ldap token`",
-            "primary": true
-        }],
-        "meta": {"resourceType": "ServiceProviderConfig", "location": format!("{base_url}/ServiceProviderConfig")}
-    })
+fn list_response(total: usize, start_index: usize, resources: Vec<Value>) -> ApiResponse {
+    ApiResponse::json(
+        200,
+        json!({
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start_index,
+            "itemsPerPage": resources.len(),
+            "Resources": resources,
+        }),
+    )
+}
+
+fn discovery_endpoint(segment: &str) -> bool {
+    ["ServiceProviderConfig", "Schemas", "ResourceTypes"]
+        .iter()
+        .any(|e| e.eq_ignore_ascii_case(segment))
+}
+
+/// The `attributes` / `excludedAttributes` of a request's query string.
+/// A handler can ask it [`Projection::wants`] before reading a resource,
+/// to skip what will not be returned (a group's members).
+pub fn projection(req: &ApiRequest) -> Result<Projection, ScimError> {
+    let param = |name: &str| {
+        req.query
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    Projection::parse(param("attributes"), param("excludedAttributes"))
 }

@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, LOCATION,
-    RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, IF_NONE_MATCH,
+    LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -272,6 +272,11 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
         .get(IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    let if_none_match = req
+        .headers()
+        .get(IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let base_url = match &edge.server.public_url {
         Some(u) => format!("{u}{base}"),
         None => {
@@ -295,6 +300,7 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
         query,
         body,
         if_match,
+        if_none_match,
         base_url,
     };
     (respond(edge.api.handle(api_req).await), client)
@@ -430,7 +436,7 @@ fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(body));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    if status != StatusCode::NO_CONTENT {
+    if status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
         h.insert(CONTENT_TYPE, HeaderValue::from_static(SCIM_CONTENT_TYPE));
     }
     if let Some(l) = r.location.and_then(|l| HeaderValue::from_str(&l).ok()) {

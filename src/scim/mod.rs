@@ -1,9 +1,12 @@
 //! The SCIM core: pure, no I/O.
+pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod json;
 pub mod members;
 pub mod patch;
 pub mod path;
+pub mod project;
+pub mod query;
 pub mod schema;
 pub use error::{ScimError, ScimType};

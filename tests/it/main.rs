@@ -7,6 +7,7 @@ mod groups;
 mod harness;
 mod journal;
 mod layering;
+mod protocol;
 mod service;
 mod slapd;
 mod users;
