@@ -389,10 +389,7 @@ impl Api {
         // The id and meta are the server's to assign (RFC 7643 §3.1).
         strip_read_only(&mut resource, self.model.current().registry(kind));
         let edit = match kind {
-            Kind::Group => Some(MemberEdit {
-                replace: Some(take_members(&mut resource)?),
-                ..Default::default()
-            }),
+            Kind::Group => Some(take_members(&mut resource)?),
             Kind::User => None,
         };
         let id = uuid::Uuid::new_v4().to_string();
@@ -471,6 +468,7 @@ impl Api {
                 .map(kind_of)
                 .collect::<Result<Vec<_>, _>>()?,
             remove: edit.remove,
+            displays: edit.displays.into_iter().collect(),
         })
     }
 
@@ -493,10 +491,7 @@ impl Api {
         }
         strip_read_only(&mut resource, self.model.current().registry(kind));
         let edit = match kind {
-            Kind::Group => Some(MemberEdit {
-                replace: Some(take_members(&mut resource)?),
-                ..Default::default()
-            }),
+            Kind::Group => Some(take_members(&mut resource)?),
             Kind::User => None,
         };
         if let Some(obj) = resource.as_object_mut() {
@@ -678,8 +673,12 @@ impl Api {
         let mut computed = Vec::new();
         match kind {
             Kind::Group if !excluded("members") => {
-                for (m, mk) in self.store.members(&id).map_err(internal)? {
-                    computed.push(json!({"value": m, "type": mk.name(), "$ref": location(&req.base_url, mk, &m)}));
+                for (m, mk, display) in self.store.members_with_display(&id).map_err(internal)? {
+                    let mut item = json!({"value": m, "type": mk.name(), "$ref": location(&req.base_url, mk, &m)});
+                    if let Some(d) = display {
+                        item["display"] = Value::String(d);
+                    }
+                    computed.push(item);
                 }
                 if !computed.is_empty() {
                     resource["members"] = Value::Array(computed);

@@ -181,6 +181,9 @@ pub struct MemberOps {
     pub replace: Option<Vec<(String, Kind)>>,
     pub add: Vec<(String, Kind)>,
     pub remove: Vec<String>,
+    /// The `display` a client gave for members it adds (kept, returned as
+    /// sent).
+    pub displays: std::collections::HashMap<String, String>,
 }
 
 impl MemberOps {
@@ -709,7 +712,11 @@ impl Store {
             }
         }
         for (m, k) in &add {
-            batch.insert(member_key(b'M', gid, m), vec![k.byte()]);
+            let mut v = vec![k.byte()];
+            if let Some(d) = ops.displays.get(m) {
+                v.extend_from_slice(d.as_bytes());
+            }
+            batch.insert(member_key(b'M', gid, m), v);
             batch.insert(member_key(b'B', m, gid), Vec::new());
         }
         for m in &remove {
@@ -757,6 +764,26 @@ impl Store {
             out.push((
                 String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
                 Kind::from_byte(v.first().copied().unwrap_or(b'u')),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The members of a group with the `display` given for each, in id
+    /// order.
+    pub fn members_with_display(
+        &self,
+        gid: &str,
+    ) -> Result<Vec<(String, Kind, Option<String>)>, StoreError> {
+        let prefix = member_prefix(b'M', gid);
+        let mut out = Vec::new();
+        for item in self.inner.tree.scan_prefix(&prefix) {
+            let (k, v) = item?;
+            let display = (v.len() > 1).then(|| String::from_utf8_lossy(&v[1..]).into_owned());
+            out.push((
+                String::from_utf8_lossy(&k[prefix.len()..]).into_owned(),
+                Kind::from_byte(v.first().copied().unwrap_or(b'u')),
+                display,
             ));
         }
         Ok(out)

@@ -22,6 +22,8 @@ pub struct MemberEdit {
     pub replace: Option<Vec<String>>,
     pub add: Vec<String>,
     pub remove: Vec<String>,
+    /// `display` given for added members, by id.
+    pub displays: Vec<(String, String)>,
 }
 
 impl MemberEdit {
@@ -73,6 +75,7 @@ impl MemberEdit {
             replace: Some(list),
             add: Vec::new(),
             remove: Vec::new(),
+            displays: std::mem::take(&mut self.displays),
         };
     }
 }
@@ -122,6 +125,29 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
     Ok(ids)
 }
 
+/// The `display` given with members, by id.
+pub fn member_displays(value: &Value) -> Vec<(String, String)> {
+    let items: Vec<&Value> = match value {
+        Value::Array(a) => a.iter().collect(),
+        v => vec![v],
+    };
+    items
+        .into_iter()
+        .filter_map(|m| {
+            let o = m.as_object()?;
+            let get = |k: &str| {
+                o.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                    .and_then(|(_, v)| v.as_str())
+            };
+            Some((
+                get("value")?.trim().to_string(),
+                get("display")?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 /// The ids named by `value eq "id"` terms joined with `or`.
 fn filter_ids(f: &Filter, out: &mut Vec<String>) -> Result<(), ScimError> {
     match f {
@@ -167,7 +193,10 @@ pub fn split_member_ops(
                     continue;
                 }
                 let value_ids = match &op.value {
-                    Some(v) => Some(member_ids(v)?),
+                    Some(v) => {
+                        edit.displays.extend(member_displays(v));
+                        Some(member_ids(v)?)
+                    }
                     None => None,
                 };
                 match (op.op, selected, value_ids) {
@@ -197,6 +226,7 @@ pub fn split_member_ops(
                     }
                 }
                 if let Some(m) = members {
+                    edit.displays.extend(member_displays(&m));
                     let ids = member_ids(&m)?;
                     match op.op {
                         PatchOpKind::Add => edit.add(ids),
@@ -217,15 +247,21 @@ pub fn split_member_ops(
     Ok((edit, rest))
 }
 
-/// Takes `members` out of a group body (POST / PUT), returning the ids.
-pub fn take_members(body: &mut Value) -> Result<Vec<String>, ScimError> {
-    let Some(obj) = body.as_object_mut() else {
-        return Ok(Vec::new());
+/// Takes `members` out of a group body (POST / PUT) as the edit that
+/// replaces the membership with them.
+pub fn take_members(body: &mut Value) -> Result<MemberEdit, ScimError> {
+    let value = match body.as_object_mut() {
+        Some(obj) => match obj.keys().find(|k| is_members(k)).cloned() {
+            Some(k) => obj.remove(&k).unwrap_or(Value::Null),
+            None => Value::Null,
+        },
+        None => Value::Null,
     };
-    match obj.keys().find(|k| is_members(k)).cloned() {
-        Some(k) => member_ids(&obj.remove(&k).unwrap_or(Value::Null)),
-        None => Ok(Vec::new()),
-    }
+    Ok(MemberEdit {
+        replace: Some(member_ids(&value)?),
+        displays: member_displays(&value),
+        ..Default::default()
+    })
 }
 
 #[cfg(test)]
@@ -252,7 +288,8 @@ mod tests {
             MemberEdit {
                 replace: None,
                 add: vec!["a".into()],
-                remove: vec!["c".into()]
+                remove: vec!["c".into()],
+                displays: Vec::new(),
             }
         );
         assert_eq!(rest, 1);
@@ -304,8 +341,10 @@ mod tests {
 
     #[test]
     fn take_members_from_a_body() {
-        let mut body = json!({"displayName": "G", "members": [{"value": "a", "type": "User"}, "b", {"value": "a"}]});
-        assert_eq!(take_members(&mut body).unwrap(), vec!["a", "b"]);
+        let mut body = json!({"displayName": "G", "members": [{"value": "a", "type": "User", "display": "A"}, "b", {"value": "a"}]});
+        let edit = take_members(&mut body).unwrap();
+        assert_eq!(edit.replace, Some(vec!["a".to_string(), "b".to_string()]));
+        assert_eq!(edit.displays, vec![("a".to_string(), "A".to_string())]);
         assert!(body.get("members").is_none());
     }
 }

@@ -701,3 +701,39 @@ empty = "allow"
     assert_eq!(first(&g, "memberUid").as_deref(), Some("pa"));
     assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_display_is_kept_as_sent() {
+    let h = Harness::start().await;
+    let jo = user(&h, "jo").await;
+    let kim = user(&h, "kim").await;
+    let r = h.send("POST", "/Groups", Some(json!({"displayName": "Shown", "members": [{"value": jo, "display": "Jo Example"}]}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(r.body["members"][0]["display"], "Jo Example", "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.send(
+        "PATCH",
+        &format!("/Groups/{gid}"),
+        patch(
+            json!([{"op": "add", "path": "members", "value": [{"value": kim, "display": "Kim"}]}]),
+        ),
+    )
+    .await;
+    let r = h.send("GET", &format!("/Groups/{gid}"), None).await;
+    let shown: Vec<(String, String)> = r.body["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["value"].as_str().unwrap().to_string(),
+                m["display"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        shown.contains(&(jo.clone(), "Jo Example".to_string()))
+            && shown.contains(&(kim.clone(), "Kim".to_string())),
+        "{shown:?}"
+    );
+}
