@@ -109,6 +109,9 @@ pub struct LdapConfig {
     /// The directory's stable per-entry identifier: `entryUUID` (OpenLDAP,
     /// 389 DS), `objectGUID` (Active Directory), `ipaUniqueID` (FreeIPA).
     pub uuid_attribute: String,
+    /// LDAP connections the writer applies changes over, in parallel
+    /// across resources (each resource's changes stay in order).
+    pub connections: usize,
     /// PEM file of the CA certificates that sign the directory's
     /// certificate; `None`: the system's trust store.
     pub ca_file: Option<PathBuf>,
@@ -214,6 +217,8 @@ struct RawLdap {
     when_down: WhenDirectoryDown,
     #[serde(default = "default_uuid_attribute")]
     uuid_attribute: String,
+    #[serde(default = "default_connections")]
+    connections: usize,
     ca_file: Option<String>,
     #[serde(default)]
     starttls: bool,
@@ -255,6 +260,9 @@ fn default_retention() -> u64 {
 }
 fn default_ldap_timeout() -> u64 {
     10
+}
+fn default_connections() -> usize {
+    4
 }
 fn default_uuid_attribute() -> String {
     "entryUUID".into()
@@ -431,6 +439,7 @@ impl Config {
                 timeout: Duration::from_secs(raw.ldap.timeout_secs.max(1)),
                 when_down: raw.ldap.when_down,
                 uuid_attribute: raw.ldap.uuid_attribute,
+                connections: raw.ldap.connections.clamp(1, 64),
                 ca_file,
                 starttls: raw.ldap.starttls,
                 dry_run: false,

@@ -152,6 +152,9 @@ pub enum ApplyError {
 
 const UAC: &str = "userAccountControl";
 
+/// RFC 4527's post-read control.
+const POST_READ_OID: &str = "1.3.6.1.1.13.2";
+
 /// LDAP result codes worth retrying: busy, unavailable, and limits that a
 /// later attempt may not hit.
 const RETRYABLE: &[u32] = &[3, 11, 51, 52, 80];
@@ -297,6 +300,19 @@ impl Directory {
         let mut wanted: Vec<String> = attrs.to_vec();
         wanted.push("objectClass".into());
         wanted.push(self.uuid_attr.clone());
+        // The cheapest read first: the entry where it was linked, if it is
+        // still the same entry there (an administrator may have moved it).
+        if let Some(Link {
+            dn: at,
+            uuid: Some(uuid),
+        }) = link
+        {
+            if let Some(e) = self.read_at(at, &wanted).await? {
+                if self.uuid_of(&e).as_deref() == Some(uuid.as_str()) {
+                    return Ok(Some(e));
+                }
+            }
+        }
         if let Some(uuid) = link.and_then(|l| l.uuid.as_deref()) {
             let filter = format!("({}={})", self.uuid_attr, escape_uuid(uuid));
             let base = self.cfg.base_dn.clone();
@@ -317,22 +333,29 @@ impl Directory {
             }
         }
         for dn in dns {
-            let ldap = self.conn().await?;
-            match ldap
-                .search(&dn, Scope::Base, "(objectClass=*)", &wanted)
-                .await
-                .and_then(|r| r.success())
-            {
-                Ok((entries, _)) => {
-                    if let Some(e) = entries.into_iter().next() {
-                        return Ok(Some(SearchEntry::construct(e)));
-                    }
-                }
-                Err(LdapError::LdapResult { result }) if result.rc == 32 => {}
-                Err(e) => return Err(classify(e)),
+            if let Some(e) = self.read_at(&dn, &wanted).await? {
+                return Ok(Some(e));
             }
         }
         Ok(None)
+    }
+
+    /// The entry at `dn`, if there is one.
+    async fn read_at(
+        &mut self,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<SearchEntry>, ApplyError> {
+        let ldap = self.conn().await?;
+        match ldap
+            .search(dn, Scope::Base, "(objectClass=*)", attrs)
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok((entries, _)) => Ok(entries.into_iter().next().map(SearchEntry::construct)),
+            Err(LdapError::LdapResult { result }) if result.rc == 32 => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     /// The attribute that holds the directory's stable id.
@@ -432,68 +455,31 @@ impl Directory {
         link: Option<&Link>,
         group: Option<(&GroupPlan, FullMembers<'_>)>,
     ) -> Result<Link, ApplyError> {
+        // Fast path for an entry never linked: add it at once, with the
+        // post-read control asking for its stable id in the same answer. If
+        // it is there already (an earlier attempt, an existing entry), the
+        // converging path below takes over.
+        if link.is_none() {
+            if let Some(done) = self.add_entry(want, group).await? {
+                self.set_memberships(want).await?;
+                return Ok(done);
+            }
+        }
         let mut read = want.managed.clone();
         if want.ad_disable.is_some() {
             read.push(UAC.to_string());
         }
         let Some(mut cur) = self.find(link, &want.dn, &read).await? else {
-            let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
-            attrs.push((
-                "objectClass".into(),
-                want.object_classes.iter().cloned().collect(),
-            ));
-            for (name, values) in &want.attrs {
-                let set: HashSet<String> =
-                    values.iter().filter(|v| !v.is_empty()).cloned().collect();
-                if !set.is_empty() {
-                    attrs.push((name.clone(), set));
+            return match self.add_entry(want, group).await? {
+                Some(done) => {
+                    self.set_memberships(want).await?;
+                    Ok(done)
                 }
-            }
-            if let Some(disable) = want.ad_disable {
-                let mapped = attrs.iter().position(|(k, _)| k.eq_ignore_ascii_case(UAC));
-                let current = mapped.and_then(|i| attrs[i].1.iter().next().cloned());
-                let value = user_account_control(current.as_deref(), disable);
-                if let Some(i) = mapped {
-                    attrs.remove(i);
-                }
-                attrs.push((UAC.to_string(), HashSet::from([value])));
-            }
-            if let Some((g, full)) = group {
-                let values = match &g.members {
-                    MemberPlan::Full(v) => v.clone(),
-                    MemberPlan::Delta {
-                        add,
-                        empty_before: true,
-                        ..
-                    } => add.clone(),
-                    MemberPlan::Delta { .. } => full().map_err(|message| ApplyError::Park {
-                        code: None,
-                        message,
-                    })?,
-                };
-                let values: HashSet<String> = if values.is_empty() {
-                    g.placeholder.iter().cloned().collect()
-                } else {
-                    values.into_iter().collect()
-                };
-                if !values.is_empty() {
-                    attrs.push((g.member_attr.clone(), values));
-                }
-            }
-            let ldap = self.conn().await?;
-            ldap.add(&want.dn, attrs)
-                .await
-                .and_then(|r| r.success())
-                .map_err(classify)?;
-            info!(dn = %want.dn, "added entry");
-            let uuid = self
-                .find(None, &want.dn, &[])
-                .await?
-                .and_then(|e| self.uuid_of(&e));
-            return Ok(Link {
-                dn: want.dn.clone(),
-                uuid,
-            });
+                None => Err(ApplyError::Retry(format!(
+                    "{} appeared while it was being added",
+                    want.dn
+                ))),
+            };
         };
 
         // Values that group member attributes hold for this entry (memberUid
@@ -558,9 +544,7 @@ impl Directory {
                 .map_err(classify)?;
             info!(dn = %cur.dn, "modified entry");
         }
-        for m in &want.memberships {
-            self.set_membership(m).await?;
-        }
+        self.set_memberships(want).await?;
         if let Some((g, full)) = group {
             self.apply_members(&cur.dn, g, full).await?;
         }
@@ -582,39 +566,11 @@ impl Directory {
         g: &GroupPlan,
         full: FullMembers<'_>,
     ) -> Result<(), ApplyError> {
-        let (add, remove, empty_before, empty_after) = match &g.members {
+        let (add, remove) = match &g.members {
             MemberPlan::Full(values) => return self.converge_members(dn, g, values).await,
-            MemberPlan::Delta {
-                add,
-                remove,
-                empty_before,
-                empty_after,
-            } => (add, remove, *empty_before, *empty_after),
+            MemberPlan::Delta { add, remove, .. } => (add, remove),
         };
-        let mut mods: Vec<Mod<String>> = Vec::new();
-        if !add.is_empty() {
-            mods.push(Mod::Add(
-                g.member_attr.clone(),
-                add.iter().cloned().collect(),
-            ));
-        }
-        if !remove.is_empty() {
-            mods.push(Mod::Delete(
-                g.member_attr.clone(),
-                remove.iter().cloned().collect(),
-            ));
-        }
-        if let Some(p) = &g.placeholder {
-            if empty_before && !empty_after {
-                mods.push(Mod::Delete(
-                    g.member_attr.clone(),
-                    HashSet::from([p.clone()]),
-                ));
-            }
-            if empty_after && !empty_before {
-                mods.push(Mod::Add(g.member_attr.clone(), HashSet::from([p.clone()])));
-            }
-        }
+        let mods = member_delta_mods(g);
         if mods.is_empty() {
             return Ok(());
         }
@@ -686,6 +642,89 @@ impl Directory {
             .map_err(classify)?;
         debug!(%dn, "converged members");
         Ok(())
+    }
+
+    async fn set_memberships(&mut self, want: &Desired) -> Result<(), ApplyError> {
+        for m in &want.memberships {
+            self.set_membership(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds the entry `want` describes (a group with its members). `None`
+    /// when an entry is at that DN already.
+    async fn add_entry(
+        &mut self,
+        want: &Desired,
+        group: Option<(&GroupPlan, FullMembers<'_>)>,
+    ) -> Result<Option<Link>, ApplyError> {
+        let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
+        attrs.push((
+            "objectClass".into(),
+            want.object_classes.iter().cloned().collect(),
+        ));
+        for (name, values) in &want.attrs {
+            let set: HashSet<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
+            if !set.is_empty() {
+                attrs.push((name.clone(), set));
+            }
+        }
+        if let Some(disable) = want.ad_disable {
+            let mapped = attrs.iter().position(|(k, _)| k.eq_ignore_ascii_case(UAC));
+            let current = mapped.and_then(|i| attrs[i].1.iter().next().cloned());
+            let value = user_account_control(current.as_deref(), disable);
+            if let Some(i) = mapped {
+                attrs.remove(i);
+            }
+            attrs.push((UAC.to_string(), HashSet::from([value])));
+        }
+        if let Some((g, full)) = group {
+            let values = match &g.members {
+                MemberPlan::Full(v) => v.clone(),
+                MemberPlan::Delta {
+                    add,
+                    empty_before: true,
+                    ..
+                } => add.clone(),
+                MemberPlan::Delta { .. } => full().map_err(|message| ApplyError::Park {
+                    code: None,
+                    message,
+                })?,
+            };
+            let values: HashSet<String> = if values.is_empty() {
+                g.placeholder.iter().cloned().collect()
+            } else {
+                values.into_iter().collect()
+            };
+            if !values.is_empty() {
+                attrs.push((g.member_attr.clone(), values));
+            }
+        }
+        let uuid_attr = self.uuid_attr.clone();
+        let ldap = self.conn().await?;
+        let added = ldap
+            .with_controls(ldap3::controls::PostRead::new(vec![uuid_attr.as_str()]))
+            .add(&want.dn, attrs)
+            .await
+            .and_then(|r| r.success());
+        let result = match added {
+            Ok(r) => r,
+            Err(LdapError::LdapResult { result }) if result.rc == 68 => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        info!(dn = %want.dn, "added entry");
+        let uuid = match post_read_value(&result, &uuid_attr) {
+            Some(u) => Some(u),
+            // The directory ignored the control (Active Directory does).
+            None => self
+                .find(None, &want.dn, &[])
+                .await?
+                .and_then(|e| self.uuid_of(&e)),
+        };
+        Ok(Some(Link {
+            dn: want.dn.clone(),
+            uuid,
+        }))
     }
 
     /// Puts one member value into a group entry or takes it out, keeping
@@ -772,6 +811,60 @@ impl Directory {
         }
         Ok(())
     }
+}
+
+/// The modifications of a group's member delta: values added and
+/// removed, and the placeholder dropped or put back when the group stops or
+/// starts being empty. Empty for a full list.
+fn member_delta_mods(g: &GroupPlan) -> Vec<Mod<String>> {
+    let MemberPlan::Delta {
+        add,
+        remove,
+        empty_before,
+        empty_after,
+    } = &g.members
+    else {
+        return Vec::new();
+    };
+    let mut mods: Vec<Mod<String>> = Vec::new();
+    if !add.is_empty() {
+        mods.push(Mod::Add(
+            g.member_attr.clone(),
+            add.iter().cloned().collect(),
+        ));
+    }
+    if !remove.is_empty() {
+        mods.push(Mod::Delete(
+            g.member_attr.clone(),
+            remove.iter().cloned().collect(),
+        ));
+    }
+    if let Some(p) = &g.placeholder {
+        if *empty_before && !*empty_after {
+            mods.push(Mod::Delete(
+                g.member_attr.clone(),
+                HashSet::from([p.clone()]),
+            ));
+        }
+        if *empty_after && !*empty_before {
+            mods.push(Mod::Add(g.member_attr.clone(), HashSet::from([p.clone()])));
+        }
+    }
+    mods
+}
+
+/// The value of `attr` in a post-read response control, if the directory
+/// sent one.
+fn post_read_value(result: &ldap3::LdapResult, attr: &str) -> Option<String> {
+    let ctrl = result
+        .ctrls
+        .iter()
+        .find(|c| c.1.ctype == POST_READ_OID && c.1.val.is_some())?;
+    // The parser expects well-formed BER; a directory that sends anything
+    // else loses only this shortcut.
+    let parsed =
+        std::panic::catch_unwind(|| ctrl.1.parse::<ldap3::controls::PostReadResp>()).ok()?;
+    attr_ci(&parsed.attrs, attr).and_then(|v| v.first().cloned())
 }
 
 /// A member value in comparable form: DNs parsed and lower-cased, other
@@ -966,7 +1059,9 @@ impl WriterHandle {
 pub struct Writer {
     store: Store,
     planner: Arc<dyn Planner>,
-    dir: Directory,
+    /// One connection per lane: resources are applied in parallel across
+    /// lanes, each resource's entries in order within its lane.
+    dirs: Vec<Directory>,
     wake: Arc<Notify>,
     processed: watch::Sender<u64>,
     up: watch::Sender<bool>,
@@ -985,7 +1080,9 @@ impl Writer {
             Writer {
                 store,
                 planner,
-                dir: Directory::new(cfg),
+                dirs: (0..cfg.connections.max(1))
+                    .map(|_| Directory::new(cfg.clone()))
+                    .collect(),
                 wake: wake.clone(),
                 processed: tx,
                 up: up_tx,
@@ -1018,6 +1115,7 @@ impl Writer {
             notified.as_mut().enable();
 
             match self.pass().await? {
+                Pass::More => backoff.reset(),
                 Pass::Done => {
                     backoff.reset();
                     tokio::select! {
@@ -1027,7 +1125,7 @@ impl Writer {
                 }
                 Pass::Retry(msg) => {
                     self.up.send_if_modified(|u| std::mem::replace(u, false));
-                    self.dir.reset();
+                    self.dirs.iter_mut().for_each(Directory::reset);
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
                     tokio::select! {
@@ -1041,22 +1139,30 @@ impl Writer {
 
     /// One pass over the pending entries, oldest first, in chunks of
     /// [`BATCH`] so that any number of parked entries cannot hide the
-    /// entries behind them.
+    /// entries behind them. Each chunk is shared out to the lanes and the
+    /// lanes run at once.
     async fn pass(&mut self) -> Result<Pass, StoreError> {
         let horizon = self.store.last_seq();
         // Resources with a parked or waiting entry: their later entries
         // wait behind it, and so do entries that name them.
         let mut blocked: HashSet<(Kind, String)> = HashSet::new();
+        let mut more = false;
+        let lanes = self.dirs.len();
         let mut after = 0;
-        'chunks: loop {
+        loop {
             let seqs = self.store.pending_after(after, BATCH)?;
             let Some(&last) = seqs.last() else { break };
             after = last;
+            let mut work: Vec<Vec<Work>> = (0..lanes).map(|_| Vec::new()).collect();
+            // What each lane has been given: resources (`r…`) and DNs (`d…`).
+            let mut lane_of: HashMap<String, usize> = HashMap::new();
+            let mut reached_horizon = false;
             for seq in seqs {
                 if seq > horizon {
                     // Accepted during this pass: the writer was woken for
                     // it, so the next pass takes it.
-                    break 'chunks;
+                    reached_horizon = true;
+                    break;
                 }
                 let Some(entry) = self.store.entry(seq)? else {
                     continue;
@@ -1069,85 +1175,261 @@ impl Writer {
                     blocked.insert(key);
                     continue;
                 }
-                if let Some((k, id)) = self
-                    .planner
-                    .dependencies(&entry)
-                    .into_iter()
-                    .find(|d| blocked.contains(d))
-                {
+                let deps = self.planner.dependencies(&entry);
+                if let Some((k, id)) = deps.iter().find(|d| blocked.contains(*d)) {
                     debug!(seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: it names a resource whose earlier write is parked");
                     blocked.insert(key);
                     continue;
                 }
-                match self.apply_one(&entry).await? {
-                    Ok(()) => {}
-                    Err(ApplyError::Retry(msg)) => return Ok(Pass::Retry(msg)),
-                    Err(ApplyError::Park { code, message }) => {
-                        warn!(seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, "parked journal entry: fix the cause, then `scim2ldap journal retry {seq}` (or `skip {seq}`)");
-                        self.store.mark_failed(
-                            seq,
-                            &Failure {
-                                code,
-                                message,
-                                at: crate::store::now_rfc3339(),
-                            },
-                        )?;
+                // Same lane as earlier entries of the resource, of the
+                // resources it names, and of any entry at one of the DNs it
+                // touches (a user deleted and another created with the same
+                // name): there, order holds. One that would need two lanes
+                // waits for the next pass.
+                let own = self.lane_keys(&entry);
+                let mut need: Vec<usize> = deps
+                    .iter()
+                    .map(resource_lane_key)
+                    .chain(own.iter().cloned())
+                    .filter_map(|k| lane_of.get(&k).copied())
+                    .collect();
+                need.sort_unstable();
+                need.dedup();
+                let lane = match need.as_slice() {
+                    [] => lane_for(&key, lanes),
+                    [one] => *one,
+                    _ => {
                         blocked.insert(key);
+                        more = true;
+                        continue;
+                    }
+                };
+                for k in own {
+                    lane_of.insert(k, lane);
+                }
+                work[lane].push(Work { entry, deps });
+            }
+            let planner = self.planner.clone();
+            let store = self.store.clone();
+            let runs = self
+                .dirs
+                .iter_mut()
+                .zip(work)
+                .map(|(dir, w)| run_lane(dir, planner.clone(), store.clone(), w));
+            let results = join_all(runs.collect()).await;
+            let mut retry = None;
+            for lane in results {
+                let lane = lane?;
+                for (entry, op, outcome) in lane.done {
+                    self.count(op, &outcome);
+                    match outcome {
+                        Ok(_) => {
+                            if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
+                                info!("directory reachable again; delivering queued writes");
+                            }
+                        }
+                        Err(ApplyError::Park { .. }) => {
+                            blocked.insert((entry.kind, entry.id.clone()));
+                        }
+                        Err(ApplyError::Retry(_)) => {}
                     }
                 }
+                blocked.extend(lane.waiting);
+                if let Some(msg) = lane.retry {
+                    retry = Some(msg);
+                }
             }
+            if let Some(msg) = retry {
+                return Ok(Pass::Retry(msg));
+            }
+            if reached_horizon {
+                break;
+            }
+        }
+        if more {
+            return Ok(Pass::More);
         }
         self.processed.send_replace(horizon);
         Ok(Pass::Done)
     }
 
-    async fn apply_one(
-        &mut self,
-        entry: &JournalEntry,
-    ) -> Result<Result<(), ApplyError>, StoreError> {
-        let plan = match self.planner.plan(entry) {
-            Ok(p) => p,
-            Err(message) => {
-                return Ok(Err(ApplyError::Park {
-                    code: None,
-                    message,
-                }))
-            }
-        };
-        let link = self.store.link(entry.kind, &entry.id)?;
-        let planner = self.planner.clone();
-        let full = move || planner.full_members(entry);
-        let result = self.dir.apply(&plan, link.as_ref(), &full).await;
-        if let Some(m) = &self.metrics {
-            let op = match plan {
-                Plan::Delete { .. } => "delete",
-                Plan::Group(_) => "group",
-                Plan::Upsert(_) => "upsert",
+    /// The ordering keys of an entry: its resource, the DN its plan
+    /// targets, and the DN it is linked to now.
+    fn lane_keys(&self, entry: &JournalEntry) -> Vec<String> {
+        let mut keys = vec![resource_lane_key(&(entry.kind, entry.id.clone()))];
+        if let Ok(plan) = self.planner.plan(entry) {
+            let dn = match &plan {
+                Plan::Upsert(d) => &d.dn,
+                Plan::Group(g) => &g.desired.dn,
+                Plan::Delete { dn } => dn,
             };
-            match &result {
+            keys.push(format!("d{}", norm_value(dn)));
+        }
+        if let Ok(Some(link)) = self.store.link(entry.kind, &entry.id) {
+            keys.push(format!("d{}", norm_value(&link.dn)));
+        }
+        keys
+    }
+
+    fn count(&self, op: &'static str, outcome: &Result<Option<Link>, ApplyError>) {
+        if let Some(m) = &self.metrics {
+            match outcome {
                 Ok(_) => m.ldap(op, "success"),
                 Err(ApplyError::Retry(_)) => m.ldap(op, "unreachable"),
                 Err(ApplyError::Park { code: Some(rc), .. }) => m.ldap(op, rc_name(*rc)),
                 Err(ApplyError::Park { code: None, .. }) => m.ldap(op, "mappingError"),
             }
         }
-        match result {
-            Ok(new_link) => {
-                self.store.mark_applied(entry, new_link.as_ref())?;
-                if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
-                    info!("directory reachable again; delivering queued writes");
-                }
-                debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
-                Ok(Ok(()))
-            }
-            Err(e) => Ok(Err(e)),
-        }
     }
+}
+
+/// An entry given to a lane, with the resources it names.
+struct Work {
+    entry: JournalEntry,
+    deps: Vec<(Kind, String)>,
+}
+
+/// An entry a lane tried: the entry, the kind of operation, the outcome.
+type Tried = (JournalEntry, &'static str, Result<Option<Link>, ApplyError>);
+
+/// What a lane did.
+#[derive(Default)]
+struct LaneResult {
+    /// Entries tried, in order, with the kind of operation and the outcome.
+    done: Vec<Tried>,
+    /// Resources held back behind a parked entry of this lane.
+    waiting: Vec<(Kind, String)>,
+    /// The directory could not be reached: the lane stopped here.
+    retry: Option<String>,
+}
+
+fn resource_lane_key(key: &(Kind, String)) -> String {
+    format!("r{}{}", key.0.name(), key.1)
+}
+
+/// The lane of a resource not yet given one: spread by a hash of its id.
+fn lane_for(key: &(Kind, String), lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
+
+/// Applies a lane's entries in order on its connection, recording each
+/// outcome in the store at once (a later entry of the same resource needs
+/// the link the earlier one made). An entry of a resource parked earlier in
+/// the lane, or naming one, is held back.
+async fn run_lane(
+    dir: &mut Directory,
+    planner: Arc<dyn Planner>,
+    store: Store,
+    work: Vec<Work>,
+) -> Result<LaneResult, StoreError> {
+    let mut out = LaneResult::default();
+    let mut parked: HashSet<(Kind, String)> = HashSet::new();
+    for Work { entry, deps } in work {
+        let key = (entry.kind, entry.id.clone());
+        if parked.contains(&key) || deps.iter().any(|d| parked.contains(d)) {
+            parked.insert(key.clone());
+            out.waiting.push(key);
+            continue;
+        }
+        let plan = match planner.plan(&entry) {
+            Ok(p) => p,
+            Err(message) => {
+                parked.insert(key);
+                park(&store, &entry, None, &message)?;
+                out.done.push((
+                    entry,
+                    "plan",
+                    Err(ApplyError::Park {
+                        code: None,
+                        message,
+                    }),
+                ));
+                continue;
+            }
+        };
+        let op = match plan {
+            Plan::Delete { .. } => "delete",
+            Plan::Group(_) => "group",
+            Plan::Upsert(_) => "upsert",
+        };
+        let link = store.link(entry.kind, &entry.id)?;
+        let p = planner.clone();
+        let full = |e: &JournalEntry| p.full_members(e);
+        let full = || full(&entry);
+        let outcome = dir.apply(&plan, link.as_ref(), &full).await;
+        match &outcome {
+            Err(ApplyError::Retry(msg)) => {
+                out.retry = Some(msg.clone());
+                out.done.push((entry, op, outcome));
+                return Ok(out);
+            }
+            Err(ApplyError::Park { code, message }) => {
+                parked.insert(key);
+                park(&store, &entry, *code, message)?;
+            }
+            Ok(new_link) => {
+                store.mark_applied(&entry, new_link.as_ref())?;
+                debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
+            }
+        }
+        out.done.push((entry, op, outcome));
+    }
+    Ok(out)
+}
+
+/// Parks an entry, with a log line that says what to do.
+fn park(
+    store: &Store,
+    entry: &JournalEntry,
+    code: Option<u32>,
+    message: &str,
+) -> Result<(), StoreError> {
+    warn!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, "parked journal entry: fix the cause, then `scim2ldap journal retry {}` (or `skip {}`)", entry.seq, entry.seq);
+    store.mark_failed(
+        entry.seq,
+        &Failure {
+            code,
+            message: message.to_string(),
+            at: crate::store::now_rfc3339(),
+        },
+    )
+}
+
+/// Runs futures at once on the current task and returns their outputs in
+/// order.
+async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
+    use std::task::Poll;
+    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if out.is_none() {
+                match f.as_mut().poll(cx) {
+                    Poll::Ready(v) => *out = Some(v),
+                    Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            Poll::Pending
+        } else {
+            Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
 }
 
 enum Pass {
     /// Everything pending was applied or parked.
     Done,
+    /// Some entries waited for the next pass (they named resources in two
+    /// lanes): go again at once.
+    More,
     /// The directory is unreachable: back off.
     Retry(String),
 }
