@@ -846,9 +846,10 @@ impl Api {
             }
             None => {
                 total = self.store.count(kind);
-                for r in self.store.scan(kind).skip(start - 1).take(count) {
-                    matched.push(r.map_err(internal)?);
-                }
+                matched = self
+                    .store
+                    .scan_page(kind, start - 1, count)
+                    .map_err(internal)?;
             }
         }
         if q.filter.is_some() || q.sort_by.is_some() {

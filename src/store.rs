@@ -32,6 +32,7 @@
 //! Architecture invariant: the store knows SCIM JSON and journal entries,
 //! never LDAP, HTTP or the mapping.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -248,6 +249,20 @@ struct Inner {
     /// Joined on drop, so that the database is closed (and its lock
     /// released) when the last handle goes.
     flusher: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Counts and page cursors for listing without a filter, so that paging
+    /// through 100,000 users reads each page once, not everything before it.
+    listing: Mutex<Listing>,
+}
+
+/// Per kind: the number of resources, and where pages start (position →
+/// key). Forgotten whenever a resource of the kind is created or removed.
+#[derive(Default)]
+struct Listing {
+    count: HashMap<u8, usize>,
+    cursors: HashMap<(u8, usize), Vec<u8>>,
+    /// Bumped by every invalidation: a count or cursor worked out across
+    /// one is not kept.
+    generation: u64,
 }
 
 /// Group commit: writers record the seq they need durable and wait; one
@@ -437,6 +452,7 @@ impl Store {
                 write_lock: Mutex::new(last),
                 commit,
                 flusher: Mutex::new(Some(handle)),
+                listing: Mutex::new(Listing::default()),
             }),
         })
     }
@@ -566,11 +582,80 @@ impl Store {
     }
 
     pub fn count(&self, kind: Kind) -> usize {
-        self.inner
+        let generation = {
+            let l = self.listing();
+            if let Some(n) = l.count.get(&kind.byte()) {
+                return *n;
+            }
+            l.generation
+        };
+        let n = self
+            .inner
             .tree
             .scan_prefix([b'r', kind.byte()])
             .keys()
-            .count()
+            .count();
+        let mut l = self.listing();
+        if l.generation == generation {
+            l.count.insert(kind.byte(), n);
+        }
+        n
+    }
+
+    fn listing(&self) -> std::sync::MutexGuard<'_, Listing> {
+        self.inner.listing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resources of `kind` were created or removed: positions moved. Called
+    /// after the write is applied.
+    fn forget_positions(&self, kind: Kind) {
+        let mut l = self.listing();
+        l.generation += 1;
+        l.count.remove(&kind.byte());
+        l.cursors.retain(|(k, _), _| *k != kind.byte());
+    }
+
+    /// `take` resources of `kind` from position `skip` (0-based) in id
+    /// order. Sequential paging costs one page each time: where a page ends
+    /// is remembered as where the next one starts.
+    pub fn scan_page(
+        &self,
+        kind: Kind,
+        skip: usize,
+        take: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let prefix = [b'r', kind.byte()];
+        let (cursor, generation) = {
+            let l = self.listing();
+            (l.cursors.get(&(kind.byte(), skip)).cloned(), l.generation)
+        };
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match cursor {
+            Some(from) => Box::new(
+                self.inner
+                    .tree
+                    .range(from..)
+                    .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))),
+            ),
+            None => Box::new(self.inner.tree.scan_prefix(prefix).skip(skip)),
+        };
+        let mut out = Vec::with_capacity(take.min(1000));
+        for item in iter {
+            let (k, v) = item?;
+            if out.len() == take {
+                let mut l = self.listing();
+                if l.cursors.len() > 4096 {
+                    l.cursors.clear();
+                }
+                if l.generation == generation {
+                    l.cursors.insert((kind.byte(), skip + take), k.to_vec());
+                }
+                break;
+            }
+            out.push(serde_json::from_slice(&v).map_err(|e| {
+                StoreError::Corrupt(String::from_utf8_lossy(&k).into_owned(), e.to_string())
+            })?);
+        }
+        Ok(out)
     }
 
     /// Records a new state of a resource (create or update) and journals
@@ -655,6 +740,9 @@ impl Store {
             .apply_batch(batch)
             .map_err(StoreError::from)?;
         *last = seq;
+        if old.is_none() {
+            self.forget_positions(kind);
+        }
         Ok(seq)
     }
 
@@ -863,6 +951,7 @@ impl Store {
             .apply_batch(batch)
             .map_err(StoreError::from)?;
         *last = seq;
+        self.forget_positions(kind);
         Ok(seq)
     }
 
@@ -1331,6 +1420,7 @@ impl Store {
             .apply_batch(batch)
             .map_err(StoreError::from)?;
         *last = seq;
+        self.forget_positions(kind);
         Ok(seq)
     }
 
@@ -1791,6 +1881,61 @@ mod tests {
             matches!(err, StoreError::Version { .. }) && msg.contains("format version 99"),
             "{msg}"
         );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn sequential_pages_match_a_full_scan_and_see_new_resources() {
+        let (dir, s) = tmp();
+        for i in 0..25 {
+            s.put(
+                Kind::User,
+                &format!("id{i:02}"),
+                &mut json!({"userName": format!("u{i}")}),
+                true,
+                None,
+            )
+            .unwrap();
+        }
+        let ids = |v: Vec<Value>| {
+            v.iter()
+                .map(|r| r["userName"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        let all = ids(s.scan(Kind::User).map(Result::unwrap).collect());
+        let mut paged = Vec::new();
+        for start in (0..25).step_by(10) {
+            paged.extend(ids(s.scan_page(Kind::User, start, 10).unwrap()));
+        }
+        assert_eq!(paged, all);
+        assert_eq!(s.count(Kind::User), 25);
+        // Second walk uses the cursors; a create in between moves positions.
+        assert_eq!(
+            ids(s.scan_page(Kind::User, 10, 10).unwrap()),
+            all[10..20].to_vec()
+        );
+        s.put(
+            Kind::User,
+            "id00a",
+            &mut json!({"userName": "new"}),
+            true,
+            None,
+        )
+        .unwrap();
+        assert_eq!(s.count(Kind::User), 26);
+        let page = ids(s.scan_page(Kind::User, 0, 3).unwrap());
+        assert_eq!(
+            page,
+            vec!["u0".to_string(), "new".to_string(), "u1".to_string()]
+        );
+        assert_eq!(
+            ids(s.scan_page(Kind::User, 10, 10).unwrap())[0],
+            all[9],
+            "cursors were forgotten"
+        );
+        s.delete(Kind::User, "id00a", None).unwrap();
+        assert_eq!(s.count(Kind::User), 25);
+        drop(s);
         std::fs::remove_dir_all(dir).ok();
     }
 
