@@ -499,18 +499,7 @@ impl Api {
         }
         self.validate(kind, &mut resource, Some(&old))?;
         let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
-        let created = old
-            .pointer("/meta/created")
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        set_meta(
-            &mut resource,
-            kind,
-            &req.base_url,
-            id,
-            created.as_deref(),
-            &now_rfc3339(),
-        );
+        restamp(&mut resource, &old, kind, req, id);
         let version = crate::store::version_of(&old);
         let seq = self
             .store
@@ -553,18 +542,7 @@ impl Api {
                 obj.insert("id".into(), Value::String(id.to_string()));
             }
             self.validate(kind, &mut resource, Some(&old))?;
-            let created = old
-                .pointer("/meta/created")
-                .and_then(Value::as_str)
-                .map(str::to_string);
-            set_meta(
-                &mut resource,
-                kind,
-                &req.base_url,
-                id,
-                created.as_deref(),
-                &now_rfc3339(),
-            );
+            restamp(&mut resource, &old, kind, req, id);
             if ops.is_none() && strip_meta(&resource) == strip_meta(&old) {
                 // Nothing changed: nothing to journal (Okta re-sends state).
                 return self.patched(kind, old, req);
@@ -946,6 +924,22 @@ fn set_meta(
             list.insert(0, Value::String(core.into()));
         }
     }
+}
+
+/// `meta` of an updated resource: `created` kept from `old`, the rest new.
+fn restamp(resource: &mut Value, old: &Value, kind: Kind, req: &ApiRequest, id: &str) {
+    let created = old
+        .pointer("/meta/created")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    set_meta(
+        resource,
+        kind,
+        &req.base_url,
+        id,
+        created.as_deref(),
+        &now_rfc3339(),
+    );
 }
 
 fn strip_meta(v: &Value) -> Value {

@@ -1043,6 +1043,12 @@ impl Store {
         self.inner.tree.scan_prefix(b"q").keys().count()
     }
 
+    /// [`Store::pending_count`], counting no further than `cap`: cheap
+    /// enough to poll while a large backlog drains.
+    pub fn pending_count_capped(&self, cap: usize) -> usize {
+        self.inner.tree.scan_prefix(b"q").keys().take(cap).count()
+    }
+
     pub fn state(&self, seq: u64) -> Result<EntryState, StoreError> {
         if let Some(f) = self.inner.tree.get(seq_key(b'f', seq))? {
             let f: Failure = serde_json::from_slice(&f)

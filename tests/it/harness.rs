@@ -150,9 +150,8 @@ impl Harness {
         }
     }
 
-    /// Entries under the suffix matching an LDAP filter, with the named
-    /// attributes (plus operational ones asked for explicitly).
-    pub async fn ldap_search(&self, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
+    /// A connection to the test directory, bound as its administrator.
+    pub async fn ldap(&self) -> ldap3::Ldap {
         let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
             .await
             .expect("ldap connect");
@@ -162,6 +161,13 @@ impl Harness {
             .unwrap()
             .success()
             .unwrap();
+        ldap
+    }
+
+    /// Entries under the suffix matching an LDAP filter, with the named
+    /// attributes (plus operational ones asked for explicitly).
+    pub async fn ldap_search(&self, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
+        let mut ldap = self.ldap().await;
         let (entries, _) = ldap
             .search(self.slapd.suffix(), Scope::Subtree, filter, attrs.to_vec())
             .await
@@ -174,15 +180,7 @@ impl Harness {
 
     /// The single entry at `dn`, or None.
     pub async fn ldap_get(&self, dn: &str) -> Option<HashMap<String, Vec<String>>> {
-        let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
-            .await
-            .expect("ldap connect");
-        ldap3::drive!(conn);
-        ldap.simple_bind(&self.slapd.bind_dn(), self.slapd.password())
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
+        let mut ldap = self.ldap().await;
         let r = ldap
             .search(dn, Scope::Base, "(objectClass=*)", vec!["*", "+"])
             .await
@@ -200,15 +198,7 @@ impl Harness {
     /// Runs an LDAP modify as the administrator (to simulate changes made
     /// outside scim2ldap).
     pub async fn ldap_modify(&self, dn: &str, mods: Vec<ldap3::Mod<String>>) {
-        let (conn, mut ldap) = LdapConnAsync::new(&self.slapd.uri())
-            .await
-            .expect("ldap connect");
-        ldap3::drive!(conn);
-        ldap.simple_bind(&self.slapd.bind_dn(), self.slapd.password())
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
+        let mut ldap = self.ldap().await;
         ldap.modify(dn, mods).await.unwrap().success().unwrap();
         let _ = ldap.unbind().await;
     }
