@@ -469,6 +469,7 @@ impl Api {
                 .collect::<Result<Vec<_>, _>>()?,
             remove: edit.remove,
             displays: edit.displays.into_iter().collect(),
+            only_members: false,
         })
     }
 
@@ -524,10 +525,14 @@ impl Api {
             Kind::Group => split_member_ops(operations)?,
             Kind::User => (MemberEdit::default(), operations),
         };
+        let only_members = operations.is_empty();
         let ops = if edit.is_empty() {
             None
         } else {
-            Some(self.member_ops(id, edit)?)
+            Some(MemberOps {
+                only_members,
+                ..self.member_ops(id, edit)?
+            })
         };
         // Read-modify-write, retried if another write to the same resource
         // lands in between, so no concurrent PATCH is lost.

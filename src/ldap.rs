@@ -46,6 +46,9 @@ pub struct GroupPlan {
     pub members: MemberPlan,
     /// The value that keeps a group valid while it has no members.
     pub placeholder: Option<String>,
+    /// Only members changed: the delta can go to the linked entry without
+    /// reading it first (a 50,000-member entry is costly to read).
+    pub only_members: bool,
 }
 
 /// What to do with a group's member values.
@@ -459,6 +462,25 @@ impl Directory {
         // post-read control asking for its stable id in the same answer. If
         // it is there already (an earlier attempt, an existing entry), the
         // converging path below takes over.
+        if let (Some(l), Some((g, _))) = (link, group) {
+            if g.only_members
+                && matches!(g.members, MemberPlan::Delta { .. })
+                && same_dn(&l.dn, &want.dn)
+            {
+                let mods = member_delta_mods(g);
+                if mods.is_empty() {
+                    return Ok(l.clone());
+                }
+                let ldap = self.conn().await?;
+                match ldap.modify(&l.dn, mods).await.and_then(|r| r.success()) {
+                    Ok(_) => return Ok(l.clone()),
+                    // Moved, or not in the state the delta assumes: converge.
+                    Err(LdapError::LdapResult { result })
+                        if [16, 20, 32, 65].contains(&result.rc) => {}
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+        }
         if link.is_none() {
             if let Some(done) = self.add_entry(want, group).await? {
                 self.set_memberships(want).await?;

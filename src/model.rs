@@ -329,6 +329,7 @@ impl MappingPlanner {
             member_attr: g.members.attribute.clone(),
             members,
             placeholder,
+            only_members: entry.members.as_ref().is_some_and(|c| c.only_members),
         }))
     }
 }

@@ -172,6 +172,11 @@ pub struct MemberChange {
     pub remove: Vec<String>,
     pub empty_before: bool,
     pub empty_after: bool,
+    /// Nothing but the members changed (the group's attributes are as the
+    /// directory last got them): the writer can send the delta without
+    /// reading the entry.
+    #[serde(default)]
+    pub only_members: bool,
 }
 
 /// What a request asks of a group's members (before the store works out
@@ -185,6 +190,8 @@ pub struct MemberOps {
     /// The `display` a client gave for members it adds (kept, returned as
     /// sent).
     pub displays: std::collections::HashMap<String, String>,
+    /// The request changes nothing else of the group.
+    pub only_members: bool,
 }
 
 impl MemberOps {
@@ -840,6 +847,7 @@ impl Store {
             remove,
             empty_before,
             empty_after,
+            only_members: ops.only_members,
         })
     }
 
@@ -923,6 +931,7 @@ impl Store {
             batch.insert(res_key(b'r', Kind::Group, &gid), to_json(&group, &gid)?);
             let ops = MemberOps {
                 remove: vec![id.to_string()],
+                only_members: true,
                 ..Default::default()
             };
             let change = self.member_changes(&mut batch, &gid, &ops)?;
