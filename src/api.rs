@@ -308,34 +308,28 @@ impl Api {
         if !dropped.is_empty() {
             debug!(attributes = ?dropped, "ignored attributes this server's schema does not define");
         }
-        self.allocate(kind, resource, old, &model)?;
-        match kind {
-            Kind::User => {
-                let name = resource
-                    .get("userName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if name.trim().is_empty() {
-                    return Err(ScimError::invalid_value(
-                        "userName is required and must be a non-empty string",
-                    ));
-                }
-                if name.contains('\0') {
-                    return Err(ScimError::invalid_value("userName must not contain NUL"));
-                }
-            }
-            Kind::Group => {
-                let name = resource
-                    .get("displayName")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default();
-                if name.trim().is_empty() {
-                    return Err(ScimError::invalid_value(
-                        "displayName is required and must be a non-empty string",
-                    ));
-                }
-            }
+        // The required name first: a refused request must not use up an
+        // allocated number.
+        let required = match kind {
+            Kind::User => "userName",
+            Kind::Group => "displayName",
+        };
+        let name = resource
+            .get(required)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if name.trim().is_empty() {
+            return Err(ScimError::invalid_value(format!(
+                "{required} is required and must be a non-empty string"
+            )));
         }
+        // NUL cannot be indexed, so it would slip past the uniqueness check.
+        if name.contains('\0') {
+            return Err(ScimError::invalid_value(format!(
+                "{required} must not contain NUL"
+            )));
+        }
+        self.allocate(kind, resource, old, &model)?;
         let resolver = crate::model::StoreResolver {
             store: &self.store,
             model: &model,

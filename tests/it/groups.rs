@@ -266,6 +266,18 @@ async fn okta_group_push_flow() {
         "{}",
         r.body
     );
+    // A name with NUL could not be checked for uniqueness: refused.
+    let before = h.daemon().store.last_seq();
+    let r = h
+        .send("POST", "/Groups", Some(json!({"displayName": "Eng\u{0}"})))
+        .await;
+    assert_eq!(
+        (r.status, r.body["scimType"].as_str()),
+        (400, Some("invalidValue")),
+        "{}",
+        r.body
+    );
+    assert_eq!(h.daemon().store.last_seq(), before);
     assert_eq!(h.daemon().store.pending_count(), 0);
 }
 
