@@ -248,6 +248,9 @@ struct Phase {
     name: &'static str,
     ops: usize,
     secs: f64,
+    /// Seconds until the last response of a write phase (the rest of
+    /// `secs` is the writer catching up); `None` for other phases.
+    acked: Option<f64>,
     lat: Vec<Duration>,
     rss: f64,
 }
@@ -268,6 +271,9 @@ impl Phase {
             p99,
             self.rss
         );
+        if let Some(acked) = self.acked {
+            println!("{:<22} last response after {acked:.1} s", "");
+        }
     }
 }
 
@@ -353,6 +359,7 @@ async fn create_users(
         }
     })
     .await;
+    let acked = Some(started.elapsed().as_secs_f64());
     daemon.drained(Duration::from_secs(3600)).await;
     let secs = started.elapsed().as_secs_f64();
     let ids = ids.lock().unwrap().clone();
@@ -362,6 +369,7 @@ async fn create_users(
             name: "user creates",
             ops: n,
             secs,
+            acked,
             lat,
             rss: daemon.peak_rss_mib(),
         },
@@ -391,11 +399,13 @@ where
         }
     })
     .await;
+    let acked = Some(started.elapsed().as_secs_f64());
     daemon.drained(Duration::from_secs(3600)).await;
     Phase {
         name,
         ops: n,
         secs: started.elapsed().as_secs_f64(),
+        acked,
         lat,
         rss: daemon.peak_rss_mib(),
     }
@@ -445,6 +455,7 @@ async fn phases(args: &Args, slapd: &Slapd, daemon: &Daemon, http: &Http) {
         name: "group creates",
         ops: g,
         secs: started.elapsed().as_secs_f64(),
+        acked: None,
         lat,
         rss: daemon.peak_rss_mib(),
     });
@@ -483,6 +494,7 @@ async fn phases(args: &Args, slapd: &Slapd, daemon: &Daemon, http: &Http) {
         name: "userName eq lookups",
         ops: n,
         secs: started.elapsed().as_secs_f64(),
+        acked: None,
         lat,
         rss: daemon.peak_rss_mib(),
     });
@@ -510,6 +522,7 @@ async fn phases(args: &Args, slapd: &Slapd, daemon: &Daemon, http: &Http) {
         name: "paged listing (users)",
         ops: seen,
         secs: started.elapsed().as_secs_f64(),
+        acked: None,
         lat,
         rss: daemon.peak_rss_mib(),
     });
@@ -540,6 +553,7 @@ async fn phases(args: &Args, slapd: &Slapd, daemon: &Daemon, http: &Http) {
         name,
         ops: count,
         secs,
+        acked: None,
         lat,
         rss: 0.0,
     };

@@ -18,7 +18,7 @@ use std::time::Duration;
 use ldap3::{
     ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry,
 };
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info, warn};
 
 use crate::config::LdapConfig;
@@ -1082,7 +1082,8 @@ pub struct Writer {
     store: Store,
     planner: Arc<dyn Planner>,
     /// One connection per lane: resources are applied in parallel across
-    /// lanes, each resource's entries in order within its lane.
+    /// lanes, each resource's entries in order within its lane. Taken by
+    /// [`Writer::run`], which gives each to a lane task.
     dirs: Vec<Directory>,
     wake: Arc<Notify>,
     processed: watch::Sender<u64>,
@@ -1090,8 +1091,12 @@ pub struct Writer {
     metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
-/// How many pending entries one pass reads at a time.
+/// How many pending entries the dispatcher reads from the store at a time.
 const BATCH: usize = 512;
+
+/// How many entries one lane holds at most (in hand and queued). Small, so
+/// that an entry goes to the lane that is free when it is dispatched.
+const LANE_DEPTH: usize = 8;
 
 impl Writer {
     pub fn new(store: Store, planner: Arc<dyn Planner>, cfg: LdapConfig) -> (Writer, WriterHandle) {
@@ -1124,8 +1129,24 @@ impl Writer {
     }
 
     /// Applies pending entries until `shutdown` turns true, then returns
-    /// (after finishing the entry in hand).
+    /// (after finishing the entries the lanes hold).
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        let mut lanes = Lanes::start(
+            std::mem::take(&mut self.dirs),
+            self.planner.clone(),
+            self.store.clone(),
+        );
+        let result = self.run_lanes(&mut lanes, &mut shutdown).await;
+        // The lane tasks hold the store: they are gone before this returns.
+        lanes.stop().await;
+        result
+    }
+
+    async fn run_lanes(
+        &mut self,
+        lanes: &mut Lanes,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
         let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
         loop {
             if *shutdown.borrow() {
@@ -1136,8 +1157,7 @@ impl Writer {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            match self.pass().await? {
-                Pass::More => backoff.reset(),
+            match self.pass(lanes, shutdown).await? {
                 Pass::Done => {
                     backoff.reset();
                     tokio::select! {
@@ -1147,7 +1167,6 @@ impl Writer {
                 }
                 Pass::Retry(msg) => {
                     self.up.send_if_modified(|u| std::mem::replace(u, false));
-                    self.dirs.iter_mut().for_each(Directory::reset);
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
                     tokio::select! {
@@ -1159,120 +1178,158 @@ impl Writer {
         }
     }
 
-    /// One pass over the pending entries, oldest first, in chunks of
-    /// [`BATCH`] so that any number of parked entries cannot hide the
-    /// entries behind them. Each chunk is shared out to the lanes and the
-    /// lanes run at once.
-    async fn pass(&mut self) -> Result<Pass, StoreError> {
-        let horizon = self.store.last_seq();
+    /// One pass over the pending entries, oldest first, until none is left
+    /// that can be applied now. Entries are dispatched one by one to the
+    /// lanes, which apply them at once, each on its own connection; the
+    /// pass keeps taking entries accepted while it runs.
+    ///
+    /// Order: while an entry is in a lane, every later entry that shares
+    /// one of its keys (its resource, the resources it names, the DNs it
+    /// touches) goes to the same lane, behind it. An entry whose keys are
+    /// held by two lanes waits until one of them lets go.
+    async fn pass(
+        &mut self,
+        lanes: &mut Lanes,
+        shutdown: &watch::Receiver<bool>,
+    ) -> Result<Pass, StoreError> {
+        lanes.new_pass();
+        let mut horizon = self.store.last_seq();
         // Resources with a parked or waiting entry: their later entries
         // wait behind it, and so do entries that name them.
         let mut blocked: HashSet<(Kind, String)> = HashSet::new();
-        let mut more = false;
-        let lanes = self.dirs.len();
+        let mut retry: Option<String> = None;
+        let mut queue: std::collections::VecDeque<u64> = std::collections::VecDeque::new();
         let mut after = 0;
+        // The entry at the head of the queue, read and planned, waiting
+        // for a lane.
+        let mut ready: Option<Ready> = None;
         loop {
-            let seqs = self.store.pending_after(after, BATCH)?;
-            let Some(&last) = seqs.last() else { break };
-            after = last;
-            let mut work: Vec<Vec<Work>> = (0..lanes).map(|_| Vec::new()).collect();
-            // What each lane has been given: resources (`r…`) and DNs (`d…`).
-            let mut lane_of: HashMap<String, usize> = HashMap::new();
-            let mut reached_horizon = false;
-            for seq in seqs {
-                if seq > horizon {
-                    // Accepted during this pass: the writer was woken for
-                    // it, so the next pass takes it.
-                    reached_horizon = true;
-                    break;
-                }
-                let Some(entry) = self.store.entry(seq)? else {
-                    continue;
-                };
-                let key = (entry.kind, entry.id.clone());
-                if blocked.contains(&key) {
-                    continue;
-                }
-                if let EntryState::Failed(_) = self.store.state(seq)? {
-                    blocked.insert(key);
-                    continue;
-                }
-                let deps = self.planner.dependencies(&entry);
-                if let Some((k, id)) = deps.iter().find(|d| blocked.contains(*d)) {
-                    debug!(seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: it names a resource whose earlier write is parked");
-                    blocked.insert(key);
-                    continue;
-                }
-                // Same lane as earlier entries of the resource, of the
-                // resources it names, and of any entry at one of the DNs it
-                // touches (a user deleted and another created with the same
-                // name): there, order holds. One that would need two lanes
-                // waits for the next pass.
-                let own = self.lane_keys(&entry);
-                let mut need: Vec<usize> = deps
-                    .iter()
-                    .map(resource_lane_key)
-                    .chain(own.iter().cloned())
-                    .filter_map(|k| lane_of.get(&k).copied())
-                    .collect();
-                need.sort_unstable();
-                need.dedup();
-                let lane = match need.as_slice() {
-                    [] => lane_for(&key, lanes),
-                    [one] => *one,
-                    _ => {
-                        blocked.insert(key);
-                        more = true;
-                        continue;
-                    }
-                };
-                for k in own {
-                    lane_of.insert(k, lane);
-                }
-                work[lane].push(Work { entry, deps });
+            while let Some(report) = lanes.try_report() {
+                self.absorb(report?, &mut blocked, &mut retry);
             }
-            let planner = self.planner.clone();
-            let store = self.store.clone();
-            let runs = self
-                .dirs
-                .iter_mut()
-                .zip(work)
-                .map(|(dir, w)| run_lane(dir, planner.clone(), store.clone(), w));
-            let results = join_all(runs.collect()).await;
-            let mut retry = None;
-            for lane in results {
-                let lane = lane?;
-                for (entry, op, outcome) in lane.done {
-                    self.count(op, &outcome);
-                    match outcome {
-                        Ok(_) => {
-                            if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
-                                info!("directory reachable again; delivering queued writes");
-                            }
-                        }
-                        Err(ApplyError::Park { .. }) => {
-                            blocked.insert((entry.kind, entry.id.clone()));
-                        }
-                        Err(ApplyError::Retry(_)) => {}
-                    }
-                }
-                blocked.extend(lane.waiting);
-                if let Some(msg) = lane.retry {
-                    retry = Some(msg);
-                }
-            }
-            if let Some(msg) = retry {
-                return Ok(Pass::Retry(msg));
-            }
-            if reached_horizon {
+            if retry.is_some() || *shutdown.borrow() {
                 break;
             }
+            if ready.is_none() {
+                let Some(seq) = queue.pop_front() else {
+                    let seqs = self.store.pending_after(after, BATCH)?;
+                    let fresh: Vec<u64> = seqs.into_iter().filter(|s| *s <= horizon).collect();
+                    if let Some(&last) = fresh.last() {
+                        after = last;
+                        queue.extend(fresh);
+                        continue;
+                    }
+                    // Caught up to the horizon: take what was accepted
+                    // meanwhile, or wait for the lanes, or end the pass.
+                    let now = self.store.last_seq();
+                    if now > horizon {
+                        horizon = now;
+                        continue;
+                    }
+                    if lanes.idle() {
+                        break;
+                    }
+                    if let Some(report) = lanes.next_report(Some(Duration::from_millis(1))).await {
+                        self.absorb(report?, &mut blocked, &mut retry);
+                    }
+                    continue;
+                };
+                ready = self.prepare(seq, &mut blocked)?;
+                if ready.is_none() {
+                    continue;
+                }
+            }
+            let r = ready.as_ref().expect("prepared above");
+            match lanes.choose(&r.keys) {
+                Some(lane) => {
+                    let Ready { work, keys } = ready.take().expect("prepared above");
+                    lanes.send(lane, work, keys);
+                }
+                None => {
+                    if let Some(report) = lanes.next_report(None).await {
+                        self.absorb(report?, &mut blocked, &mut retry);
+                    }
+                }
+            }
         }
-        if more {
-            return Ok(Pass::More);
+        // Let the lanes finish what they hold before anything else.
+        while !lanes.idle() {
+            if let Some(report) = lanes.next_report(None).await {
+                self.absorb(report?, &mut blocked, &mut retry);
+            }
         }
-        self.processed.send_replace(horizon);
+        if let Some(msg) = retry {
+            return Ok(Pass::Retry(msg));
+        }
+        if !*shutdown.borrow() {
+            self.processed.send_replace(horizon);
+        }
         Ok(Pass::Done)
+    }
+
+    /// Reads entry `seq` and works out its ordering keys; `None` when it
+    /// is gone or must wait for a later pass.
+    fn prepare(
+        &self,
+        seq: u64,
+        blocked: &mut HashSet<(Kind, String)>,
+    ) -> Result<Option<Ready>, StoreError> {
+        let Some(entry) = self.store.entry(seq)? else {
+            return Ok(None);
+        };
+        let key = (entry.kind, entry.id.clone());
+        if blocked.contains(&key) {
+            return Ok(None);
+        }
+        if let EntryState::Failed(_) = self.store.state(seq)? {
+            blocked.insert(key);
+            return Ok(None);
+        }
+        let deps = self.planner.dependencies(&entry);
+        if let Some((k, id)) = deps.iter().find(|d| blocked.contains(*d)) {
+            debug!(seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: it names a resource whose earlier write is parked");
+            blocked.insert(key);
+            return Ok(None);
+        }
+        let mut keys = self.lane_keys(&entry);
+        keys.extend(deps.iter().map(resource_lane_key));
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Some(Ready {
+            work: Work { entry, deps },
+            keys,
+        }))
+    }
+
+    /// Takes in what a lane reports.
+    fn absorb(
+        &self,
+        report: Report,
+        blocked: &mut HashSet<(Kind, String)>,
+        retry: &mut Option<String>,
+    ) {
+        match report {
+            Report::Tried(entry, op, outcome) => {
+                self.count(op, &outcome);
+                match outcome {
+                    Ok(_) => {
+                        if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
+                            info!("directory reachable again; delivering queued writes");
+                        }
+                    }
+                    Err(ApplyError::Park { .. }) => {
+                        blocked.insert((entry.kind, entry.id.clone()));
+                    }
+                    Err(ApplyError::Retry(msg)) => {
+                        retry.get_or_insert(msg);
+                    }
+                }
+            }
+            Report::Waiting(key) => {
+                blocked.insert(key);
+            }
+            Report::NotTried => {}
+        }
     }
 
     /// The ordering keys of an entry: its resource, the DN its plan
@@ -1311,95 +1368,248 @@ struct Work {
     deps: Vec<(Kind, String)>,
 }
 
-/// An entry a lane tried: the entry, the kind of operation, the outcome.
-type Tried = (JournalEntry, &'static str, Result<Option<Link>, ApplyError>);
+/// An entry read and keyed, waiting for a lane.
+struct Ready {
+    work: Work,
+    keys: Vec<String>,
+}
 
-/// What a lane did.
-#[derive(Default)]
-struct LaneResult {
-    /// Entries tried, in order, with the kind of operation and the outcome.
-    done: Vec<Tried>,
-    /// Resources held back behind a parked entry of this lane.
-    waiting: Vec<(Kind, String)>,
-    /// The directory could not be reached: the lane stopped here.
-    retry: Option<String>,
+/// What a lane reports for each entry it was given, in order.
+enum Report {
+    /// Tried: the kind of operation and the outcome.
+    Tried(JournalEntry, &'static str, Result<Option<Link>, ApplyError>),
+    /// Held back behind a parked entry of its resource or of one it names.
+    Waiting((Kind, String)),
+    /// Not tried: the directory could not be reached earlier in this pass.
+    NotTried,
+}
+
+enum ToLane {
+    /// Forget what was parked or unreachable in the last pass.
+    NewPass,
+    Work(Work),
+}
+
+/// The lane tasks, and what the dispatcher knows of what they hold.
+struct Lanes {
+    senders: Vec<mpsc::UnboundedSender<ToLane>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reports: mpsc::UnboundedReceiver<(usize, Result<Report, StoreError>)>,
+    /// Keys of every entry given to each lane and not yet reported, in
+    /// order.
+    held: Vec<std::collections::VecDeque<Vec<String>>>,
+    /// Which lane holds each key, and how many of its entries.
+    holders: HashMap<String, (usize, usize)>,
+}
+
+impl Lanes {
+    fn start(dirs: Vec<Directory>, planner: Arc<dyn Planner>, store: Store) -> Lanes {
+        let (report_tx, reports) = mpsc::unbounded_channel();
+        let mut senders = Vec::new();
+        let mut tasks = Vec::new();
+        for (i, dir) in dirs.into_iter().enumerate() {
+            let (tx, rx) = mpsc::unbounded_channel();
+            senders.push(tx);
+            tasks.push(tokio::spawn(lane_task(
+                i,
+                dir,
+                planner.clone(),
+                store.clone(),
+                rx,
+                report_tx.clone(),
+            )));
+        }
+        Lanes {
+            tasks,
+            held: senders.iter().map(|_| Default::default()).collect(),
+            senders,
+            reports,
+            holders: HashMap::new(),
+        }
+    }
+
+    /// Ends the lane tasks (each finishes the entry in hand) and waits
+    /// for them.
+    async fn stop(self) {
+        drop(self.senders);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    fn new_pass(&mut self) {
+        for tx in &self.senders {
+            let _ = tx.send(ToLane::NewPass);
+        }
+    }
+
+    fn idle(&self) -> bool {
+        self.held.iter().all(|h| h.is_empty())
+    }
+
+    /// The lane for an entry with these keys: the one that holds any of
+    /// them, else the least busy; `None` if two lanes hold them or the
+    /// lane is full (wait for a report, then ask again).
+    fn choose(&self, keys: &[String]) -> Option<usize> {
+        let mut lane = None;
+        for k in keys {
+            if let Some(&(l, _)) = self.holders.get(k) {
+                match lane {
+                    Some(other) if other != l => return None,
+                    _ => lane = Some(l),
+                }
+            }
+        }
+        let lane = lane.unwrap_or_else(|| {
+            (0..self.held.len())
+                .min_by_key(|&l| self.held[l].len())
+                .unwrap_or(0)
+        });
+        (self.held[lane].len() < LANE_DEPTH).then_some(lane)
+    }
+
+    fn send(&mut self, lane: usize, work: Work, keys: Vec<String>) {
+        for k in &keys {
+            self.holders.entry(k.clone()).or_insert((lane, 0)).1 += 1;
+        }
+        self.held[lane].push_back(keys);
+        if self.senders[lane].send(ToLane::Work(work)).is_err() {
+            // The lane task ended (it reported a store error): its
+            // report is waiting in the channel.
+            warn!(lane, "writer lane stopped");
+        }
+    }
+
+    fn release(&mut self, lane: usize) {
+        if let Some(keys) = self.held[lane].pop_front() {
+            for k in keys {
+                if let Some(h) = self.holders.get_mut(&k) {
+                    h.1 -= 1;
+                    if h.1 == 0 {
+                        self.holders.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn try_report(&mut self) -> Option<Result<Report, StoreError>> {
+        let (lane, report) = self.reports.try_recv().ok()?;
+        self.release(lane);
+        Some(report)
+    }
+
+    /// The next report, waiting at most `wait` (forever with `None`).
+    async fn next_report(&mut self, wait: Option<Duration>) -> Option<Result<Report, StoreError>> {
+        let got = match wait {
+            Some(d) => tokio::time::timeout(d, self.reports.recv()).await.ok()?,
+            None => self.reports.recv().await,
+        };
+        match got {
+            Some((lane, report)) => {
+                self.release(lane);
+                Some(report)
+            }
+            None => Some(Err(StoreError::Corrupt(
+                "writer".into(),
+                "every lane stopped".into(),
+            ))),
+        }
+    }
+}
+
+/// One lane: applies the entries it is given in order on its connection,
+/// recording each outcome in the store at once (a later entry of the same
+/// resource needs the link the earlier one made), and reports each. An
+/// entry of a resource parked earlier in the pass, or naming one, is held
+/// back; after the directory could not be reached, nothing more is tried
+/// until the next pass.
+async fn lane_task(
+    lane: usize,
+    mut dir: Directory,
+    planner: Arc<dyn Planner>,
+    store: Store,
+    mut rx: mpsc::UnboundedReceiver<ToLane>,
+    reports: mpsc::UnboundedSender<(usize, Result<Report, StoreError>)>,
+) {
+    let mut parked: HashSet<(Kind, String)> = HashSet::new();
+    let mut down = false;
+    while let Some(msg) = rx.recv().await {
+        let work = match msg {
+            ToLane::NewPass => {
+                parked.clear();
+                down = false;
+                continue;
+            }
+            ToLane::Work(w) => w,
+        };
+        let report = if down {
+            Ok(Report::NotTried)
+        } else {
+            apply_one(&mut dir, &planner, &store, work, &mut parked).await
+        };
+        if let Ok(Report::Tried(_, _, Err(ApplyError::Retry(_)))) = &report {
+            down = true;
+            dir.reset();
+        }
+        let fatal = report.is_err();
+        if reports.send((lane, report)).is_err() || fatal {
+            return;
+        }
+    }
+}
+
+async fn apply_one(
+    dir: &mut Directory,
+    planner: &Arc<dyn Planner>,
+    store: &Store,
+    Work { entry, deps }: Work,
+    parked: &mut HashSet<(Kind, String)>,
+) -> Result<Report, StoreError> {
+    let key = (entry.kind, entry.id.clone());
+    if parked.contains(&key) || deps.iter().any(|d| parked.contains(d)) {
+        parked.insert(key.clone());
+        return Ok(Report::Waiting(key));
+    }
+    let plan = match planner.plan(&entry) {
+        Ok(p) => p,
+        Err(message) => {
+            parked.insert(key);
+            park(store, &entry, None, &message)?;
+            return Ok(Report::Tried(
+                entry,
+                "plan",
+                Err(ApplyError::Park {
+                    code: None,
+                    message,
+                }),
+            ));
+        }
+    };
+    let op = match plan {
+        Plan::Delete { .. } => "delete",
+        Plan::Group(_) => "group",
+        Plan::Upsert(_) => "upsert",
+    };
+    let link = store.link(entry.kind, &entry.id)?;
+    let full = || planner.full_members(&entry);
+    let outcome = dir.apply(&plan, link.as_ref(), &full).await;
+    match &outcome {
+        Err(ApplyError::Retry(_)) => {}
+        Err(ApplyError::Park { code, message }) => {
+            parked.insert(key);
+            park(store, &entry, *code, message)?;
+        }
+        Ok(new_link) => {
+            store.mark_applied(&entry, new_link.as_ref())?;
+            debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
+        }
+    }
+    Ok(Report::Tried(entry, op, outcome))
 }
 
 fn resource_lane_key(key: &(Kind, String)) -> String {
     format!("r{}{}", key.0.name(), key.1)
-}
-
-/// The lane of a resource not yet given one: spread by a hash of its id.
-fn lane_for(key: &(Kind, String), lanes: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    key.hash(&mut h);
-    (h.finish() % lanes.max(1) as u64) as usize
-}
-
-/// Applies a lane's entries in order on its connection, recording each
-/// outcome in the store at once (a later entry of the same resource needs
-/// the link the earlier one made). An entry of a resource parked earlier in
-/// the lane, or naming one, is held back.
-async fn run_lane(
-    dir: &mut Directory,
-    planner: Arc<dyn Planner>,
-    store: Store,
-    work: Vec<Work>,
-) -> Result<LaneResult, StoreError> {
-    let mut out = LaneResult::default();
-    let mut parked: HashSet<(Kind, String)> = HashSet::new();
-    for Work { entry, deps } in work {
-        let key = (entry.kind, entry.id.clone());
-        if parked.contains(&key) || deps.iter().any(|d| parked.contains(d)) {
-            parked.insert(key.clone());
-            out.waiting.push(key);
-            continue;
-        }
-        let plan = match planner.plan(&entry) {
-            Ok(p) => p,
-            Err(message) => {
-                parked.insert(key);
-                park(&store, &entry, None, &message)?;
-                out.done.push((
-                    entry,
-                    "plan",
-                    Err(ApplyError::Park {
-                        code: None,
-                        message,
-                    }),
-                ));
-                continue;
-            }
-        };
-        let op = match plan {
-            Plan::Delete { .. } => "delete",
-            Plan::Group(_) => "group",
-            Plan::Upsert(_) => "upsert",
-        };
-        let link = store.link(entry.kind, &entry.id)?;
-        let p = planner.clone();
-        let full = |e: &JournalEntry| p.full_members(e);
-        let full = || full(&entry);
-        let outcome = dir.apply(&plan, link.as_ref(), &full).await;
-        match &outcome {
-            Err(ApplyError::Retry(msg)) => {
-                out.retry = Some(msg.clone());
-                out.done.push((entry, op, outcome));
-                return Ok(out);
-            }
-            Err(ApplyError::Park { code, message }) => {
-                parked.insert(key);
-                park(&store, &entry, *code, message)?;
-            }
-            Ok(new_link) => {
-                store.mark_applied(&entry, new_link.as_ref())?;
-                debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
-            }
-        }
-        out.done.push((entry, op, outcome));
-    }
-    Ok(out)
 }
 
 /// Parks an entry, with a log line that says what to do.
@@ -1420,38 +1630,10 @@ fn park(
     )
 }
 
-/// Runs futures at once on the current task and returns their outputs in
-/// order.
-async fn join_all<F: std::future::Future>(futures: Vec<F>) -> Vec<F::Output> {
-    use std::task::Poll;
-    let mut futures: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (f, out) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if out.is_none() {
-                match f.as_mut().poll(cx) {
-                    Poll::Ready(v) => *out = Some(v),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(())
-        }
-    })
-    .await;
-    outputs.into_iter().flatten().collect()
-}
-
 enum Pass {
-    /// Everything pending was applied or parked.
+    /// Everything pending was applied, parked or held back behind a
+    /// parked entry.
     Done,
-    /// Some entries waited for the next pass (they named resources in two
-    /// lanes): go again at once.
-    More,
     /// The directory is unreachable: back off.
     Retry(String),
 }
