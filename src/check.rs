@@ -1,8 +1,9 @@
 //! `scim2ldap check`: reads the config and the mapping, binds to the
 //! directory, reads its subschema, and reports every way the mapping and
 //! the directory disagree: object classes and attribute types the
-//! directory does not define, MUST attributes no rule fills, DN parents
-//! that do not exist.
+//! directory does not define, MUST attributes no rule fills, object
+//! classes that cannot share an entry, member attributes the group's
+//! classes do not allow, DN parents that do not exist.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -12,7 +13,7 @@ use ldap3::{Scope, SearchEntry};
 
 use crate::config::Config;
 use crate::ldap::{ApplyError, Directory};
-use crate::mapping::{Mapping, ResourceMapping};
+use crate::mapping::{GroupMapping, Mapping, ResourceMapping};
 use crate::model::Model;
 
 /// What `check` found.
@@ -57,8 +58,18 @@ impl fmt::Display for Report {
 pub struct ObjectClassDef {
     pub names: Vec<String>,
     pub sup: Vec<String>,
+    pub kind: ClassKind,
     pub must: Vec<String>,
     pub may: Vec<String>,
+}
+
+/// RFC 4512 §4.1.1: an object class without a kind is STRUCTURAL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ClassKind {
+    Abstract,
+    #[default]
+    Structural,
+    Auxiliary,
 }
 
 /// An attribute type of the subschema.
@@ -108,8 +119,8 @@ impl Schema {
             .map(String::as_str)
     }
 
-    /// MUST attributes of a class and of its superclasses.
-    pub fn all_must(&self, class: &str) -> Vec<String> {
+    /// A class and its superclasses, the class first.
+    fn lineage(&self, class: &str) -> Vec<&ObjectClassDef> {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         let mut todo = vec![class.to_string()];
@@ -118,11 +129,73 @@ impl Schema {
                 continue;
             }
             if let Some(def) = self.class(&c) {
-                out.extend(def.must.iter().cloned());
+                out.push(def);
                 todo.extend(def.sup.iter().cloned());
             }
         }
         out
+    }
+
+    /// MUST attributes of a class and of its superclasses.
+    pub fn all_must(&self, class: &str) -> Vec<String> {
+        self.lineage(class)
+            .into_iter()
+            .flat_map(|d| d.must.iter().cloned())
+            .collect()
+    }
+
+    /// MAY attributes of a class and of its superclasses.
+    pub fn all_may(&self, class: &str) -> Vec<String> {
+        self.lineage(class)
+            .into_iter()
+            .flat_map(|d| d.may.iter().cloned())
+            .collect()
+    }
+
+    /// Whether `sup` is `class` or one of its superclasses.
+    pub fn derives_from(&self, class: &str, sup: &str) -> bool {
+        self.lineage(class)
+            .iter()
+            .any(|d| d.names.iter().any(|n| n.eq_ignore_ascii_case(sup)))
+    }
+
+    /// Pairs of STRUCTURAL classes in `classes` that cannot share an entry
+    /// (neither derives from the other): RFC 4512 §2.4.2 gives an entry
+    /// one structural chain, and OpenLDAP refuses the add. Unknown classes
+    /// are reported elsewhere.
+    pub fn structural_conflicts<'a>(&self, classes: &'a [String]) -> Vec<(&'a str, &'a str)> {
+        let structural: Vec<&str> = classes
+            .iter()
+            .map(String::as_str)
+            .filter(|c| {
+                self.class(c)
+                    .is_some_and(|d| d.kind == ClassKind::Structural)
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (i, a) in structural.iter().enumerate() {
+            for b in &structural[i + 1..] {
+                if !self.derives_from(a, b) && !self.derives_from(b, a) {
+                    out.push((*a, *b));
+                }
+            }
+        }
+        out
+    }
+
+    /// Whether one of `classes` (or a superclass) lists `attr` as MUST or
+    /// MAY, aliases resolved. `extensibleObject` allows anything.
+    pub fn allows(&self, classes: &[String], attr: &str) -> bool {
+        let canon = |a: &str| self.attribute(a).unwrap_or(a).to_ascii_lowercase();
+        let want = canon(attr);
+        classes.iter().any(|c| {
+            c.eq_ignore_ascii_case("extensibleObject")
+                || self
+                    .all_must(c)
+                    .iter()
+                    .chain(self.all_may(c).iter())
+                    .any(|a| canon(a) == want)
+        })
     }
 }
 
@@ -187,9 +260,18 @@ fn list_after(toks: &[String], keyword: &str) -> Vec<String> {
 
 pub fn parse_object_class(def: &str) -> ObjectClassDef {
     let toks = tokens(def);
+    let has = |k: &str| toks.iter().any(|t| t.eq_ignore_ascii_case(k));
+    let kind = if has("AUXILIARY") {
+        ClassKind::Auxiliary
+    } else if has("ABSTRACT") {
+        ClassKind::Abstract
+    } else {
+        ClassKind::Structural
+    };
     ObjectClassDef {
         names: list_after(&toks, "NAME"),
         sup: list_after(&toks, "SUP"),
+        kind,
         must: list_after(&toks, "MUST"),
         may: list_after(&toks, "MAY"),
     }
@@ -348,6 +430,16 @@ pub async fn run(path: &Path) -> Report {
         if class_ok {
             r.pass(format!("[{section}] object classes exist"));
         }
+        let conflicts = schema.structural_conflicts(res.object_classes());
+        for (a, b) in &conflicts {
+            r.fail(format!(
+                "{}: [{section}] object_classes: {a:?} and {b:?} are both STRUCTURAL in this directory's schema and neither derives from the other, so no entry can have both (for groupOfNames + posixGroup, the directory needs the rfc2307bis schema, where posixGroup is AUXILIARY)",
+                at(section, b)
+            ));
+        }
+        if class_ok && conflicts.is_empty() {
+            r.pass(format!("[{section}] object classes can share an entry"));
+        }
         let mut attrs_ok = true;
         for a in attrs {
             if schema.attribute(a).is_none() {
@@ -397,6 +489,11 @@ pub async fn run(path: &Path) -> Report {
                 parents.push(("deactivate.move_to", to.clone()));
             }
         }
+        if *section == "group" {
+            if let Some(g) = &model.mapping.group {
+                check_member_attributes(&mut r, &schema, g, &at);
+            }
+        }
         for (key, parent) in parents {
             match entry_exists(dir.conn().await, &parent).await {
                 Ok(true) => r.pass(format!("[{section}] {key}: {parent} exists")),
@@ -415,6 +512,63 @@ pub async fn run(path: &Path) -> Report {
         }
     }
     r
+}
+
+/// The group's member attributes (`[group.members]` and its `also`): each
+/// must be allowed by the group's object classes, and one they require must
+/// keep a value in an empty group (the table's attribute, with a
+/// placeholder; an `also` one is removed while it has no values).
+fn check_member_attributes(
+    r: &mut Report,
+    schema: &Schema,
+    g: &GroupMapping,
+    at: &dyn Fn(&str, &str) -> String,
+) {
+    let classes = g.resource.object_classes();
+    let mut ok = true;
+    for (i, m) in g.members.attributes().into_iter().enumerate() {
+        let name = m.attribute;
+        if schema.attribute(name).is_none() {
+            // Reported with the other unknown attributes.
+            ok = false;
+            continue;
+        }
+        if !schema.allows(classes, name) {
+            ok = false;
+            r.fail(format!(
+                "{}: [group.members] {name}: none of the group's object classes {classes:?} allows {name:?} (MUST or MAY); the directory would refuse the group entries",
+                at("group.members", name)
+            ));
+            continue;
+        }
+        let canon = schema.attribute(name).unwrap_or(name).to_ascii_lowercase();
+        let required_by = classes.iter().find(|c| {
+            schema
+                .all_must(c)
+                .iter()
+                .any(|a| schema.attribute(a).unwrap_or(a).to_ascii_lowercase() == canon)
+        });
+        match required_by {
+            Some(oc) if i > 0 => {
+                ok = false;
+                r.fail(format!(
+                    "{}: [group.members] also {name}: object class {oc:?} requires it (MUST), but an also attribute is removed while the group has no values for it; make it the table's attribute with empty = {{ placeholder = ... }}",
+                    at("group.members", name)
+                ));
+            }
+            Some(oc) if m.placeholder.is_none() => {
+                ok = false;
+                r.fail(format!(
+                    "{}: [group.members] empty: object class {oc:?} requires {name} (MUST), so an empty group cannot drop it; use empty = {{ placeholder = \"<dn>\" }}",
+                    at("group.members", "empty")
+                ));
+            }
+            _ => {}
+        }
+    }
+    if ok {
+        r.pass("[group.members] the group's object classes allow every member attribute");
+    }
 }
 
 /// Every attribute the user mapping writes: rules, id attribute and the
@@ -538,6 +692,47 @@ mod tests {
         assert_eq!(s.attribute("commonName"), Some("cn"));
         assert_eq!(s.attribute("2.5.4.3"), Some("cn"));
         assert!(s.attribute("nope").is_none());
+    }
+
+    #[test]
+    fn structural_chains_and_allowed_attributes() {
+        let classes = |posix_group: &str| {
+            vec![
+                "( 2.5.6.0 NAME 'top' ABSTRACT MUST objectClass )".to_string(),
+                "( 2.5.6.9 NAME 'groupOfNames' SUP top STRUCTURAL MUST ( member $ cn ) MAY description )".into(),
+                format!("( 1.3.6.1.1.1.2.2 NAME 'posixGroup' DESC 'Abstraction of a group of accounts' SUP top {posix_group} MUST ( cn $ gidNumber ) MAY ( userPassword $ memberUid $ description ) )"),
+                "( 2.5.6.6 NAME 'person' SUP top STRUCTURAL MUST ( sn $ cn ) )".into(),
+                "( 2.5.6.7 NAME 'organizationalPerson' SUP person STRUCTURAL )".into(),
+                "( 1.3.6.1.1.1.2.0 NAME 'posixAccount' SUP top AUXILIARY MUST uid )".into(),
+                "( 9.9.9 NAME 'noKind' SUP top MAY description )".into(),
+            ]
+        };
+        let attrs = [
+            "( 2.5.4.31 NAME 'member' )".to_string(),
+            "( 1.3.6.1.1.1.1.12 NAME 'memberUid' )".into(),
+        ];
+        let s = Schema::parse(&classes("STRUCTURAL"), &attrs);
+        assert_eq!(s.class("top").unwrap().kind, ClassKind::Abstract);
+        assert_eq!(s.class("posixAccount").unwrap().kind, ClassKind::Auxiliary);
+        assert_eq!(s.class("noKind").unwrap().kind, ClassKind::Structural);
+        let group: Vec<String> = ["top", "groupOfNames", "posixGroup"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            s.structural_conflicts(&group),
+            vec![("groupOfNames", "posixGroup")]
+        );
+        let user: Vec<String> = ["top", "person", "organizationalPerson", "posixAccount"]
+            .map(String::from)
+            .to_vec();
+        assert!(s.structural_conflicts(&user).is_empty(), "one chain");
+
+        let bis = Schema::parse(&classes("AUXILIARY"), &attrs);
+        assert!(bis.structural_conflicts(&group).is_empty());
+        assert!(bis.allows(&group, "MEMBERUID") && bis.allows(&group, "member"));
+        let only_names = ["top".to_string(), "groupOfNames".to_string()];
+        assert!(!bis.allows(&only_names, "memberUid"));
+        assert!(bis.allows(&["extensibleObject".to_string()], "memberUid"));
     }
 
     #[test]

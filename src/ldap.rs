@@ -32,23 +32,33 @@ pub enum Plan {
     /// The entry must not exist. `dn` is where it would be if it was never
     /// linked (the link, when there is one, wins).
     Delete { dn: String },
-    /// A group: its entry, plus a change to its member attribute.
+    /// A group: its entry, plus a change to its member attributes.
     Group(GroupPlan),
 }
 
 /// A group's entry and its membership change.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPlan {
-    /// The entry without the member attribute (not in `managed` either).
+    /// The entry without the member attributes (not in `managed` either).
     pub desired: Desired,
-    /// `member`, `uniqueMember`, `memberUid`, ...
-    pub member_attr: String,
-    pub members: MemberPlan,
-    /// The value that keeps a group valid while it has no members.
-    pub placeholder: Option<String>,
+    /// Every attribute that lists the members, the mapping's main one
+    /// first (`member`; then `memberUid` on a groupOfNames + posixGroup
+    /// entry), each with its change. Their deltas go in one modify.
+    pub members: Vec<MemberAttrPlan>,
     /// Only members changed: the delta can go to the linked entry without
     /// reading it first (a 50,000-member entry is costly to read).
     pub only_members: bool,
+}
+
+/// One member attribute of a group and what to do with its values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MemberAttrPlan {
+    /// `member`, `uniqueMember`, `memberUid`, ...
+    pub attr: String,
+    pub values: MemberPlan,
+    /// The value that keeps a group valid while the attribute has no
+    /// member values; `None`: the attribute is removed then.
+    pub placeholder: Option<String>,
 }
 
 /// What to do with a group's member values.
@@ -124,15 +134,16 @@ pub fn user_account_control(current: Option<&str>, disable: bool) -> String {
 }
 
 /// Gives a group's current member values, for when a delta cannot be
-/// applied.
-pub type FullMembers<'a> = &'a (dyn Fn() -> Result<Vec<String>, String> + Send + Sync);
+/// applied: one list per [`GroupPlan::members`] attribute, in that order.
+pub type FullMembers<'a> = &'a (dyn Fn() -> Result<Vec<Vec<String>>, String> + Send + Sync);
 
 /// Turns journal entries into plans. Implemented by the mapping layer.
 pub trait Planner: Send + Sync {
     fn plan(&self, entry: &JournalEntry) -> Result<Plan, String>;
-    /// The member values a group has now: used when a delta cannot be
-    /// applied (the entry is missing, or the directory disagrees).
-    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<String>, String>;
+    /// The member values a group has now, one list per member attribute
+    /// of its plan (same order): used when a delta cannot be applied (the
+    /// entry is missing, or the directory disagrees).
+    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<Vec<String>>, String>;
     /// Other resources this entry names (a group's members, a user's
     /// manager). The writer does not apply the entry while one of them has
     /// an earlier write that has not reached the directory (parked, or
@@ -405,24 +416,11 @@ impl Directory {
             } else if let Plan::Delete { dn } = plan {
                 (crate::ldif::delete(dn), None)
             } else if let Plan::Group(g) = plan {
-                let mut attrs = g.desired.attrs.clone();
-                let note = match &g.members {
-                    MemberPlan::Full(values) => {
-                        attrs.insert(g.member_attr.clone(), values.clone());
-                        String::new()
-                    }
-                    MemberPlan::Delta { add, remove, .. } => {
-                        format!("# {}: add {add:?}, remove {remove:?}\n", g.member_attr)
-                    }
-                };
                 let link = Some(Link {
                     dn: g.desired.dn.clone(),
                     uuid: None,
                 });
-                (
-                    note + &crate::ldif::add(&g.desired.dn, &g.desired.object_classes, &attrs),
-                    link,
-                )
+                (group_ldif(g), link)
             } else {
                 (format!("# {plan:?}\n"), link.cloned())
             };
@@ -464,7 +462,9 @@ impl Directory {
         // converging path below takes over.
         if let (Some(l), Some((g, _))) = (link, group) {
             if g.only_members
-                && matches!(g.members, MemberPlan::Delta { .. })
+                && g.members
+                    .iter()
+                    .all(|m| matches!(m.values, MemberPlan::Delta { .. }))
                 && same_dn(&l.dn, &want.dn)
             {
                 let mods = member_delta_mods(g);
@@ -578,81 +578,94 @@ impl Directory {
         })
     }
 
-    /// Applies a group's member change: the delta alone when there is one;
-    /// if the directory disagrees with it (a value already there or already
-    /// gone, an emptiness the store did not expect), converges to the full
-    /// current list instead.
+    /// Applies a group's member change: the deltas alone (one modify for
+    /// every member attribute); if the directory disagrees with them (a
+    /// value already there or already gone, an emptiness the store did not
+    /// expect), converges every member attribute to the full current list
+    /// instead. Attributes planned as full lists are converged.
     async fn apply_members(
         &mut self,
         dn: &str,
         g: &GroupPlan,
         full: FullMembers<'_>,
     ) -> Result<(), ApplyError> {
-        let (add, remove) = match &g.members {
-            MemberPlan::Full(values) => return self.converge_members(dn, g, values).await,
-            MemberPlan::Delta { add, remove, .. } => (add, remove),
-        };
         let mods = member_delta_mods(g);
-        if mods.is_empty() {
+        if !mods.is_empty() {
+            let ldap = self.conn().await?;
+            match ldap.modify(dn, mods).await.and_then(|r| r.success()) {
+                Ok(_) => {
+                    debug!(%dn, "changed members");
+                }
+                // attributeOrValueExists, noSuchAttribute, objectClassViolation:
+                // the entry is not in the state the delta assumes (a replay, a
+                // change made by hand): converge to the whole list.
+                Err(LdapError::LdapResult { result }) if [16, 20, 65].contains(&result.rc) => {
+                    debug!(%dn, rc = result.rc, "member delta did not apply; converging the whole list");
+                    let lists = full_lists(g, full)?;
+                    let targets: Vec<(&MemberAttrPlan, &[String])> = g
+                        .members
+                        .iter()
+                        .zip(lists.iter().map(Vec::as_slice))
+                        .collect();
+                    return self.converge_members(dn, &targets).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        let targets: Vec<(&MemberAttrPlan, &[String])> = g
+            .members
+            .iter()
+            .filter_map(|m| match &m.values {
+                MemberPlan::Full(values) => Some((m, values.as_slice())),
+                MemberPlan::Delta { .. } => None,
+            })
+            .collect();
+        if targets.is_empty() {
             return Ok(());
         }
-        let ldap = self.conn().await?;
-        match ldap.modify(dn, mods).await.and_then(|r| r.success()) {
-            Ok(_) => {
-                debug!(%dn, added = add.len(), removed = remove.len(), "changed members");
-                Ok(())
-            }
-            // attributeOrValueExists, noSuchAttribute, objectClassViolation:
-            // the entry is not in the state the delta assumes (a replay, a
-            // change made by hand): converge to the whole list.
-            Err(LdapError::LdapResult { result }) if [16, 20, 65].contains(&result.rc) => {
-                debug!(%dn, rc = result.rc, "member delta did not apply; converging the whole list");
-                let values = full().map_err(|message| ApplyError::Park {
-                    code: None,
-                    message,
-                })?;
-                self.converge_members(dn, g, &values).await
-            }
-            Err(e) => Err(classify(e)),
-        }
+        self.converge_members(dn, &targets).await
     }
 
-    /// Makes the member attribute hold exactly `values` (or the placeholder
-    /// when there are none), sending only what differs.
+    /// Makes each member attribute hold exactly its values (or its
+    /// placeholder when there are none, or nothing), reading them in one
+    /// search and sending only what differs in one modify.
     async fn converge_members(
         &mut self,
         dn: &str,
-        g: &GroupPlan,
-        values: &[String],
+        targets: &[(&MemberAttrPlan, &[String])],
     ) -> Result<(), ApplyError> {
-        let attr = g.member_attr.clone();
+        let attrs: Vec<String> = targets.iter().map(|(m, _)| m.attr.clone()).collect();
         let cur = self
-            .find(None, dn, std::slice::from_ref(&attr))
+            .find(None, dn, &attrs)
             .await?
             .ok_or_else(|| ApplyError::Retry(format!("{dn} vanished")))?;
-        let have: Vec<String> = attr_ci(&cur.attrs, &attr).cloned().unwrap_or_default();
-        let mut want: Vec<String> = values.to_vec();
-        if want.is_empty() {
-            want.extend(g.placeholder.iter().cloned());
-        }
-        let have_n: HashMap<String, &String> = have.iter().map(|v| (norm_value(v), v)).collect();
-        let want_n: HashMap<String, &String> = want.iter().map(|v| (norm_value(v), v)).collect();
-        let add: HashSet<String> = want_n
-            .iter()
-            .filter(|(k, _)| !have_n.contains_key(*k))
-            .map(|(_, v)| (*v).clone())
-            .collect();
-        let del: HashSet<String> = have_n
-            .iter()
-            .filter(|(k, _)| !want_n.contains_key(*k))
-            .map(|(_, v)| (*v).clone())
-            .collect();
         let mut mods = Vec::new();
-        if !add.is_empty() {
-            mods.push(Mod::Add(attr.clone(), add));
-        }
-        if !del.is_empty() {
-            mods.push(Mod::Delete(attr.clone(), del));
+        for (m, values) in targets {
+            let have: Vec<String> = attr_ci(&cur.attrs, &m.attr).cloned().unwrap_or_default();
+            let mut want: Vec<String> = values.to_vec();
+            if want.is_empty() {
+                want.extend(m.placeholder.iter().cloned());
+            }
+            let have_n: HashMap<String, &String> =
+                have.iter().map(|v| (norm_value(v), v)).collect();
+            let want_n: HashMap<String, &String> =
+                want.iter().map(|v| (norm_value(v), v)).collect();
+            let add: HashSet<String> = want_n
+                .iter()
+                .filter(|(k, _)| !have_n.contains_key(*k))
+                .map(|(_, v)| (*v).clone())
+                .collect();
+            let del: HashSet<String> = have_n
+                .iter()
+                .filter(|(k, _)| !want_n.contains_key(*k))
+                .map(|(_, v)| (*v).clone())
+                .collect();
+            if !add.is_empty() {
+                mods.push(Mod::Add(m.attr.clone(), add));
+            }
+            if !del.is_empty() {
+                mods.push(Mod::Delete(m.attr.clone(), del));
+            }
         }
         if mods.is_empty() {
             return Ok(());
@@ -701,25 +714,44 @@ impl Directory {
             attrs.push((UAC.to_string(), HashSet::from([value])));
         }
         if let Some((g, full)) = group {
-            let values = match &g.members {
-                MemberPlan::Full(v) => v.clone(),
-                MemberPlan::Delta {
-                    add,
-                    empty_before: true,
-                    ..
-                } => add.clone(),
-                MemberPlan::Delta { .. } => full().map_err(|message| ApplyError::Park {
-                    code: None,
-                    message,
-                })?,
-            };
-            let values: HashSet<String> = if values.is_empty() {
-                g.placeholder.iter().cloned().collect()
+            // A delta on a group that was not empty needs the whole list:
+            // asked once for every attribute.
+            let needs_full = g.members.iter().any(|m| {
+                matches!(
+                    m.values,
+                    MemberPlan::Delta {
+                        empty_before: false,
+                        ..
+                    }
+                )
+            });
+            let lists = if needs_full {
+                Some(full_lists(g, full)?)
             } else {
-                values.into_iter().collect()
+                None
             };
-            if !values.is_empty() {
-                attrs.push((g.member_attr.clone(), values));
+            for (i, m) in g.members.iter().enumerate() {
+                let values = match (&m.values, &lists) {
+                    (MemberPlan::Full(v), _) => v.clone(),
+                    (
+                        MemberPlan::Delta {
+                            add,
+                            empty_before: true,
+                            ..
+                        },
+                        _,
+                    ) => add.clone(),
+                    (MemberPlan::Delta { .. }, Some(lists)) => lists[i].clone(),
+                    (MemberPlan::Delta { .. }, None) => Vec::new(),
+                };
+                let values: HashSet<String> = if values.is_empty() {
+                    m.placeholder.iter().cloned().collect()
+                } else {
+                    values.into_iter().collect()
+                };
+                if !values.is_empty() {
+                    attrs.push((m.attr.clone(), values));
+                }
             }
         }
         let uuid_attr = self.uuid_attr.clone();
@@ -835,44 +867,82 @@ impl Directory {
     }
 }
 
-/// The modifications of a group's member delta: values added and
-/// removed, and the placeholder dropped or put back when the group stops or
-/// starts being empty. Empty for a full list.
+/// A group plan as `serve --dry-run` logs it: a comment line per member
+/// delta, then the entry as an add record with the member attributes
+/// planned as full lists (an empty one as its placeholder, or absent).
+fn group_ldif(g: &GroupPlan) -> String {
+    let mut attrs = g.desired.attrs.clone();
+    let mut note = String::new();
+    for m in &g.members {
+        match &m.values {
+            MemberPlan::Full(values) if values.is_empty() => {
+                if let Some(p) = &m.placeholder {
+                    attrs.insert(m.attr.clone(), vec![p.clone()]);
+                }
+            }
+            MemberPlan::Full(values) => {
+                attrs.insert(m.attr.clone(), values.clone());
+            }
+            MemberPlan::Delta { add, remove, .. } => {
+                note += &format!("# {}: add {add:?}, remove {remove:?}\n", m.attr);
+            }
+        }
+    }
+    note + &crate::ldif::add(&g.desired.dn, &g.desired.object_classes, &attrs)
+}
+
+/// The modifications of a group's member deltas, every member attribute
+/// in one list: values added and removed, and the placeholder dropped or
+/// put back when the group stops or starts being empty. Attributes planned
+/// as full lists add nothing.
 fn member_delta_mods(g: &GroupPlan) -> Vec<Mod<String>> {
-    let MemberPlan::Delta {
-        add,
-        remove,
-        empty_before,
-        empty_after,
-    } = &g.members
-    else {
-        return Vec::new();
-    };
     let mut mods: Vec<Mod<String>> = Vec::new();
-    if !add.is_empty() {
-        mods.push(Mod::Add(
-            g.member_attr.clone(),
-            add.iter().cloned().collect(),
-        ));
-    }
-    if !remove.is_empty() {
-        mods.push(Mod::Delete(
-            g.member_attr.clone(),
-            remove.iter().cloned().collect(),
-        ));
-    }
-    if let Some(p) = &g.placeholder {
-        if *empty_before && !*empty_after {
+    for m in &g.members {
+        let MemberPlan::Delta {
+            add,
+            remove,
+            empty_before,
+            empty_after,
+        } = &m.values
+        else {
+            continue;
+        };
+        if !add.is_empty() {
+            mods.push(Mod::Add(m.attr.clone(), add.iter().cloned().collect()));
+        }
+        if !remove.is_empty() {
             mods.push(Mod::Delete(
-                g.member_attr.clone(),
-                HashSet::from([p.clone()]),
+                m.attr.clone(),
+                remove.iter().cloned().collect(),
             ));
         }
-        if *empty_after && !*empty_before {
-            mods.push(Mod::Add(g.member_attr.clone(), HashSet::from([p.clone()])));
+        if let Some(p) = &m.placeholder {
+            if *empty_before && !*empty_after {
+                mods.push(Mod::Delete(m.attr.clone(), HashSet::from([p.clone()])));
+            }
+            if *empty_after && !*empty_before {
+                mods.push(Mod::Add(m.attr.clone(), HashSet::from([p.clone()])));
+            }
         }
     }
     mods
+}
+
+/// The group's full member lists, one per member attribute of the plan.
+/// A count that differs means the mapping was reloaded since the plan was
+/// made: the next pass plans again.
+fn full_lists(g: &GroupPlan, full: FullMembers<'_>) -> Result<Vec<Vec<String>>, ApplyError> {
+    let lists = full().map_err(|message| ApplyError::Park {
+        code: None,
+        message,
+    })?;
+    if lists.len() != g.members.len() {
+        return Err(ApplyError::Retry(format!(
+            "the mapping's member attributes changed while {} was being written; planning it again",
+            g.desired.dn
+        )));
+    }
+    Ok(lists)
 }
 
 /// The value of `attr` in a post-read response control, if the directory
@@ -1716,6 +1786,100 @@ mod tests {
                 "objectClass".to_string(),
                 HashSet::from(["posixAccount".to_string()])
             )]
+        );
+    }
+
+    #[test]
+    fn member_deltas_of_every_attribute_go_in_one_modify() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let placeholder = "cn=empty,dc=example,dc=com";
+        let plan = |add: &[&str], uid_add: &[&str], empty_before, empty_after| GroupPlan {
+            desired: Desired::default(),
+            members: vec![
+                MemberAttrPlan {
+                    attr: "member".into(),
+                    values: MemberPlan::Delta {
+                        add: add.iter().map(|s| s.to_string()).collect(),
+                        remove: Vec::new(),
+                        empty_before,
+                        empty_after,
+                    },
+                    placeholder: Some(placeholder.into()),
+                },
+                MemberAttrPlan {
+                    attr: "memberUid".into(),
+                    values: MemberPlan::Delta {
+                        add: uid_add.iter().map(|s| s.to_string()).collect(),
+                        remove: Vec::new(),
+                        empty_before,
+                        empty_after,
+                    },
+                    placeholder: None,
+                },
+            ],
+            only_members: true,
+        };
+        // First members of an empty group: both attributes, placeholder out.
+        assert_eq!(
+            member_delta_mods(&plan(&["uid=a,dc=x", "cn=g,dc=x"], &["a"], true, false)),
+            vec![
+                Mod::Add("member".into(), set(&["uid=a,dc=x", "cn=g,dc=x"])),
+                Mod::Delete("member".into(), set(&[placeholder])),
+                Mod::Add("memberUid".into(), set(&["a"])),
+            ]
+        );
+        // Only a nested group: memberUid has nothing to send.
+        assert_eq!(
+            member_delta_mods(&plan(&["cn=g,dc=x"], &[], false, false)),
+            vec![Mod::Add("member".into(), set(&["cn=g,dc=x"]))]
+        );
+        // A full list sends no delta.
+        let mut p = plan(&["uid=a,dc=x"], &["a"], false, false);
+        p.members[1].values = MemberPlan::Full(vec!["a".into()]);
+        assert_eq!(
+            member_delta_mods(&p),
+            vec![Mod::Add("member".into(), set(&["uid=a,dc=x"]))]
+        );
+    }
+
+    #[test]
+    fn dry_run_shows_every_member_attribute() {
+        let g = GroupPlan {
+            desired: Desired {
+                dn: "cn=unix,dc=x".into(),
+                object_classes: vec!["groupOfNames".into(), "posixGroup".into()],
+                attrs: BTreeMap::from([("cn".to_string(), vec!["unix".to_string()])]),
+                ..Desired::default()
+            },
+            members: vec![
+                MemberAttrPlan {
+                    attr: "member".into(),
+                    values: MemberPlan::Full(Vec::new()),
+                    placeholder: Some("cn=empty,dc=x".into()),
+                },
+                MemberAttrPlan {
+                    attr: "memberUid".into(),
+                    values: MemberPlan::Full(Vec::new()),
+                    placeholder: None,
+                },
+            ],
+            only_members: false,
+        };
+        assert_eq!(
+            group_ldif(&g),
+            "dn: cn=unix,dc=x\nchangetype: add\nobjectClass: groupOfNames\nobjectClass: posixGroup\ncn: unix\nmember: cn=empty,dc=x\n"
+        );
+        let mut g = g;
+        g.members[0].values = MemberPlan::Full(vec!["uid=a,dc=x".into()]);
+        g.members[1].values = MemberPlan::Delta {
+            add: vec!["a".into()],
+            remove: Vec::new(),
+            empty_before: true,
+            empty_after: false,
+        };
+        assert_eq!(
+            group_ldif(&g),
+            "# memberUid: add [\"a\"], remove []\ndn: cn=unix,dc=x\nchangetype: add\nobjectClass: groupOfNames\nobjectClass: posixGroup\ncn: unix\nmember: uid=a,dc=x\n"
         );
     }
 

@@ -7,8 +7,8 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::ldap::{Desired, GroupPlan, MemberPlan, Membership, Plan, Planner};
-use crate::mapping::{is_inactive, EmptyGroup, LdapEntry, Mapping, Reference, Resolver};
+use crate::ldap::{Desired, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, Planner};
+use crate::mapping::{is_inactive, LdapEntry, Mapping, MemberAttr, Reference, Resolver};
 use crate::scim::schema::SchemaRegistry;
 use crate::scim::ScimError;
 use crate::store::{JournalEntry, Kind, Op, Store};
@@ -87,29 +87,23 @@ impl Model {
 
     /// Where group member values point back at entries, for rewriting them
     /// on renames: DN-valued member attributes (unless the directory's
-    /// refint does it) and attribute-valued ones (memberUid = uid).
+    /// refint does it) and attribute-valued ones (memberUid = uid), `also`
+    /// attributes included.
     fn referrers(&self) -> (Vec<String>, Vec<(String, String)>) {
-        match &self.mapping.group {
-            Some(g) => match &g.members.value {
-                Reference::Dn if !g.members.refint => {
-                    (vec![g.members.attribute.clone()], Vec::new())
+        let mut dn = Vec::new();
+        let mut value = Vec::new();
+        if let Some(g) = &self.mapping.group {
+            for a in g.members.attributes() {
+                match a.value {
+                    Reference::Dn if !g.members.refint => dn.push(a.attribute.to_string()),
+                    Reference::Dn => {}
+                    Reference::Attribute(own) => {
+                        value.push((a.attribute.to_string(), own.clone()));
+                    }
                 }
-                Reference::Dn => (Vec::new(), Vec::new()),
-                Reference::Attribute(a) => {
-                    (Vec::new(), vec![(g.members.attribute.clone(), a.clone())])
-                }
-            },
-            None => (Vec::new(), Vec::new()),
+            }
         }
-    }
-
-    /// The member value of one member id, if it can be worked out.
-    fn member_value(&self, id: &str, resolver: &dyn Resolver) -> Option<String> {
-        let g = self.mapping.group.as_ref()?;
-        match &g.members.value {
-            Reference::Dn => resolver.dn(id),
-            Reference::Attribute(a) => resolver.attribute(id, a).into_iter().next(),
-        }
+        (dn, value)
     }
 
     /// The plan for a resource's state: the entry plus which attributes the
@@ -192,6 +186,15 @@ impl SharedModel {
     }
 }
 
+/// The value one member id has in a member attribute, if it can be worked
+/// out.
+fn member_value(value: &Reference, id: &str, resolver: &dyn Resolver) -> Option<String> {
+    match value {
+        Reference::Dn => resolver.dn(id),
+        Reference::Attribute(a) => resolver.attribute(id, a).into_iter().next(),
+    }
+}
+
 /// Resolves references between resources (a manager, a group member)
 /// through the store: the linked entry's DN, or where the mapping would put
 /// the entry.
@@ -252,12 +255,16 @@ impl MappingPlanner {
     }
 
     /// A user's place in each of its groups' entries (in while active, out
-    /// while inactive), for the `remove_from_groups` policy.
+    /// while inactive), for the `remove_from_groups` policy. The user's
+    /// values are those of the entry being planned (`desired`): after a
+    /// rename, the new DN and uid, which the writer has just rewritten in
+    /// the groups, not the linked DN it is leaving.
     fn memberships(
         &self,
         model: &Model,
         entry: &JournalEntry,
         user: &Value,
+        desired: &Desired,
         resolver: &StoreResolver<'_>,
     ) -> Result<Vec<Membership>, String> {
         let Some(g) = model.mapping.group.as_ref() else {
@@ -266,23 +273,37 @@ impl MappingPlanner {
         if !model.mapping.user_policy.deactivate.remove_from_groups {
             return Ok(Vec::new());
         }
-        let Some(value) = model.member_value(&entry.id, resolver) else {
+        // The user's value in each member attribute (its DN in member, its
+        // uid in memberUid); one it has none in is skipped.
+        let own = |value: &Reference| match value {
+            Reference::Dn => Some(desired.dn.clone()),
+            Reference::Attribute(a) => desired
+                .attrs
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(a))
+                .and_then(|(_, v)| v.first().cloned()),
+        };
+        let values: Vec<(&str, String, Option<&str>)> = g
+            .members
+            .attributes()
+            .into_iter()
+            .filter_map(|a| own(a.value).map(|v| (a.attribute, v, a.placeholder)))
+            .collect();
+        if values.is_empty() {
             return Ok(Vec::new());
-        };
-        let placeholder = match &g.members.empty {
-            EmptyGroup::Placeholder(p) => Some(p.clone()),
-            EmptyGroup::Allow => None,
-        };
+        }
         let mut out = Vec::new();
         for gid in self.store.groups_of(&entry.id).map_err(|e| e.to_string())? {
             if let Some(group_dn) = resolver.dn(&gid) {
-                out.push(Membership {
-                    group_dn,
-                    attr: g.members.attribute.clone(),
-                    value: value.clone(),
-                    present: !is_inactive(user),
-                    placeholder: placeholder.clone(),
-                });
+                for (attr, value, placeholder) in &values {
+                    out.push(Membership {
+                        group_dn: group_dn.clone(),
+                        attr: attr.to_string(),
+                        value: value.clone(),
+                        present: !is_inactive(user),
+                        placeholder: placeholder.map(str::to_string),
+                    });
+                }
             }
         }
         Ok(out)
@@ -300,37 +321,95 @@ impl MappingPlanner {
             .as_ref()
             .ok_or("the mapping has no [group] table")?;
         let desired = model.desired(Kind::Group, &entry.snapshot, resolver)?;
-        let placeholder = match &g.members.empty {
-            EmptyGroup::Placeholder(p) => Some(p.clone()),
-            EmptyGroup::Allow => None,
+        // The values of the ids in one attribute. `None` when one cannot be
+        // worked out because it is gone (deleted since). A member that
+        // exists but has no value there (a nested group in memberUid) is
+        // skipped in an attribute without a placeholder; in one with a
+        // placeholder, whose delta assumes that every member has a value,
+        // it is `None` too (the whole list then decides the placeholder).
+        let values = |a: &MemberAttr<'_>, ids: &[String]| -> Option<Vec<String>> {
+            let mut out = Vec::new();
+            for id in ids.iter().filter(|id| !self.left_out(model, id)) {
+                match member_value(a.value, id, resolver) {
+                    Some(v) => out.push(v),
+                    None if a.placeholder.is_none() && self.is_known(id) => {}
+                    None => return None,
+                }
+            }
+            Some(out)
         };
-        let values = |ids: &[String]| -> Option<Vec<String>> {
-            ids.iter()
-                .filter(|id| !self.left_out(model, id))
-                .map(|id| model.member_value(id, resolver))
-                .collect()
-        };
-        let members = match &entry.members {
-            Some(c) => match (values(&c.add), values(&c.remove)) {
-                (Some(add), Some(remove)) => MemberPlan::Delta {
-                    add,
-                    remove,
+        let mut full: Option<Vec<Vec<String>>> = None;
+        let mut members = Vec::new();
+        for (i, a) in g.members.attributes().into_iter().enumerate() {
+            let delta = entry.members.as_ref().and_then(|c| {
+                Some(MemberPlan::Delta {
+                    add: values(&a, &c.add)?,
+                    remove: values(&a, &c.remove)?,
                     empty_before: c.empty_before,
                     empty_after: c.empty_after,
-                },
-                // A member that can no longer be resolved (deleted since):
-                // converge to the whole current list instead.
-                _ => MemberPlan::Full(self.full_members(entry)?),
-            },
-            None => MemberPlan::Full(self.full_members(entry)?),
-        };
+                })
+            });
+            let plan = match delta {
+                Some(d) => d,
+                // No delta, or a member that can no longer be resolved:
+                // converge this attribute to the whole current list.
+                None => {
+                    if full.is_none() {
+                        full = Some(self.member_lists(model, &entry.id, resolver)?);
+                    }
+                    MemberPlan::Full(full.as_ref().map(|f| f[i].clone()).unwrap_or_default())
+                }
+            };
+            members.push(MemberAttrPlan {
+                attr: a.attribute.to_string(),
+                values: plan,
+                placeholder: a.placeholder.map(str::to_string),
+            });
+        }
         Ok(Plan::Group(GroupPlan {
             desired,
-            member_attr: g.members.attribute.clone(),
             members,
-            placeholder,
             only_members: entry.members.as_ref().is_some_and(|c| c.only_members),
         }))
+    }
+
+    /// Whether the store still has this user or group.
+    fn is_known(&self, id: &str) -> bool {
+        [Kind::User, Kind::Group]
+            .into_iter()
+            .any(|k| self.store.exists(k, id).unwrap_or(false))
+    }
+
+    /// A group's member values as the store lists its members now, one
+    /// list per member attribute of the mapping (main first): members left
+    /// out (inactive with `remove_from_groups`) or without a value in an
+    /// attribute are not in its list.
+    fn member_lists(
+        &self,
+        model: &Model,
+        gid: &str,
+        resolver: &StoreResolver<'_>,
+    ) -> Result<Vec<Vec<String>>, String> {
+        let Some(g) = model.mapping.group.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<String> = self
+            .store
+            .members(gid)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !self.left_out(model, id))
+            .collect();
+        Ok(g.members
+            .attributes()
+            .into_iter()
+            .map(|a| {
+                ids.iter()
+                    .filter_map(|id| member_value(a.value, id, resolver))
+                    .collect()
+            })
+            .collect())
     }
 }
 
@@ -347,7 +426,7 @@ impl Planner for MappingPlanner {
                 let mut desired = model.desired(entry.kind, &entry.snapshot, &resolver)?;
                 if entry.kind == Kind::User {
                     desired.memberships =
-                        self.memberships(&model, entry, &entry.snapshot, &resolver)?;
+                        self.memberships(&model, entry, &entry.snapshot, &desired, &resolver)?;
                 }
                 Plan::Upsert(desired)
             }
@@ -365,18 +444,13 @@ impl Planner for MappingPlanner {
         })
     }
 
-    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<String>, String> {
+    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<Vec<String>>, String> {
         let model = self.model.current();
         let resolver = StoreResolver {
             store: &self.store,
             model: &model,
         };
-        let members = self.store.members(&entry.id).map_err(|e| e.to_string())?;
-        Ok(members
-            .iter()
-            .filter(|(id, _)| !self.left_out(&model, id))
-            .filter_map(|(id, _)| model.member_value(id, &resolver))
-            .collect())
+        self.member_lists(&model, &entry.id, &resolver)
     }
 
     /// The users a user entry names through `resolve` rules (the

@@ -24,11 +24,12 @@ const SLAPD_BIN: &str = "/usr/sbin/slapd";
 const SLAPPASSWD_BIN: &str = "/usr/sbin/slappasswd";
 const MODULE_DIR: &str = "/usr/lib/ldap";
 const SCHEMA_DIR: &str = "/etc/ldap/schema";
+const NIS_SCHEMA: &str = "nis.schema";
 const BASE_SCHEMAS: [&str; 4] = [
     "core.schema",
     "cosine.schema",
     "inetorgperson.schema",
-    "nis.schema",
+    NIS_SCHEMA,
 ];
 const INSTALL_HINT: &str = "apt-get install slapd ldap-utils";
 
@@ -89,6 +90,12 @@ pub struct SlapdOptions {
     pub ldaps_port: Option<u16>,
     /// Extra schema files: names under /etc/ldap/schema or absolute paths.
     pub extra_schemas: Vec<String>,
+    /// posixGroup AUXILIARY, as in rfc2307bis, so that one group entry can
+    /// be groupOfNames + posixGroup (Debian's nis.schema makes it
+    /// STRUCTURAL, and slapd refuses two unrelated structural classes).
+    /// A copy of nis.schema with that one change is written to the
+    /// server's directory and loaded in its place.
+    pub posix_group_auxiliary: bool,
 }
 
 impl Default for SlapdOptions {
@@ -103,6 +110,7 @@ impl Default for SlapdOptions {
             ppolicy: true,
             ldaps_port: None,
             extra_schemas: Vec::new(),
+            posix_group_auxiliary: false,
         }
     }
 }
@@ -431,7 +439,12 @@ impl Slapd {
             .map(|s| s.to_string())
             .chain(o.extra_schemas.iter().cloned())
         {
-            let _ = writeln!(c, "include {}", path(&schema_path(&s))?);
+            let file = if o.posix_group_auxiliary && s == NIS_SCHEMA {
+                self.write_nis_auxiliary_schema()?
+            } else {
+                schema_path(&s)
+            };
+            let _ = writeln!(c, "include {}", path(&file)?);
         }
         let _ = writeln!(c, "pidfile {}", path(&dir.join("slapd.pid"))?);
         let _ = writeln!(c, "argsfile {}", path(&dir.join("slapd.args"))?);
@@ -511,6 +524,24 @@ impl Slapd {
         let conf = dir.join("slapd.conf");
         write_file(&conf, c.as_bytes())?;
         Ok(conf)
+    }
+
+    /// Writes `nis-posixgroup-auxiliary.schema` into the server's directory:
+    /// Debian's nis.schema with posixGroup AUXILIARY instead of STRUCTURAL
+    /// (what rfc2307bis does), and returns its path.
+    fn write_nis_auxiliary_schema(&self) -> io::Result<PathBuf> {
+        let src = schema_path(NIS_SCHEMA);
+        let text = fs::read_to_string(&src)
+            .map_err(|e| ctx(e, format!("cannot read {}", src.display())))?;
+        let changed = posix_group_auxiliary(&text).ok_or_else(|| {
+            io::Error::other(format!(
+                "{}: no STRUCTURAL posixGroup definition to make AUXILIARY",
+                src.display()
+            ))
+        })?;
+        let out = self.dir.join("nis-posixgroup-auxiliary.schema");
+        write_file(&out, changed.as_bytes())?;
+        Ok(out)
     }
 
     /// Loads the base entries with offline slapadd (`slapd -T add`) the
@@ -597,6 +628,23 @@ impl Drop for Slapd {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// `schema` (nis.schema's text) with the posixGroup object class made
+/// AUXILIARY; `None` if it has no STRUCTURAL posixGroup definition.
+fn posix_group_auxiliary(schema: &str) -> Option<String> {
+    let start = schema.find("NAME 'posixGroup'")?;
+    // The definition ends at the next `objectclass` keyword (or the end).
+    let end = schema[start..]
+        .find("\nobjectclass")
+        .map_or(schema.len(), |i| start + i);
+    let def = &schema[start..end];
+    let at = def.find("STRUCTURAL")?;
+    let mut out = String::with_capacity(schema.len() + 1);
+    out.push_str(&schema[..start + at]);
+    out.push_str("AUXILIARY");
+    out.push_str(&schema[start + at + "STRUCTURAL".len()..]);
+    Some(out)
 }
 
 fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
@@ -1068,6 +1116,33 @@ mod tests {
         assert_eq!(first_dc("DC=Acme").unwrap(), "Acme");
         assert!(first_dc("o=example").is_err());
         assert!(first_dc("").is_err());
+    }
+
+    #[test]
+    fn posix_group_becomes_auxiliary_and_nothing_else_changes() {
+        let nis = concat!(
+            "objectclass ( 1.3.6.1.1.1.2.0 NAME 'posixAccount'\n\tSUP top AUXILIARY\n\tMUST uid )\n\n",
+            "objectclass ( 1.3.6.1.1.1.2.2 NAME 'posixGroup'\n\tDESC 'Abstraction of a group of accounts'\n",
+            "\tSUP top STRUCTURAL\n\tMUST ( cn $ gidNumber )\n\tMAY ( userPassword $ memberUid $ description ) )\n\n",
+            "objectclass ( 1.3.6.1.1.1.2.3 NAME 'ipService'\n\tSUP top STRUCTURAL\n\tMUST cn )\n",
+        );
+        let out = posix_group_auxiliary(nis).unwrap();
+        assert_eq!(
+            out,
+            nis.replacen(
+                "SUP top STRUCTURAL\n\tMUST ( cn",
+                "SUP top AUXILIARY\n\tMUST ( cn",
+                1
+            )
+        );
+        assert!(out.contains("'ipService'\n\tSUP top STRUCTURAL"));
+        let already = out.clone();
+        assert_eq!(
+            posix_group_auxiliary(&already),
+            None,
+            "no STRUCTURAL left to change"
+        );
+        assert_eq!(posix_group_auxiliary("objectclass ( 1 NAME 'x' )"), None);
     }
 
     #[test]

@@ -50,7 +50,8 @@ impl LdapEntry {
 pub struct GroupEntry {
     pub entry: LdapEntry,
     /// SCIM ids in `members` that the resolver could not turn into a
-    /// member value (no entry yet, or no such attribute): left out of the
+    /// value of the table's member attribute (no entry yet, or no such
+    /// attribute; `also` attributes are not counted): left out of the
     /// entry so the rest still converges; the writer decides whether to
     /// retry.
     pub unresolved_members: Vec<String>,
@@ -390,8 +391,9 @@ fn typed_value(v: &str, ty: AttrType) -> Value {
 
 impl GroupMapping {
     /// The group's entry, members included: each `members[].value` (a
-    /// SCIM id) becomes the member attribute value the configuration asks
-    /// for; an empty group gets the placeholder (or no attribute).
+    /// SCIM id) becomes the value each member attribute asks for; an
+    /// attribute without values gets its placeholder (the table's own
+    /// attribute, when it has one) or is left out.
     pub fn entry(
         &self,
         resource: &Value,
@@ -399,24 +401,27 @@ impl GroupMapping {
         resolver: &dyn Resolver,
     ) -> Result<GroupEntry, ScimError> {
         let mut entry = self.resource.entry_with(resource, reg, resolver)?;
-        let mut values = Vec::new();
+        let ids = member_ids(resource);
         let mut unresolved = Vec::new();
-        for id in member_ids(resource) {
-            let got = resolve_one(&self.members.value, &id, resolver);
-            if got.is_empty() {
-                unresolved.push(id);
+        for (i, attr) in self.members.attributes().into_iter().enumerate() {
+            let mut values = Vec::new();
+            for id in &ids {
+                let got = resolve_one(attr.value, id, resolver);
+                // Judged on the table's own attribute: a nested group has
+                // no value in an `also` attribute such as memberUid.
+                if got.is_empty() && i == 0 {
+                    unresolved.push(id.clone());
+                }
+                for v in got {
+                    push_unique(&mut values, v);
+                }
             }
-            for v in got {
-                push_unique(&mut values, v);
+            if values.is_empty() {
+                values.extend(attr.placeholder.map(str::to_string));
             }
-        }
-        if values.is_empty() {
-            if let EmptyGroup::Placeholder(p) = &self.members.empty {
-                values.push(p.clone());
+            if !values.is_empty() {
+                entry.attrs.insert(attr.attribute.to_string(), values);
             }
-        }
-        if !values.is_empty() {
-            entry.attrs.insert(self.members.attribute.clone(), values);
         }
         Ok(GroupEntry {
             entry,

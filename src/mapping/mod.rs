@@ -130,8 +130,55 @@ pub struct Members {
     /// The directory keeps member values right by itself when a member
     /// entry is renamed or deleted (OpenLDAP's refint overlay, 389 DS's
     /// Referential Integrity plugin, AD's linked attributes): scim2ldap then
-    /// does not rewrite them.
+    /// does not rewrite them. It covers every DN-valued attribute of the
+    /// table, `also` ones included; attribute-valued ones (memberUid) are
+    /// always rewritten by scim2ldap.
     pub refint: bool,
+    /// `also`: more attributes of the same entry that list the same
+    /// members (groupOfNames + posixGroup: `member` DNs and `memberUid`
+    /// uids). They never hold a placeholder: with no member values (an
+    /// empty group, or only nested groups for `memberUid`) they are
+    /// absent. Empty unless the file has `also`.
+    pub also: Vec<MemberAttribute>,
+}
+
+/// One `[group.members] also` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberAttribute {
+    pub attribute: String,
+    pub value: Reference,
+}
+
+/// One attribute that lists a group's members, as the planner needs it:
+/// the table's own attribute first, then the `also` ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberAttr<'a> {
+    pub attribute: &'a str,
+    pub value: &'a Reference,
+    /// Held while the group has no member value in this attribute (the
+    /// table's attribute only).
+    pub placeholder: Option<&'a str>,
+}
+
+impl Members {
+    /// Every attribute that lists members, the table's own first.
+    pub fn attributes(&self) -> Vec<MemberAttr<'_>> {
+        let placeholder = match &self.empty {
+            EmptyGroup::Placeholder(p) => Some(p.as_str()),
+            EmptyGroup::Allow => None,
+        };
+        std::iter::once(MemberAttr {
+            attribute: &self.attribute,
+            value: &self.value,
+            placeholder,
+        })
+        .chain(self.also.iter().map(|a| MemberAttr {
+            attribute: &a.attribute,
+            value: &a.value,
+            placeholder: None,
+        }))
+        .collect()
+    }
 }
 
 /// What a group without members becomes.
@@ -326,10 +373,10 @@ impl ResourceMapping {
 }
 
 impl GroupMapping {
-    /// The group's managed attributes, the member attribute included.
+    /// The group's managed attributes, the member attributes included.
     pub fn managed_attributes(&self) -> Vec<&str> {
         let mut v = self.resource.managed_attributes();
-        v.push(&self.members.attribute);
+        v.extend(self.members.attributes().iter().map(|a| a.attribute));
         v
     }
 

@@ -132,6 +132,19 @@ pub(crate) struct RawMembers {
     pub empty: Spanned<RawEmpty>,
     #[serde(default)]
     pub refint: bool,
+    pub also: Option<Spanned<Vec<Spanned<RawAlso>>>>,
+}
+
+/// One entry of `also`: another attribute listing the same members.
+/// `empty` and `refint` are read only to be refused with a reason (they
+/// belong to the table).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAlso {
+    pub attribute: Str,
+    pub value: Option<Str>,
+    pub empty: Option<Spanned<de::IgnoredAny>>,
+    pub refint: Option<Spanned<de::IgnoredAny>>,
 }
 
 /// `empty = "allow"` or `empty = { placeholder = "dn" }`.

@@ -510,6 +510,225 @@ fn member_uid_style_and_empty_allowed() {
     assert!(!g.is_required("memberUid"));
 }
 
+/// groupOfNames + posixGroup: member DNs (with the placeholder) and
+/// memberUid uids (none while empty).
+const COMBINED: &str = r#"
+[group]
+dn = "cn={displayName},ou=groups,dc=example,dc=com"
+object_classes = ["top", "groupOfNames", "posixGroup"]
+[group.attributes]
+cn = "displayName"
+gidNumber = { allocate = "10000-59999" }
+[group.members]
+attribute = "member"
+empty = { placeholder = "cn=empty,dc=example,dc=com" }
+also = [{ attribute = "memberUid", value = "attribute:uid" }]
+"#;
+
+#[test]
+fn also_lists_members_in_a_second_attribute() {
+    let m = parse(&format!("{BASE}{COMBINED}"));
+    let g = m.group.as_ref().unwrap();
+    assert_eq!(
+        g.members.also,
+        vec![MemberAttribute {
+            attribute: "memberUid".into(),
+            value: Reference::Attribute("uid".into()),
+        }]
+    );
+    let attrs: Vec<(&str, &Reference, Option<&str>)> = g
+        .members
+        .attributes()
+        .iter()
+        .map(|a| (a.attribute, a.value, a.placeholder))
+        .collect();
+    assert_eq!(
+        attrs,
+        vec![
+            ("member", &Reference::Dn, Some("cn=empty,dc=example,dc=com")),
+            ("memberUid", &Reference::Attribute("uid".into()), None),
+        ]
+    );
+    let managed = g.managed_attributes();
+    assert!(managed.contains(&"member") && managed.contains(&"memberUid"));
+    assert!(g.is_required("member"));
+    assert!(
+        !g.is_required("memberUid"),
+        "an also attribute is removed while empty"
+    );
+
+    // "g2" (a nested group) has a DN but no uid: member only, and it is
+    // not unresolved.
+    struct WithGroup(Dir);
+    impl Resolver for WithGroup {
+        fn dn(&self, id: &str) -> Option<String> {
+            if id == "g2" {
+                return Some("cn=nested,ou=groups,dc=example,dc=com".into());
+            }
+            self.0.dn(id)
+        }
+        fn attribute(&self, id: &str, a: &str) -> Vec<String> {
+            self.0.attribute(id, a)
+        }
+    }
+    let r = WithGroup(dir());
+    let ge = g
+        .entry(
+            &json!({"displayName": "Devs", "members": [{"value": "u1"}, {"value": "g2"}, {"value": "u2"}]}),
+            &groups(),
+            &r,
+        )
+        .unwrap();
+    assert_eq!(
+        ge.entry.attrs["member"],
+        vec![
+            "uid=alice,ou=people,dc=example,dc=com",
+            "cn=nested,ou=groups,dc=example,dc=com",
+            "uid=bob,ou=people,dc=example,dc=com"
+        ]
+    );
+    assert_eq!(ge.entry.attrs["memberUid"], vec!["alice", "bob"]);
+    assert!(ge.unresolved_members.is_empty());
+
+    let ge = g
+        .entry(&json!({"displayName": "Empty"}), &groups(), &r)
+        .unwrap();
+    assert_eq!(ge.entry.attrs["member"], vec!["cn=empty,dc=example,dc=com"]);
+    assert!(
+        !ge.entry.attrs.contains_key("memberUid"),
+        "no placeholder in memberUid"
+    );
+    let ge = g
+        .entry(
+            &json!({"displayName": "OnlyNested", "members": [{"value": "g2"}]}),
+            &groups(),
+            &r,
+        )
+        .unwrap();
+    assert_eq!(
+        ge.entry.attrs["member"],
+        vec!["cn=nested,ou=groups,dc=example,dc=com"]
+    );
+    assert!(!ge.entry.attrs.contains_key("memberUid"));
+
+    // The array-of-tables form is the same; value defaults to "dn".
+    let text = format!("{BASE}{COMBINED}").replace(
+        "also = [{ attribute = \"memberUid\", value = \"attribute:uid\" }]\n",
+        "[[group.members.also]]\nattribute = \"memberUid\"\nvalue = \"attribute:uid\"\n[[group.members.also]]\nattribute = \"uniqueMember\"\n",
+    );
+    let m = parse(&text);
+    let also = &m.group.as_ref().unwrap().members.also;
+    assert_eq!(also.len(), 2);
+    assert_eq!(also[0].attribute, "memberUid");
+    assert_eq!(
+        also[1],
+        MemberAttribute {
+            attribute: "uniqueMember".into(),
+            value: Reference::Dn,
+        }
+    );
+
+    // Without also, nothing changes.
+    let m = parse(&format!("{BASE}{GROUP}"));
+    let g = m.group.as_ref().unwrap();
+    assert!(g.members.also.is_empty());
+    assert_eq!(g.members.attributes().len(), 1);
+}
+
+#[test]
+fn rfc2307bis_example_combines_member_and_member_uid() {
+    let m = parse(include_str!("../../examples/openldap-rfc2307bis.toml"));
+    let g = m.group.as_ref().expect("the preset maps groups");
+    assert_eq!(
+        g.resource.object_classes(),
+        ["top", "groupOfNames", "posixGroup"]
+    );
+    assert_eq!(g.members.attribute, "member");
+    assert_eq!(
+        g.members.empty,
+        EmptyGroup::Placeholder("cn=empty-group-placeholder,dc=example,dc=com".into())
+    );
+    assert_eq!(
+        g.members.also,
+        vec![MemberAttribute {
+            attribute: "memberUid".into(),
+            value: Reference::Attribute("uid".into()),
+        }]
+    );
+    assert_eq!(g.resource.allocations(), vec![("gidNumber", 10000, 59999)]);
+    assert_eq!(m.user.allocations(), vec![("uidNumber", 10000, 59999)]);
+}
+
+#[test]
+fn error_group_members_also() {
+    let text = |also: &str| {
+        format!("{BASE}{COMBINED}").replace(
+            "also = [{ attribute = \"memberUid\", value = \"attribute:uid\" }]",
+            also,
+        )
+    };
+    check(
+        &text("also = [{ attribute = \"member Uid\" }]"),
+        "also = ",
+        "group.members.also[0].attribute",
+        "not an LDAP attribute name",
+    );
+    check(
+        &text("also = [{ attribute = \"MEMBER\" }]"),
+        "also = ",
+        "group.members.also[0].attribute",
+        "already a member attribute",
+    );
+    check(
+        &text("also = [{ attribute = \"memberUid\", value = \"attribute:uid\" }, { attribute = \"memberuid\", value = \"attribute:uid\" }]"),
+        "also = ",
+        "group.members.also[1].attribute",
+        "already a member attribute",
+    );
+    check(
+        &text("also = [{ attribute = \"gidNumber\", value = \"attribute:uid\" }]"),
+        "also = ",
+        "group.members.also[0].attribute",
+        "also mapped in [group.attributes]",
+    );
+    check(
+        &text("also = [{ attribute = \"memberUid\", value = \"attribute:mail\" }]"),
+        "also = ",
+        "group.members.also[0].value",
+        "does not write mail",
+    );
+    check(
+        &text("also = [{ attribute = \"memberUid\", value = \"uid\" }]"),
+        "also = ",
+        "group.members.also[0].value",
+        "unknown reference",
+    );
+    check(
+        &text("also = [\n  { attribute = \"memberUid\", value = \"attribute:uid\" },\n  { attribute = \"memberUid2\", value = \"attribute:uid\", empty = \"allow\" },\n]"),
+        "memberUid2",
+        "group.members.also[1].empty",
+        "belongs to [group.members] itself",
+    );
+    check(
+        &text("also = [{ attribute = \"memberUid\", value = \"attribute:uid\", refint = true }]"),
+        "also = ",
+        "group.members.also[0].refint",
+        "covers every DN-valued member attribute",
+    );
+    check(
+        &text("also = [{ attribute = \"memberUid\", valeu = \"attribute:uid\" }]"),
+        "also = ",
+        "group.members.also.valeu",
+        "unknown field `valeu`",
+    );
+    check(
+        &text("also = { attribute = \"memberUid\" }"),
+        "also = ",
+        "group.members.also",
+        "invalid type",
+    );
+}
+
 // ---- LDAP → SCIM ----
 
 #[test]

@@ -12,7 +12,8 @@ use super::raw::{OneOrMany, RawEmpty, RawFile, RawRule, Str};
 use super::template::{parse_source, parse_template, Segment, Source, Transform};
 use super::{
     AttributeRule, DeactivatePolicy, DeleteAction, EmptyGroup, ExtensionAttribute, ExtensionDecl,
-    GroupMapping, Mapping, Members, Reference, ResourceKind, ResourceMapping, UserPolicy,
+    GroupMapping, Mapping, MemberAttribute, Members, Reference, ResourceKind, ResourceMapping,
+    UserPolicy,
 };
 use crate::dn::{dn_to_string, is_attribute_description, is_descriptor, parse_dn};
 use crate::scim::schema::{
@@ -768,31 +769,7 @@ fn members(
             format!("{attribute} is also mapped in [group.attributes]; members are written only through [group.members]"),
         );
     }
-    let value = match &m.value {
-        None => Reference::Dn,
-        Some(v) => match parse_reference(v.get_ref()) {
-            Ok(Reference::Attribute(a)) => {
-                let user_writes = user.is_none_or(|u| {
-                    u.managed_attributes()
-                        .iter()
-                        .any(|x| x.eq_ignore_ascii_case(&a))
-                });
-                if !user_writes {
-                    p.add(
-                        v.span(),
-                        "group.members.value",
-                        format!("the user mapping does not write {a}, so members would have no value; map {a} in [user.attributes]"),
-                    );
-                }
-                Reference::Attribute(a)
-            }
-            Ok(r) => r,
-            Err(e) => {
-                p.add(v.span(), "group.members.value", e);
-                Reference::Dn
-            }
-        },
-    };
+    let value = member_reference(p, m.value.as_ref(), "group.members.value", user);
     let empty = match m.empty.get_ref() {
         RawEmpty::Word(w) if w == "allow" => EmptyGroup::Allow,
         RawEmpty::Word(w) => {
@@ -820,12 +797,99 @@ fn members(
             }
         }
     };
+    let mut also: Vec<MemberAttribute> = Vec::new();
+    for (i, a) in m.also.iter().flat_map(|v| v.get_ref().iter()).enumerate() {
+        let a = a.get_ref();
+        let key = format!("group.members.also[{i}]");
+        if let Some(e) = &a.empty {
+            p.add(
+                e.span(),
+                format!("{key}.empty"),
+                "is not set per attribute: the group's emptiness (and its placeholder) belongs to [group.members] itself; an attribute listed in also is removed while it has no member values",
+            );
+        }
+        if let Some(r) = &a.refint {
+            p.add(
+                r.span(),
+                format!("{key}.refint"),
+                "is not set per attribute: [group.members] refint covers every DN-valued member attribute of the table",
+            );
+        }
+        let name = a.attribute.get_ref().clone();
+        let akey = format!("{key}.attribute");
+        if !is_attribute_description(&name) {
+            p.add(
+                a.attribute.span(),
+                akey,
+                format!("{name:?} is not an LDAP attribute name"),
+            );
+        } else if name.eq_ignore_ascii_case(&attribute)
+            || also.iter().any(|x| x.attribute.eq_ignore_ascii_case(&name))
+        {
+            p.add(
+                a.attribute.span(),
+                akey,
+                format!("{name} is already a member attribute of this table"),
+            );
+        } else if group.is_some_and(|g| {
+            g.managed_attributes()
+                .iter()
+                .any(|x| x.eq_ignore_ascii_case(&name))
+        }) {
+            p.add(
+                a.attribute.span(),
+                akey,
+                format!("{name} is also mapped in [group.attributes]; members are written only through [group.members]"),
+            );
+        }
+        let value = member_reference(p, a.value.as_ref(), &format!("{key}.value"), user);
+        also.push(MemberAttribute {
+            attribute: name,
+            value,
+        });
+    }
     (p.len() == before).then_some(Members {
         refint: m.refint,
         attribute,
         value,
         empty,
+        also,
     })
+}
+
+/// A member attribute's `value`: "dn" when absent; an attribute of the
+/// member entry must be one the user mapping writes.
+fn member_reference(
+    p: &mut Problems,
+    value: Option<&Str>,
+    key: &str,
+    user: Option<&ResourceMapping>,
+) -> Reference {
+    let Some(v) = value else {
+        return Reference::Dn;
+    };
+    match parse_reference(v.get_ref()) {
+        Ok(Reference::Attribute(a)) => {
+            let user_writes = user.is_none_or(|u| {
+                u.managed_attributes()
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(&a))
+            });
+            if !user_writes {
+                p.add(
+                    v.span(),
+                    key,
+                    format!("the user mapping does not write {a}, so members would have no value; map {a} in [user.attributes]"),
+                );
+            }
+            Reference::Attribute(a)
+        }
+        Ok(r) => r,
+        Err(e) => {
+            p.add(v.span(), key, e);
+            Reference::Dn
+        }
+    }
 }
 
 fn extensions(p: &mut Problems, raw: &[Spanned<super::raw::RawExtension>]) -> Vec<ExtensionDecl> {

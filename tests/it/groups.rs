@@ -3,6 +3,8 @@
 
 use serde_json::{json, Value};
 
+use scim2ldap::slapd::SlapdOptions;
+
 use crate::harness::{first, Harness};
 
 const PEOPLE: &str = "ou=people,dc=example,dc=com";
@@ -748,4 +750,220 @@ async fn member_display_is_kept_as_sent() {
             && shown.contains(&(kim.clone(), "Kim".to_string())),
         "{shown:?}"
     );
+}
+
+/// The values of one attribute of a group entry, sorted (DNs
+/// lower-cased): empty when the attribute is absent.
+async fn group_values(h: &Harness, cn: &str, attr: &str) -> Vec<String> {
+    let e = h
+        .ldap_get(&format!("cn={cn},{GROUPS}"))
+        .await
+        .unwrap_or_else(|| panic!("group {cn} exists"));
+    let mut v: Vec<String> = e
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attr))
+        .map(|(_, v)| {
+            v.iter()
+                .map(|s| {
+                    if s.contains('=') {
+                        s.to_lowercase()
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// groupOfNames + posixGroup on one entry (the rfc2307bis preset, against
+/// a slapd where posixGroup is AUXILIARY): `member` holds DNs and the
+/// placeholder, `memberUid` the uids of user members and nothing while
+/// empty, through every kind of change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn member_and_member_uid_on_one_group_entry() {
+    let mapping = include_str!("../../examples/openldap-rfc2307bis.toml")
+        .replace("# remove_from_groups = true", "remove_from_groups = true");
+    assert!(
+        mapping.contains("\nremove_from_groups = true"),
+        "the preset's commented remove_from_groups line changed"
+    );
+    // Without the refint overlay: scim2ldap itself rewrites and removes
+    // member values.
+    let opts = SlapdOptions {
+        posix_group_auxiliary: true,
+        refint: false,
+        ..SlapdOptions::default()
+    };
+    let h = Harness::start_with(opts, &mapping).await;
+    let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;
+    assert!(report.ok(), "{report}");
+    let alice = user(&h, "alice").await;
+    let bob = user(&h, "bob").await;
+
+    // An empty group: the placeholder in member, no memberUid, a gidNumber
+    // from the range.
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "unix", "members": []})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.settle().await;
+    let mut classes = group_values(&h, "unix", "objectClass").await;
+    classes.iter_mut().for_each(|c| *c = c.to_lowercase());
+    assert_eq!(classes, vec!["groupofnames", "posixgroup", "top"]);
+    assert_eq!(group_values(&h, "unix", "gidNumber").await, vec!["10000"]);
+    assert_eq!(group_values(&h, "unix", "member").await, vec![PLACEHOLDER]);
+    assert!(group_values(&h, "unix", "memberUid").await.is_empty());
+
+    // Two users (Entra's Add): both attributes, placeholder gone.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "Add", "path": "members", "value": [{"value": alice}, {"value": bob}]}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(
+        group_values(&h, "unix", "member").await,
+        vec![dn("alice"), dn("bob")]
+    );
+    assert_eq!(
+        group_values(&h, "unix", "memberUid").await,
+        vec!["alice", "bob"]
+    );
+
+    // A nested group is a member DN, and has no uid for memberUid.
+    let r = h
+        .send("POST", "/Groups", Some(json!({"displayName": "inner"})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let inner = r.body["id"].as_str().unwrap().to_string();
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "add", "path": "members", "value": [{"value": inner}]}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(group_values(&h, "inner", "gidNumber").await, vec!["10001"]);
+    let inner_dn = format!("cn=inner,{GROUPS}");
+    assert_eq!(
+        group_values(&h, "unix", "member").await,
+        vec![inner_dn.clone(), dn("alice"), dn("bob")]
+    );
+    assert_eq!(
+        group_values(&h, "unix", "memberUid").await,
+        vec!["alice", "bob"]
+    );
+
+    // Remove with Entra's value list: a user and the nested group.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "Remove", "path": "members", "value": [{"value": alice}, {"value": inner}]}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(group_values(&h, "unix", "member").await, vec![dn("bob")]);
+    assert_eq!(group_values(&h, "unix", "memberUid").await, vec!["bob"]);
+
+    // A userName change renames the entry (uid is the RDN): member gets
+    // the new DN, memberUid the new uid.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{bob}"),
+            patch(json!([{"op": "replace", "path": "userName", "value": "robert"}])),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert!(h.ldap_get(&dn("bob")).await.is_none());
+    assert_eq!(group_values(&h, "unix", "member").await, vec![dn("robert")]);
+    assert_eq!(group_values(&h, "unix", "memberUid").await, vec!["robert"]);
+
+    // remove_from_groups: out of both attributes while inactive (the
+    // placeholder keeps the groupOfNames valid), back when reactivated.
+    for (active, member, uids) in [
+        (false, vec![PLACEHOLDER.to_string()], vec![]),
+        (true, vec![dn("robert")], vec!["robert".to_string()]),
+    ] {
+        let r = h
+            .send(
+                "PATCH",
+                &format!("/Users/{bob}"),
+                patch(json!([{"op": "replace", "path": "active", "value": active}])),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        h.settle().await;
+        assert_eq!(
+            group_values(&h, "unix", "member").await,
+            member,
+            "active={active}"
+        );
+        assert_eq!(
+            group_values(&h, "unix", "memberUid").await,
+            uids,
+            "active={active}"
+        );
+    }
+
+    // Deleting the last member: back to the placeholder, memberUid gone.
+    let r = h.send("DELETE", &format!("/Users/{bob}"), None).await;
+    assert_eq!(r.status, 204);
+    h.settle().await;
+    assert!(h.ldap_get(&dn("robert")).await.is_none());
+    assert_eq!(group_values(&h, "unix", "member").await, vec![PLACEHOLDER]);
+    assert!(group_values(&h, "unix", "memberUid").await.is_empty());
+
+    // PUT with the whole list.
+    let r = h
+        .send(
+            "PUT",
+            &format!("/Groups/{gid}"),
+            Some(json!({"displayName": "unix", "members": [{"value": alice}]})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    h.settle().await;
+    assert_eq!(group_values(&h, "unix", "member").await, vec![dn("alice")]);
+    assert_eq!(group_values(&h, "unix", "memberUid").await, vec!["alice"]);
+
+    // The directory disagrees with a delta (memberUid removed by hand):
+    // the writer converges both attributes instead.
+    h.ldap_modify(
+        &format!("cn=unix,{GROUPS}"),
+        vec![ldap3::Mod::Delete(
+            "memberUid".to_string(),
+            std::collections::HashSet::from(["alice".to_string()]),
+        )],
+    )
+    .await;
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            patch(json!([{"op": "remove", "path": format!("members[value eq \"{alice}\"]")}])),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert_eq!(group_values(&h, "unix", "member").await, vec![PLACEHOLDER]);
+    assert!(group_values(&h, "unix", "memberUid").await.is_empty());
+    assert_eq!(group_values(&h, "unix", "gidNumber").await, vec!["10000"]);
+    assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
 }

@@ -910,3 +910,69 @@ async fn openldap_presets_pass_check_and_posix_users_get_unix_attributes() {
     let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;
     assert!(report.ok(), "{report}");
 }
+
+/// The rfc2307bis preset against a directory with Debian's nis schema
+/// (posixGroup STRUCTURAL): `check` names the class conflict at the
+/// group's object_classes line; member attributes the classes do not allow,
+/// or require while `also` would remove them, are named too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_group_class_conflicts_and_member_attributes_not_allowed() {
+    const BIS: &str = include_str!("../../examples/openldap-rfc2307bis.toml");
+    let h = Harness::start_with(SlapdOptions::default(), BIS).await;
+    let config = h.dir.join("config.toml");
+    let line_of =
+        |text: &str, needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+
+    let report = scim2ldap::check::run(&config).await;
+    let all = report.problems.join("\n");
+    let want = format!(
+        "mapping.toml:{}: [group] object_classes: \"groupOfNames\" and \"posixGroup\" are both STRUCTURAL",
+        line_of(BIS, "\"groupOfNames\", \"posixGroup\"")
+    );
+    assert!(all.contains(&want), "missing {want:?} in:\n{all}");
+    assert_eq!(report.problems.len(), 1, "{all}");
+
+    // memberUid without posixGroup: no class allows it.
+    let names_only = BIS
+        .replace(
+            "object_classes = [\"top\", \"groupOfNames\", \"posixGroup\"]",
+            "object_classes = [\"top\", \"groupOfNames\"]",
+        )
+        .replace(
+            "gidNumber = { allocate = \"10000-59999\" }\n\n[group.members]",
+            "\n[group.members]",
+        );
+    std::fs::write(h.dir.join("mapping.toml"), &names_only).unwrap();
+    let report = scim2ldap::check::run(&config).await;
+    let all = report.problems.join("\n");
+    let want = format!(
+        "mapping.toml:{}: [group.members] memberUid: none of the group's object classes",
+        line_of(&names_only, "attribute = \"memberUid\"")
+    );
+    assert!(all.contains(&want), "missing {want:?} in:\n{all}");
+    assert_eq!(report.problems.len(), 1, "{all}");
+
+    // member (MUST of groupOfNames) as an also attribute of a posixGroup.
+    let swapped = names_only
+        .replace(
+            "object_classes = [\"top\", \"groupOfNames\"]",
+            "object_classes = [\"top\", \"groupOfNames\", \"extensibleObject\"]",
+        )
+        .replace(
+            "attribute = \"member\"\nvalue = \"dn\"",
+            "attribute = \"memberUid\"\nvalue = \"attribute:uid\"",
+        )
+        .replace(
+            "{ attribute = \"memberUid\", value = \"attribute:uid\" }",
+            "{ attribute = \"member\", value = \"dn\" }",
+        );
+    std::fs::write(h.dir.join("mapping.toml"), &swapped).unwrap();
+    let report = scim2ldap::check::run(&config).await;
+    let all = report.problems.join("\n");
+    let want = format!(
+        "mapping.toml:{}: [group.members] also member: object class \"groupOfNames\" requires it (MUST)",
+        line_of(&swapped, "{ attribute = \"member\"")
+    );
+    assert!(all.contains(&want), "missing {want:?} in:\n{all}");
+    assert_eq!(report.problems.len(), 1, "{all}");
+}
