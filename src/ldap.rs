@@ -1379,7 +1379,7 @@ impl Writer {
         retry: &mut Option<String>,
     ) {
         match report {
-            Report::Tried(entry, op, outcome) => {
+            Report::Tried(key, op, outcome) => {
                 self.count(op, &outcome);
                 match outcome {
                     Ok(_) => {
@@ -1388,7 +1388,7 @@ impl Writer {
                         }
                     }
                     Err(ApplyError::Park { .. }) => {
-                        blocked.insert((entry.kind, entry.id.clone()));
+                        blocked.insert(key);
                     }
                     Err(ApplyError::Retry(msg)) => {
                         retry.get_or_insert(msg);
@@ -1447,7 +1447,11 @@ struct Ready {
 /// What a lane reports for each entry it was given, in order.
 enum Report {
     /// Tried: the kind of operation and the outcome.
-    Tried(JournalEntry, &'static str, Result<Option<Link>, ApplyError>),
+    Tried(
+        (Kind, String),
+        &'static str,
+        Result<Option<Link>, ApplyError>,
+    ),
     /// Held back behind a parked entry of its resource or of one it names.
     Waiting((Kind, String)),
     /// Not tried: the directory could not be reached earlier in this pass.
@@ -1457,7 +1461,7 @@ enum Report {
 enum ToLane {
     /// Forget what was parked or unreachable in the last pass.
     NewPass,
-    Work(Work),
+    Work(Box<Work>),
 }
 
 /// The lane tasks, and what the dispatcher knows of what they hold.
@@ -1543,7 +1547,10 @@ impl Lanes {
             self.holders.entry(k.clone()).or_insert((lane, 0)).1 += 1;
         }
         self.held[lane].push_back(keys);
-        if self.senders[lane].send(ToLane::Work(work)).is_err() {
+        if self.senders[lane]
+            .send(ToLane::Work(Box::new(work)))
+            .is_err()
+        {
             // The lane task ended (it reported a store error): its
             // report is waiting in the channel.
             warn!(lane, "writer lane stopped");
@@ -1611,7 +1618,7 @@ async fn lane_task(
                 down = false;
                 continue;
             }
-            ToLane::Work(w) => w,
+            ToLane::Work(w) => *w,
         };
         let report = if down {
             Ok(Report::NotTried)
@@ -1647,7 +1654,7 @@ async fn apply_one(
             parked.insert(key);
             park(store, &entry, None, &message)?;
             return Ok(Report::Tried(
-                entry,
+                (entry.kind, entry.id),
                 "plan",
                 Err(ApplyError::Park {
                     code: None,
@@ -1675,7 +1682,7 @@ async fn apply_one(
             debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, "applied");
         }
     }
-    Ok(Report::Tried(entry, op, outcome))
+    Ok(Report::Tried((entry.kind, entry.id), op, outcome))
 }
 
 fn resource_lane_key(key: &(Kind, String)) -> String {
