@@ -9,7 +9,6 @@
 use serde_json::{json, Map, Value};
 use tracing::{debug, info};
 
-use crate::ldap::WriterHandle;
 use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
 use crate::scim::discovery;
@@ -90,17 +89,37 @@ impl ApiResponse {
     }
 }
 
+/// What the endpoints need of the background writer: a nudge after a write
+/// is journaled, and whether the directory can be reached (for
+/// `when_down = "reject"`). `daemon` implements it for the writer's handle.
+pub trait WriterSignal: Send + Sync {
+    fn wake(&self);
+    fn directory_up(&self) -> bool;
+}
+
+/// The adoption hook: a lookup filter that misses in the store may adopt a
+/// matching directory entry before the store answers. `daemon` plugs the
+/// directory-side adopter in; without one, lookups answer from the store.
+pub trait Adoption: Send + Sync {
+    fn before_list<'a>(
+        &'a self,
+        kind: Kind,
+        filter: Option<&'a str>,
+        base_url: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+}
+
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct Api {
     pub store: Store,
     pub model: SharedModel,
-    pub writer: WriterHandle,
+    pub writer: std::sync::Arc<dyn WriterSignal>,
     /// `ldap.when_down = "reject"`: refuse writes with 503 while the
     /// directory is unreachable instead of queueing them.
     pub reject_when_down: bool,
     /// Adopts existing directory entries when a lookup misses in the store.
-    pub adopter: Option<std::sync::Arc<crate::adopt::Adopter>>,
+    pub adopter: Option<std::sync::Arc<dyn Adoption>>,
 }
 
 impl Api {

@@ -102,7 +102,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     let api = Api {
         store: store.clone(),
         model: model.clone(),
-        writer: writer_handle.clone(),
+        writer: Arc::new(writer_handle.clone()),
         reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
         adopter: Some(adopter),
     };
@@ -264,5 +264,27 @@ impl Probe for DaemonProbe {
                 if self.writer.directory_up() { 1.0 } else { 0.0 },
             ),
         ]
+    }
+}
+
+// The endpoints reach the writer and the adopter only through these two
+// traits (`api` knows no LDAP); this is where they are wired.
+impl crate::api::WriterSignal for WriterHandle {
+    fn wake(&self) {
+        WriterHandle::wake(self)
+    }
+    fn directory_up(&self) -> bool {
+        WriterHandle::directory_up(self)
+    }
+}
+
+impl crate::api::Adoption for Adopter {
+    fn before_list<'a>(
+        &'a self,
+        kind: crate::store::Kind,
+        filter: Option<&'a str>,
+        base_url: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
+        Box::pin(Adopter::before_list(self, kind, filter, base_url))
     }
 }

@@ -7,18 +7,18 @@ pub mod api;
 pub mod check;
 pub mod config;
 pub mod daemon;
-pub mod dn;
 pub mod http;
 pub mod journal_cmd;
 pub mod ldap;
-pub mod ldif;
 pub mod logging;
-pub mod mapping;
 pub mod metrics;
 pub mod model;
 pub mod notify;
-pub mod scim;
 pub mod slapd;
 pub mod store;
 pub mod tls;
 pub mod token;
+
+// The pure core, re-exported so that `crate::scim::...` and
+// `scim2ldap::mapping::...` name the same modules everywhere.
+pub use scim2ldap_core::{dn, ldif, mapping, scim};

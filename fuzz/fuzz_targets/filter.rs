@@ -4,10 +4,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scim2ldap::scim::filter::{parse_filter, Filter};
-use scim2ldap::scim::path::PatchPath;
-use scim2ldap::scim::query::sort_resources;
-use scim2ldap::scim::schema::SchemaRegistry;
+use scim2ldap_core::scim::filter::{parse_filter, Filter};
+use scim2ldap_core::scim::path::PatchPath;
+use scim2ldap_core::scim::query::sort_resources;
+use scim2ldap_core::scim::schema::SchemaRegistry;
 use serde_json::json;
 
 fuzz_target!(|data: &[u8]| {

@@ -4,9 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use scim2ldap::scim::patch::apply_patch;
-use scim2ldap::scim::project::Projection;
-use scim2ldap::scim::schema::{canonicalize, SchemaRegistry};
+use scim2ldap_core::scim::patch::apply_patch;
+use scim2ldap_core::scim::project::Projection;
+use scim2ldap_core::scim::schema::{canonicalize, SchemaRegistry};
 use serde_json::{json, Value};
 
 fuzz_target!(|data: &[u8]| {

@@ -7,7 +7,7 @@ use super::*;
 use crate::scim::schema::ENTERPRISE_USER_URN;
 use crate::scim::ScimType;
 
-const EXAMPLE: &str = include_str!("../../examples/openldap.toml");
+const EXAMPLE: &str = include_str!("../../../../examples/openldap.toml");
 
 /// A small valid file; tests append to it or replace parts of it.
 const BASE: &str = r#"
@@ -637,7 +637,9 @@ fn also_lists_members_in_a_second_attribute() {
 
 #[test]
 fn rfc2307bis_example_combines_member_and_member_uid() {
-    let m = parse(include_str!("../../examples/openldap-rfc2307bis.toml"));
+    let m = parse(include_str!(
+        "../../../../examples/openldap-rfc2307bis.toml"
+    ));
     let g = m.group.as_ref().expect("the preset maps groups");
     assert_eq!(
         g.resource.object_classes(),

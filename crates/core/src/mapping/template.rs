@@ -85,11 +85,7 @@ impl Source {
 
     /// The LDAP values this source gives for `resource`, untransformed;
     /// empty when it has none.
-    pub(crate) fn values(
-        &self,
-        resource: &Value,
-        reg: &SchemaRegistry,
-    ) -> Result<Vec<String>, String> {
+    pub fn values(&self, resource: &Value, reg: &SchemaRegistry) -> Result<Vec<String>, String> {
         match self {
             Source::Constant(c) => Ok(vec![c.clone()]),
             Source::Allocated { attribute, .. } => Ok(resource

@@ -36,7 +36,7 @@ pub use template::{Segment, Source, Transform, ALLOCATED_KEY};
 
 /// The OpenLDAP preset shipped in `examples/openldap.toml` (used by
 /// `scim2ldap dev`).
-pub const EXAMPLE_OPENLDAP: &str = include_str!("../../examples/openldap.toml");
+pub const EXAMPLE_OPENLDAP: &str = include_str!("../../../../examples/openldap.toml");
 
 /// A validated mapping file.
 #[derive(Debug, Clone)]
