@@ -133,7 +133,7 @@ impl Daemon {
     /// its admin socket.
     async fn drained(&self, timeout: Duration) {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-        let sock = scim2ldap::journal_cmd::socket_path(&self.store);
+        let sock = scim2ldap::admin::socket_path(&self.store);
         let end = Instant::now() + timeout;
         loop {
             let mut stream = tokio::net::UnixStream::connect(&sock)

@@ -6,17 +6,16 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use crate::admin::AdminCtx;
 use crate::adopt::Adopter;
 use crate::api::Api;
 use crate::config::Config;
 use crate::http::Edge;
-use crate::journal_cmd::AdminCtx;
 use crate::ldap::{Writer, WriterHandle};
 use crate::metrics::{Metrics, Probe};
 use crate::model::{MappingPlanner, Model, SharedModel};
@@ -36,18 +35,39 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
 }
 
+/// Why the daemon could not start or reload; each message names the key
+/// or file to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// The mapping file did not validate (every problem, located).
+    #[error("{0}")]
+    Mapping(String),
+    #[error("opening the store in {path} (store.path): {source}")]
+    Store {
+        path: std::path::PathBuf,
+        source: crate::store::StoreError,
+    },
+    #[error("server.tls_cert / tls_key: {0}")]
+    Tls(String),
+    #[error("the listening socket: {0}")]
+    Listener(std::io::Error),
+    #[error("turning HTTPS on or off (server.tls_cert) needs a restart, not a reload")]
+    TlsToggle,
+}
+
 /// Starts serving on `listener` with `config`.
-pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Running> {
-    let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
+pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, DaemonError> {
+    let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
     let model = SharedModel::new(model);
-    let store = Store::open_with_cache(&config.store.path, config.store.cache_bytes).with_context(
-        || {
-            format!(
-                "opening the store in {} (store.path)",
-                config.store.path.display()
-            )
-        },
-    )?;
+    let store =
+        Store::open_with_cache(&config.store.path, config.store.cache_bytes).map_err(|source| {
+            DaemonError::Store {
+                path: config.store.path.clone(),
+                source,
+            }
+        })?;
     let (stop, stop_rx) = watch::channel(false);
 
     let planner = Arc::new(MappingPlanner {
@@ -56,8 +76,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
     });
     let tls = match &config.server.tls {
         Some(files) => Some(Arc::new(
-            crate::tls::Acceptor::load(files)
-                .map_err(|e| anyhow::anyhow!("server.tls_cert / tls_key: {e}"))?,
+            crate::tls::Acceptor::load(files).map_err(DaemonError::Tls)?,
         )),
         None => None,
     };
@@ -88,8 +107,8 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         adopter: Some(adopter.clone()),
         retention: config.store.retention,
     };
-    let admin = tokio::spawn(crate::journal_cmd::serve_admin(
-        crate::journal_cmd::socket_path(&config.store.path),
+    let admin = tokio::spawn(crate::admin::serve_admin(
+        crate::admin::socket_path(&config.store.path),
         admin_ctx,
         stop_rx.clone(),
     ));
@@ -115,7 +134,7 @@ pub async fn start(config: &Config, listener: TcpListener) -> anyhow::Result<Run
         Edge::new(api, config.server.clone(), config.tokens.clone())
             .with_service(metrics, probe, tls),
     );
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().map_err(DaemonError::Listener)?;
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -173,20 +192,17 @@ async fn compact_periodically(
 
 impl Running {
     /// Re-reads the mapping and the tokens; on any error keeps the old ones.
-    pub fn reload(&self, config_path: &std::path::Path) -> anyhow::Result<()> {
+    pub fn reload(&self, config_path: &std::path::Path) -> Result<(), DaemonError> {
         let config = Config::load(config_path)?;
-        let model = Model::load(&config.mapping_file).map_err(anyhow::Error::msg)?;
+        let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
         // Check the certificate before swapping anything, so that a bad
         // reload changes nothing.
         let tls = match (&self.edge.tls, &config.server.tls) {
-            (Some(_), Some(files)) => Some(
-                crate::tls::server_config(files)
-                    .map_err(|e| anyhow::anyhow!("server.tls_cert / tls_key: {e}"))?,
-            ),
+            (Some(_), Some(files)) => {
+                Some(crate::tls::server_config(files).map_err(DaemonError::Tls)?)
+            }
             (None, None) => None,
-            _ => anyhow::bail!(
-                "turning HTTPS on or off (server.tls_cert) needs a restart, not a reload"
-            ),
+            _ => return Err(DaemonError::TlsToggle),
         };
         if let (Some(acceptor), Some(tls)) = (&self.edge.tls, tls) {
             acceptor.install(tls);

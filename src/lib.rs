@@ -2,6 +2,7 @@
 //! identity provider into an LDAP directory. See ARCHITECTURE.md for the
 //! map of modules and what each must not know.
 
+pub mod admin;
 pub mod adopt;
 pub mod api;
 pub mod check;

@@ -102,11 +102,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Journal { config, command } => {
-            scim2ldap::journal_cmd::run(&config, command.into())
+            Ok(scim2ldap::journal_cmd::run(&config, command.into())?)
         }
-        Command::Import { config } => {
-            scim2ldap::journal_cmd::run(&config, scim2ldap::journal_cmd::Request::Import)
-        }
+        Command::Import { config } => Ok(scim2ldap::journal_cmd::run(
+            &config,
+            scim2ldap::admin::Request::Import,
+        )?),
         Command::Dev {
             dir,
             listen,
