@@ -282,9 +282,14 @@ impl Adopter {
         }
         match self.store.adopt(kind, &id, &mut resource, &link) {
             Ok(_) => Ok(Outcome::Adopted(id)),
-            Err(WriteError::Conflict { attr, value, .. }) => {
+            Err(WriteError::Taken { attr, value, .. }) => {
                 Ok(Outcome::Conflict(format!("{}: {attr} {value:?}", entry.dn)))
             }
+            Err(WriteError::AlreadyLinked { dn, linked_to, .. }) => Ok(Outcome::Conflict(format!(
+                "{}: entry {:?}",
+                entry.dn,
+                format!("{dn} (already linked to {linked_to})")
+            ))),
             Err(e) => Err(e.to_string()),
         }
     }
