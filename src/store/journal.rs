@@ -283,14 +283,6 @@ impl Store {
         Ok(None)
     }
 
-    /// Whether resource `kind`/`id` exists in the directory as the store
-    /// last asked: it is linked and none of its writes is waiting. The
-    /// question a write naming another resource (a group member, a
-    /// manager) asks before it is applied.
-    pub fn is_settled(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
-        Ok(self.link(kind, id)?.is_some() && self.unapplied_before(kind, id, u64::MAX)?.is_none())
-    }
-
     /// Journal entries from `from` on, oldest first.
     pub fn entries_from(
         &self,
