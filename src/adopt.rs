@@ -285,11 +285,10 @@ impl Adopter {
             Err(WriteError::Taken { attr, value, .. }) => {
                 Ok(Outcome::Conflict(format!("{}: {attr} {value:?}", entry.dn)))
             }
-            Err(WriteError::AlreadyLinked { dn, linked_to, .. }) => Ok(Outcome::Conflict(format!(
-                "{}: entry {:?}",
-                entry.dn,
-                format!("{dn} (already linked to {linked_to})")
-            ))),
+            Err(WriteError::AlreadyLinked { dn, linked_to, .. }) => {
+                let what = format!("{dn} (already linked to {linked_to})");
+                Ok(Outcome::Conflict(format!("{}: entry {what:?}", entry.dn)))
+            }
             Err(e) => Err(e.to_string()),
         }
     }

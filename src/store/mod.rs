@@ -3,20 +3,20 @@
 //! to its directory entry.
 //!
 //! Everything lives in one sled tree under one-byte key prefixes (the table
-//! is in [`keys`]), so that one accepted write — snapshot, index changes,
+//! is in `keys.rs`), so that one accepted write — snapshot, index changes,
 //! journal entry and pending marker — is one atomic `apply_batch`. A write
 //! is acknowledged only after [`Store::commit`] has seen it flushed to
 //! disk; concurrent writers share one flush (group commit).
 //!
 //! The parts:
-//! - [`keys`]: the key encodings, with the whole key table;
-//! - [`commit`]: group commit, the flusher thread;
-//! - [`resources`]: snapshots, indexes and uniqueness, allocation, listing
+//! - `keys.rs`: the key encodings, with the whole key table;
+//! - `commit.rs`: group commit, the flusher thread;
+//! - `resources.rs`: snapshots, indexes and uniqueness, allocation, listing
 //!   and paging, and [`Store::write`] / [`Store::delete`];
-//! - [`members`]: a group's members (`M` / `B` keys) and member changes;
-//! - [`journal`]: journal entries and their state (pending, parked,
+//! - `members.rs`: a group's members (`M` / `B` keys) and member changes;
+//! - `journal.rs`: journal entries and their state (pending, parked,
 //!   skipped), retry, requeue, compaction, stats;
-//! - [`links`]: links to directory entries, the stable-id index, adoption.
+//! - `links.rs`: links to directory entries, the stable-id index, adoption.
 //!
 //! This file holds the `Store` handle, opening, and the errors.
 //!
@@ -54,12 +54,12 @@ pub const FORMAT_VERSION: u32 = 1;
 pub enum StoreError {
     #[error("store: {0}")]
     Sled(#[from] sled::Error),
-    /// A record that does not decode (what, why).
-    #[error("store: corrupt record {0}: {1}")]
-    Corrupt(String, String),
-    /// A value that does not encode (what, why).
-    #[error("store: cannot encode {0}: {1}")]
-    Encode(String, String),
+    /// A stored record that does not decode.
+    #[error("store: corrupt record {record}: {detail}")]
+    Corrupt { record: String, detail: String },
+    /// A value that does not encode.
+    #[error("store: cannot encode {what}: {detail}")]
+    Encode { what: String, detail: String },
     #[error(
         "store at {path} has format version {found}, this scim2ldap reads version {FORMAT_VERSION}"
     )]
@@ -171,9 +171,12 @@ impl Store {
             }
         }
         let last = match tree.get(keys::META_SEQ)? {
-            Some(v) => String::from_utf8_lossy(&v).parse().map_err(|_| {
-                StoreError::Corrupt("mseq".into(), String::from_utf8_lossy(&v).into())
-            })?,
+            Some(v) => String::from_utf8_lossy(&v)
+                .parse()
+                .map_err(|_| StoreError::Corrupt {
+                    record: "mseq".into(),
+                    detail: String::from_utf8_lossy(&v).into(),
+                })?,
             None => 0,
         };
         links::build_link_index(&tree)?;
@@ -212,7 +215,10 @@ fn decode<T: DeserializeOwned>(
     bytes: &[u8],
     what: impl FnOnce() -> String,
 ) -> Result<T, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(what(), e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        record: what(),
+        detail: e.to_string(),
+    })
 }
 
 /// Encodes a value to store; `what` names it in the error.
@@ -220,5 +226,8 @@ fn encode<T: Serialize + ?Sized>(
     value: &T,
     what: impl FnOnce() -> String,
 ) -> Result<Vec<u8>, StoreError> {
-    serde_json::to_vec(value).map_err(|e| StoreError::Encode(what(), e.to_string()))
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        what: what(),
+        detail: e.to_string(),
+    })
 }
