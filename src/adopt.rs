@@ -282,8 +282,12 @@ impl Adopter {
         }
         match self.store.adopt(kind, &id, &mut resource, &link) {
             Ok(_) => Ok(Outcome::Adopted(id)),
-            Err(WriteError::Conflict { attr, value, .. }) => {
+            Err(WriteError::Taken { attr, value, .. }) => {
                 Ok(Outcome::Conflict(format!("{}: {attr} {value:?}", entry.dn)))
+            }
+            Err(WriteError::AlreadyLinked { dn, linked_to, .. }) => {
+                let what = format!("{dn} (already linked to {linked_to})");
+                Ok(Outcome::Conflict(format!("{}: entry {what:?}", entry.dn)))
             }
             Err(e) => Err(e.to_string()),
         }

@@ -18,7 +18,7 @@ use crate::scim::project::Projection;
 use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
-use crate::store::{now_rfc3339, Kind, MemberOps, Store, WriteError};
+use crate::store::{now_rfc3339, Intent, Kind, MemberOps, Store, Write, WriteError};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -415,7 +415,13 @@ impl Api {
         set_meta(&mut resource, kind, &req.base_url, &id, Some(&now), &now);
         let seq = self
             .store
-            .put_with_members(kind, &id, &mut resource, true, None, ops.as_ref())
+            .write(Write {
+                kind,
+                id: &id,
+                resource: &mut resource,
+                intent: Intent::Create,
+                members: ops.as_ref(),
+            })
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
@@ -517,7 +523,15 @@ impl Api {
         let version = crate::store::version_of(&old);
         let seq = self
             .store
-            .put_with_members(kind, id, &mut resource, false, Some(&version), ops.as_ref())
+            .write(Write {
+                kind,
+                id,
+                resource: &mut resource,
+                intent: Intent::Update {
+                    if_version: Some(&version),
+                },
+                members: ops.as_ref(),
+            })
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "replaced");
@@ -566,14 +580,15 @@ impl Api {
                 return self.patched(kind, old, req);
             }
             let version = crate::store::version_of(&old);
-            match self.store.put_with_members(
+            match self.store.write(Write {
                 kind,
                 id,
-                &mut resource,
-                false,
-                Some(&version),
-                ops.as_ref(),
-            ) {
+                resource: &mut resource,
+                intent: Intent::Update {
+                    if_version: Some(&version),
+                },
+                members: ops.as_ref(),
+            }) {
                 Ok(seq) => {
                     self.commit(seq).await?;
                     info!(kind = kind.name(), %id, seq, "patched");
@@ -860,9 +875,13 @@ impl Api {
 
 fn write_error(e: WriteError) -> ScimError {
     match e {
-        WriteError::Conflict { kind, attr, value } => ScimError::uniqueness(format!(
+        WriteError::Taken { kind, attr, value } => ScimError::uniqueness(format!(
             "{attr} {value:?} is already used by another {kind}"
         )),
+        // Adoption's refusals: never the answer to a SCIM write.
+        e @ WriteError::AlreadyLinked { .. } => ScimError::uniqueness(e.to_string()),
+        // The id of a create is a fresh UUID: taken means something broke.
+        e @ WriteError::IdExists { .. } => ScimError::internal(e.to_string()),
         WriteError::NotFound => ScimError::not_found("resource not found"),
         WriteError::VersionMismatch { current } => ScimError::new(
             412,

@@ -1587,10 +1587,7 @@ impl Lanes {
                 self.release(lane);
                 Some(report)
             }
-            None => Some(Err(StoreError::Corrupt(
-                "writer".into(),
-                "every lane stopped".into(),
-            ))),
+            None => Some(Err(StoreError::WriterStopped)),
         }
     }
 }

@@ -1,0 +1,479 @@
+//! The journal: accepted operations in order (`j` keys), each immutable
+//! once written, and their state beside them: pending (`q`), parked with
+//! the directory's answer (`f`), skipped by an administrator (`s`). Marking
+//! applied, parking, retry, skip, requeue, compaction and stats.
+//!
+//! Knows journal entries and their states; what applying one means to the
+//! directory is the writer's.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::keys::{
+    kind_prefix, res_key, seq_key, seq_of, JOURNAL, LINK, META_COMPACTION, META_SEQ, PARKED,
+    PENDING, RESOURCE, SKIPPED,
+};
+use super::links::Link;
+use super::{decode, encode, now_rfc3339, Kind, Store, StoreError};
+
+/// What an accepted write asks of the directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// Make the entry match `snapshot` (create or update).
+    Upsert,
+    /// Remove the resource; `snapshot` is its last state, so the writer can
+    /// find the entry even if it was never linked.
+    Delete,
+}
+
+/// One accepted operation. Immutable once written; its state lives in the
+/// `q` / `f` keys so that changing state never rewrites the snapshot.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JournalEntry {
+    pub seq: u64,
+    /// RFC 3339 time of acceptance.
+    pub at: String,
+    pub kind: Kind,
+    pub id: String,
+    pub op: Op,
+    /// The full SCIM resource after the operation (before it, for Delete):
+    /// the writer converges the directory to this, which makes applying an
+    /// entry twice harmless. A group's snapshot has no members.
+    pub snapshot: Value,
+    /// For groups: the membership change this operation made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members: Option<MemberChange>,
+}
+
+impl JournalEntry {
+    /// An entry accepted now.
+    pub(super) fn new(
+        seq: u64,
+        kind: Kind,
+        id: &str,
+        op: Op,
+        snapshot: Value,
+        members: Option<MemberChange>,
+    ) -> JournalEntry {
+        JournalEntry {
+            seq,
+            at: now_rfc3339(),
+            kind,
+            id: id.to_string(),
+            op,
+            snapshot,
+            members,
+        }
+    }
+}
+
+/// A journal entry without its snapshot: what compaction needs, read
+/// without building the snapshot.
+#[derive(Deserialize)]
+struct EntryHead {
+    seq: u64,
+    at: String,
+    kind: Kind,
+    id: String,
+    op: Op,
+}
+
+/// The effective change to a group's members (ids), with whether the group
+/// was empty before and is empty after: enough for the writer to send only
+/// the delta, and to add or drop an empty-group placeholder.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberChange {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+    pub empty_before: bool,
+    pub empty_after: bool,
+    /// Nothing but the members changed (the group's attributes are as the
+    /// directory last got them): the writer can send the delta without
+    /// reading the entry.
+    #[serde(default)]
+    pub only_members: bool,
+}
+
+/// Why the writer parked an entry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Failure {
+    /// LDAP result code, when the directory answered.
+    pub code: Option<u32>,
+    pub message: String,
+    pub at: String,
+}
+
+/// State of a journal entry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EntryState {
+    Pending,
+    Applied,
+    Failed(Failure),
+}
+
+/// An entry's administrative view: the entry plus its state and whether an
+/// administrator skipped it.
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub entry: JournalEntry,
+    pub state: EntryState,
+    /// When `journal skip` dropped it (its state is then `Applied`).
+    pub skipped: Option<String>,
+}
+
+/// What [`Store::skip`] and [`Store::retry`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Done,
+    /// No journal entry with that seq (never written, or compacted).
+    NoSuchEntry,
+    /// The entry is not in a state the operation applies to.
+    NotApplicable,
+}
+
+/// Counts for `journal stats`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Stats {
+    pub last_seq: u64,
+    /// Journal entries kept (the rest were compacted).
+    pub entries: usize,
+    pub oldest_seq: Option<u64>,
+    pub oldest_at: Option<String>,
+    pub pending: usize,
+    pub parked: usize,
+    pub skipped: usize,
+    pub users: usize,
+    pub groups: usize,
+    pub links: usize,
+    pub size_on_disk: u64,
+    /// RFC 3339 time and outcome of the last compaction, if any.
+    pub last_compaction: Option<String>,
+}
+
+/// What one compaction removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactReport {
+    pub removed: usize,
+    pub kept: usize,
+}
+
+/// Adds `entry` to `batch`, pending, as the last seq assigned.
+pub(super) fn journal_into(
+    batch: &mut sled::Batch,
+    entry: &JournalEntry,
+) -> Result<(), StoreError> {
+    let seq = entry.seq;
+    batch.insert(
+        seq_key(JOURNAL, seq),
+        encode(entry, || format!("journal {seq}"))?,
+    );
+    batch.insert(
+        seq_key(PENDING, seq),
+        res_key(RESOURCE, entry.kind, &entry.id),
+    );
+    batch.insert(META_SEQ.to_vec(), seq.to_string().into_bytes());
+    Ok(())
+}
+
+impl Store {
+    pub fn entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        match self.inner.tree.get(seq_key(JOURNAL, seq))? {
+            None => Ok(None),
+            Some(v) => decode(&v, || format!("journal {seq}")).map(Some),
+        }
+    }
+
+    /// Seqs of entries not yet applied, oldest first, starting after `after`.
+    pub fn pending_after(&self, after: u64, limit: usize) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(PENDING, after.saturating_add(1))..seq_key(PENDING, u64::MAX))
+            .keys()
+        {
+            let k = item?;
+            if k.first() != Some(&PENDING) {
+                break;
+            }
+            out.push(seq_of(&k));
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn pending_count(&self) -> usize {
+        self.inner.tree.scan_prefix([PENDING]).keys().count()
+    }
+
+    /// [`Store::pending_count`], counting no further than `cap`: cheap
+    /// enough to poll while a large backlog drains.
+    pub fn pending_count_capped(&self, cap: usize) -> usize {
+        self.inner
+            .tree
+            .scan_prefix([PENDING])
+            .keys()
+            .take(cap)
+            .count()
+    }
+
+    pub fn state(&self, seq: u64) -> Result<EntryState, StoreError> {
+        if let Some(f) = self.inner.tree.get(seq_key(PARKED, seq))? {
+            let f: Failure = decode(&f, || format!("failure {seq}"))?;
+            return Ok(EntryState::Failed(f));
+        }
+        if self.inner.tree.contains_key(seq_key(PENDING, seq))? {
+            return Ok(EntryState::Pending);
+        }
+        Ok(EntryState::Applied)
+    }
+
+    /// Marks an entry applied and records (or, with `None` on a delete,
+    /// removes) the resource's link, atomically.
+    pub fn mark_applied(
+        &self,
+        entry: &JournalEntry,
+        link: Option<&Link>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        batch.remove(seq_key(PENDING, entry.seq));
+        if self.inner.tree.contains_key(seq_key(PARKED, entry.seq))? {
+            batch.remove(seq_key(PARKED, entry.seq));
+        }
+        self.link_into(&mut batch, entry.kind, &entry.id, link)?;
+        self.inner.tree.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Parks an entry: it stays pending (so later entries of the same
+    /// resource wait behind it) and carries the failure.
+    pub fn mark_failed(&self, seq: u64, failure: &Failure) -> Result<(), StoreError> {
+        self.inner
+            .tree
+            .insert(seq_key(PARKED, seq), encode(failure, || "failure".into())?)?;
+        Ok(())
+    }
+
+    /// The oldest entry of resource `kind`/`id` before `before` that is not
+    /// applied yet (pending or parked). `None`: every earlier write of that
+    /// resource has reached the directory (or was skipped).
+    pub fn unapplied_before(
+        &self,
+        kind: Kind,
+        id: &str,
+        before: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let want = res_key(RESOURCE, kind, id);
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(PENDING, 0)..seq_key(PENDING, before))
+        {
+            let (k, v) = item?;
+            if v.as_ref() == want.as_slice() {
+                return Ok(Some(seq_of(&k)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Journal entries from `from` on, oldest first.
+    pub fn entries_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<JournalEntry, StoreError>> + '_ {
+        self.inner
+            .tree
+            .range(seq_key(JOURNAL, from)..seq_key(JOURNAL, u64::MAX))
+            .map(|item| {
+                let (k, v) = item?;
+                decode(&v, || format!("journal {}", seq_of(&k)))
+            })
+    }
+
+    /// Every journal entry's head, oldest first (the snapshots are skipped
+    /// over, not built).
+    fn heads(&self) -> impl Iterator<Item = Result<EntryHead, StoreError>> + '_ {
+        self.inner.tree.scan_prefix([JOURNAL]).map(|item| {
+            let (k, v) = item?;
+            decode(&v, || format!("journal {}", seq_of(&k)))
+        })
+    }
+
+    /// One entry with its state, for the journal commands.
+    pub fn view(&self, entry: JournalEntry) -> Result<EntryView, StoreError> {
+        let state = self.state(entry.seq)?;
+        let skipped = self
+            .inner
+            .tree
+            .get(seq_key(SKIPPED, entry.seq))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
+        Ok(EntryView {
+            entry,
+            state,
+            skipped,
+        })
+    }
+
+    /// Seqs of parked entries, oldest first.
+    pub fn parked(&self) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for k in self.inner.tree.scan_prefix([PARKED]).keys() {
+            out.push(seq_of(&k?));
+        }
+        Ok(out)
+    }
+
+    /// Un-parks an entry: the writer tries it again on its next pass.
+    pub fn retry(&self, seq: u64) -> Result<Change, StoreError> {
+        if !self.inner.tree.contains_key(seq_key(JOURNAL, seq))? {
+            return Ok(Change::NoSuchEntry);
+        }
+        match self.inner.tree.remove(seq_key(PARKED, seq))? {
+            Some(_) => Ok(Change::Done),
+            None => Ok(Change::NotApplicable),
+        }
+    }
+
+    /// Drops a pending or parked entry without applying it, so that later
+    /// entries of the same resource go ahead. Recorded with the time.
+    pub fn skip(&self, seq: u64) -> Result<Change, StoreError> {
+        if !self.inner.tree.contains_key(seq_key(JOURNAL, seq))? {
+            return Ok(Change::NoSuchEntry);
+        }
+        if !self.inner.tree.contains_key(seq_key(PENDING, seq))? {
+            return Ok(Change::NotApplicable);
+        }
+        let mut batch = sled::Batch::default();
+        batch.remove(seq_key(PENDING, seq));
+        batch.remove(seq_key(PARKED, seq));
+        batch.insert(seq_key(SKIPPED, seq), now_rfc3339().into_bytes());
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(Change::Done)
+    }
+
+    /// Queues every kept entry in `from..=to` to be applied again, in
+    /// order (entries already pending stay as they are, skipped ones stay
+    /// skipped). Returns how many were queued.
+    pub fn requeue(&self, from: u64, to: u64) -> Result<usize, StoreError> {
+        let _guard = self.write_lock();
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(JOURNAL, from)..=seq_key(JOURNAL, to))
+            .keys()
+        {
+            let k = item?;
+            let seq = seq_of(&k);
+            if self.inner.tree.contains_key(seq_key(PENDING, seq))?
+                || self.inner.tree.contains_key(seq_key(SKIPPED, seq))?
+            {
+                continue;
+            }
+            let Some(entry) = self.entry(seq)? else {
+                continue;
+            };
+            batch.insert(
+                seq_key(PENDING, seq),
+                res_key(RESOURCE, entry.kind, &entry.id),
+            );
+            n += 1;
+        }
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(n)
+    }
+
+    /// Removes applied journal entries accepted before `cutoff`, except
+    /// the latest entry of each resource that still exists (its snapshot,
+    /// so that a replay into an empty directory rebuilds every entry).
+    /// Pending and parked entries are never removed.
+    pub fn compact(&self, cutoff: std::time::SystemTime) -> Result<CompactReport, StoreError> {
+        // The latest entry of each resource.
+        let mut latest: HashMap<(Kind, String), (u64, Op)> = HashMap::new();
+        for e in self.heads() {
+            let e = e?;
+            latest.insert((e.kind, e.id.clone()), (e.seq, e.op));
+        }
+        let mut report = CompactReport::default();
+        let mut candidates = Vec::new();
+        for e in self.heads() {
+            let e = e?;
+            let old = humantime::parse_rfc3339_weak(&e.at)
+                .map(|t| t < cutoff)
+                .unwrap_or(false);
+            let keep_snapshot = latest.get(&(e.kind, e.id.clone())) == Some(&(e.seq, Op::Upsert));
+            if old && !keep_snapshot {
+                candidates.push(e.seq);
+            } else {
+                report.kept += 1;
+            }
+        }
+        // Under the write lock, which `requeue` takes too, so an entry
+        // queued again meanwhile is not removed under the writer's feet.
+        let _guard = self.write_lock();
+        let mut batch = sled::Batch::default();
+        for seq in candidates {
+            if self.inner.tree.contains_key(seq_key(PENDING, seq))? {
+                report.kept += 1;
+                continue;
+            }
+            batch.remove(seq_key(JOURNAL, seq));
+            batch.remove(seq_key(SKIPPED, seq));
+            report.removed += 1;
+        }
+        batch.insert(
+            META_COMPACTION.to_vec(),
+            format!(
+                "{}: removed {} entries, kept {}",
+                now_rfc3339(),
+                report.removed,
+                report.kept
+            )
+            .into_bytes(),
+        );
+        self.inner.tree.apply_batch(batch)?;
+        self.inner.db.flush()?;
+        Ok(report)
+    }
+
+    pub fn stats(&self) -> Result<Stats, StoreError> {
+        let t = &self.inner.tree;
+        let count = |p: &[u8]| t.scan_prefix(p).keys().count();
+        let oldest = match t.scan_prefix([JOURNAL]).next() {
+            Some(item) => {
+                let (k, v) = item?;
+                let at = serde_json::from_slice::<JournalEntry>(&v)
+                    .ok()
+                    .map(|e| e.at);
+                Some((seq_of(&k), at))
+            }
+            None => None,
+        };
+        Ok(Stats {
+            last_seq: self.last_seq(),
+            entries: count(&[JOURNAL]),
+            oldest_seq: oldest.as_ref().map(|o| o.0),
+            oldest_at: oldest.and_then(|o| o.1),
+            pending: count(&[PENDING]).saturating_sub(count(&[PARKED])),
+            parked: count(&[PARKED]),
+            skipped: count(&[SKIPPED]),
+            users: count(&kind_prefix(RESOURCE, Kind::User)),
+            groups: count(&kind_prefix(RESOURCE, Kind::Group)),
+            links: count(&[LINK]),
+            size_on_disk: self.inner.db.size_on_disk().unwrap_or(0),
+            last_compaction: t
+                .get(META_COMPACTION)?
+                .map(|v| String::from_utf8_lossy(&v).into_owned()),
+        })
+    }
+}

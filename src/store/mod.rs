@@ -1,0 +1,233 @@
+//! The store (sled): the journal of accepted operations, the current SCIM
+//! snapshot of every resource, its indexes, and the link from each SCIM id
+//! to its directory entry.
+//!
+//! Everything lives in one sled tree under one-byte key prefixes (the table
+//! is in `keys.rs`), so that one accepted write — snapshot, index changes,
+//! journal entry and pending marker — is one atomic `apply_batch`. A write
+//! is acknowledged only after [`Store::commit`] has seen it flushed to
+//! disk; concurrent writers share one flush (group commit).
+//!
+//! The parts:
+//! - `keys.rs`: the key encodings, with the whole key table;
+//! - `commit.rs`: group commit, the flusher thread;
+//! - `resources.rs`: snapshots, indexes and uniqueness, allocation, listing
+//!   and paging, and [`Store::write`] / [`Store::delete`];
+//! - `members.rs`: a group's members (`M` / `B` keys) and member changes;
+//! - `journal.rs`: journal entries and their state (pending, parked,
+//!   skipped), retry, requeue, compaction, stats;
+//! - `links.rs`: links to directory entries, the stable-id index, adoption.
+//!
+//! This file holds the `Store` handle, opening, and the errors.
+//!
+//! Architecture invariant: the store knows SCIM JSON and journal entries,
+//! never LDAP, HTTP or the mapping.
+
+mod commit;
+mod journal;
+mod keys;
+mod links;
+mod members;
+mod resources;
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+pub use journal::{
+    Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op, Stats,
+};
+pub use links::Link;
+pub use members::MemberOps;
+pub use resources::{get_ci, version_of, IndexDef, Intent, Write};
+
+/// The store's page cache unless the config says otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+/// Bumped whenever the on-disk layout changes incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sled(#[from] sled::Error),
+    /// A stored record that does not decode.
+    #[error("store: corrupt record {record}: {detail}")]
+    Corrupt { record: String, detail: String },
+    /// A value that does not encode.
+    #[error("store: cannot encode {what}: {detail}")]
+    Encode { what: String, detail: String },
+    #[error(
+        "store at {path} has format version {found}, this scim2ldap reads version {FORMAT_VERSION}"
+    )]
+    Version { path: String, found: String },
+    #[error("store: cannot start the flusher thread: {0}")]
+    FlusherStart(std::io::Error),
+    #[error("store: flushing to disk failed: {0}")]
+    FlushFailed(String),
+    #[error("store: the flusher thread has stopped")]
+    FlusherGone,
+    /// The writer's lanes have all stopped, so no report will come (raised
+    /// by the writer, which reports through the store's error type).
+    #[error("writer: every lane stopped")]
+    WriterStopped,
+}
+
+/// A write refused by the store's own rules.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A unique attribute's value is held by another resource.
+    #[error("{attr} {value:?} is already used by another {kind}")]
+    Taken {
+        kind: &'static str,
+        attr: &'static str,
+        value: String,
+    },
+    /// Adoption of a directory entry that is linked to another id already.
+    #[error("entry {dn:?} is already linked to {kind} {linked_to}")]
+    AlreadyLinked {
+        kind: &'static str,
+        dn: String,
+        linked_to: String,
+    },
+    /// A create (or adoption) with an id the store holds already.
+    #[error("{kind} {id} exists already")]
+    IdExists { kind: &'static str, id: String },
+    /// An update or delete of an id the store does not hold.
+    #[error("no such resource")]
+    NotFound,
+    /// An update or delete conditioned on a version the resource is no
+    /// longer at.
+    #[error("version mismatch: the resource is at {current}")]
+    VersionMismatch { current: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The two SCIM resource types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    User,
+    Group,
+}
+
+impl Kind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::User => "User",
+            Kind::Group => "Group",
+        }
+    }
+}
+
+/// A handle on the store; clones share it.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// First, so that it is dropped (the flusher stopped and joined) before
+    /// the rest.
+    flusher: commit::Flusher,
+    db: sled::Db,
+    tree: sled::Tree,
+    /// The last seq assigned. Serialises seq allocation, the
+    /// read-check-write of uniqueness, and requeue against compaction.
+    write_lock: Mutex<u64>,
+    /// Counts and page cursors for listing without a filter.
+    listing: Mutex<resources::Listing>,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `path` and starts its flusher thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes` (sled's default,
+    /// 1 GiB, would let the daemon's memory grow with the data).
+    pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .flush_every_ms(None)
+            .open()?;
+        let tree = db.open_tree("scim2ldap")?;
+        match tree.get(keys::META_FORMAT)? {
+            None => {
+                tree.insert(keys::META_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
+                tree.flush()?;
+            }
+            Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => {}
+            Some(v) => {
+                return Err(StoreError::Version {
+                    path: path.display().to_string(),
+                    found: String::from_utf8_lossy(&v).into_owned(),
+                })
+            }
+        }
+        let last = match tree.get(keys::META_SEQ)? {
+            Some(v) => String::from_utf8_lossy(&v)
+                .parse()
+                .map_err(|_| StoreError::Corrupt {
+                    record: "mseq".into(),
+                    detail: String::from_utf8_lossy(&v).into(),
+                })?,
+            None => 0,
+        };
+        links::build_link_index(&tree)?;
+        let flusher = commit::Flusher::start(db.clone(), last)?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                flusher,
+                db,
+                tree,
+                write_lock: Mutex::new(last),
+                listing: Mutex::new(resources::Listing::default()),
+            }),
+        })
+    }
+
+    /// The highest seq assigned so far.
+    pub fn last_seq(&self) -> u64 {
+        *self.write_lock()
+    }
+
+    /// The write lock, holding the last seq assigned.
+    fn write_lock(&self) -> MutexGuard<'_, u64> {
+        self.inner
+            .write_lock
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// Decodes a stored JSON value; `what` names the record in the error.
+fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        record: what(),
+        detail: e.to_string(),
+    })
+}
+
+/// Encodes a value to store; `what` names it in the error.
+fn encode<T: Serialize + ?Sized>(
+    value: &T,
+    what: impl FnOnce() -> String,
+) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        what: what(),
+        detail: e.to_string(),
+    })
+}

@@ -1,0 +1,505 @@
+//! Resources: the current snapshot of every User and Group (`r` keys), the
+//! indexes that answer filters and enforce uniqueness (`i` keys), the
+//! allocation counters (`n` keys), listing and paging, and the one typed
+//! write ([`Store::write`]) and delete that journal each change.
+//!
+//! Knows SCIM JSON as JSON (ids, indexed attributes, `meta.version`), not
+//! schemas, the mapping or the directory.
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use super::journal::{journal_into, JournalEntry, Op};
+use super::keys::{self, index_prefix, kind_prefix, res_key, RESOURCE};
+use super::members::MemberOps;
+use super::{decode, encode, Kind, Store, StoreError, WriteError};
+
+/// An indexed attribute of a kind.
+#[derive(Debug)]
+pub struct IndexDef {
+    pub attr: &'static str,
+    pub case_insensitive: bool,
+    pub unique: bool,
+}
+
+impl Kind {
+    /// The indexed attributes of this kind: (name, case-insensitive, unique).
+    pub fn indexes(self) -> &'static [IndexDef] {
+        match self {
+            Kind::User => &[
+                IndexDef {
+                    attr: "userName",
+                    case_insensitive: true,
+                    unique: true,
+                },
+                IndexDef {
+                    attr: "externalId",
+                    case_insensitive: false,
+                    unique: false,
+                },
+                IndexDef {
+                    attr: "emails.value",
+                    case_insensitive: true,
+                    unique: false,
+                },
+            ],
+            // displayName is unique: a group's DN is usually built from it,
+            // and two groups cannot share a DN.
+            Kind::Group => &[
+                IndexDef {
+                    attr: "displayName",
+                    case_insensitive: true,
+                    unique: true,
+                },
+                IndexDef {
+                    attr: "externalId",
+                    case_insensitive: false,
+                    unique: false,
+                },
+            ],
+        }
+    }
+}
+
+/// A new state of one resource, for [`Store::write`].
+#[derive(Debug)]
+pub struct Write<'a> {
+    pub kind: Kind,
+    pub id: &'a str,
+    /// The resource's SCIM JSON (a group's without `members`). Its
+    /// `meta.version` is set to the seq of the write.
+    pub resource: &'a mut Value,
+    pub intent: Intent<'a>,
+    /// For a group: what the request asks of its members. `None` leaves
+    /// them alone, and the journal entry carries no member change.
+    pub members: Option<&'a MemberOps>,
+}
+
+/// Whether a [`Write`] makes a new resource or changes one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intent<'a> {
+    /// Refused with [`WriteError::IdExists`] if the id is taken.
+    Create,
+    /// Refused with [`WriteError::NotFound`] if the id is not there, and
+    /// with [`WriteError::VersionMismatch`] unless the stored resource is
+    /// at `if_version` (when given).
+    Update { if_version: Option<&'a str> },
+}
+
+/// Per kind: the number of resources, and where pages start (position →
+/// key), so that paging through 100,000 users reads each page once, not
+/// everything before it. Forgotten whenever a resource of the kind is
+/// created or removed.
+#[derive(Default)]
+pub(super) struct Listing {
+    count: HashMap<u8, usize>,
+    cursors: HashMap<(u8, usize), Vec<u8>>,
+    /// Bumped by every invalidation: a count or cursor worked out across
+    /// one is not kept.
+    generation: u64,
+}
+
+impl Store {
+    pub fn get(&self, kind: Kind, id: &str) -> Result<Option<Value>, StoreError> {
+        match self.inner.tree.get(res_key(RESOURCE, kind, id))? {
+            None => Ok(None),
+            Some(v) => decode(&v, || format!("{} {id}", kind.name())).map(Some),
+        }
+    }
+
+    pub fn exists(&self, kind: Kind, id: &str) -> Result<bool, StoreError> {
+        Ok(self.inner.tree.contains_key(res_key(RESOURCE, kind, id))?)
+    }
+
+    /// Hands out the next number of `attribute`'s range for `kind`, once.
+    /// `None` when the range is used up. The counter lives in the same tree
+    /// as the resources, so the flush that makes a resource durable makes
+    /// its number durable too; a number given to a write that then fails
+    /// is skipped, never given twice.
+    pub fn allocate(
+        &self,
+        kind: Kind,
+        attribute: &str,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut got = None;
+        self.inner
+            .tree
+            .fetch_and_update(keys::counter_key(kind, attribute), |old| {
+                let next = old
+                    .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(lo)
+                    .max(lo);
+                got = (next <= hi).then_some(next);
+                Some(next.saturating_add(1).to_be_bytes().to_vec())
+            })?;
+        Ok(got)
+    }
+
+    /// Ids whose indexed attribute `attr` equals `value` (after the index's
+    /// normalisation). `None` when `attr` is not indexed for `kind`.
+    pub fn lookup(
+        &self,
+        kind: Kind,
+        attr: &str,
+        value: &str,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some((n, def)) = kind
+            .indexes()
+            .iter()
+            .enumerate()
+            .find(|(_, d)| d.attr.eq_ignore_ascii_case(attr))
+        else {
+            return Ok(None);
+        };
+        let norm = if def.case_insensitive {
+            value.to_lowercase()
+        } else {
+            value.to_string()
+        };
+        let prefix = index_prefix(kind, n, &norm);
+        let mut ids = Vec::new();
+        for item in self.inner.tree.scan_prefix(&prefix) {
+            let (k, _) = item?;
+            ids.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(Some(ids))
+    }
+
+    /// Every resource of `kind`, in id order (stable across calls, so
+    /// paging with startIndex is consistent).
+    pub fn scan(&self, kind: Kind) -> impl Iterator<Item = Result<Value, StoreError>> + '_ {
+        self.inner
+            .tree
+            .scan_prefix(kind_prefix(RESOURCE, kind))
+            .map(move |item| {
+                let (k, v) = item?;
+                decode(&v, || String::from_utf8_lossy(&k).into_owned())
+            })
+    }
+
+    pub fn count(&self, kind: Kind) -> usize {
+        let generation = {
+            let l = self.listing();
+            if let Some(n) = l.count.get(&kind.byte()) {
+                return *n;
+            }
+            l.generation
+        };
+        let n = self
+            .inner
+            .tree
+            .scan_prefix(kind_prefix(RESOURCE, kind))
+            .keys()
+            .count();
+        let mut l = self.listing();
+        if l.generation == generation {
+            l.count.insert(kind.byte(), n);
+        }
+        n
+    }
+
+    fn listing(&self) -> std::sync::MutexGuard<'_, Listing> {
+        self.inner.listing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resources of `kind` were created or removed: positions moved. Called
+    /// after the write is applied.
+    pub(super) fn forget_positions(&self, kind: Kind) {
+        let mut l = self.listing();
+        l.generation += 1;
+        l.count.remove(&kind.byte());
+        l.cursors.retain(|(k, _), _| *k != kind.byte());
+    }
+
+    /// `take` resources of `kind` from position `skip` (0-based) in id
+    /// order. Sequential paging costs one page each time: where a page ends
+    /// is remembered as where the next one starts.
+    pub fn scan_page(
+        &self,
+        kind: Kind,
+        skip: usize,
+        take: usize,
+    ) -> Result<Vec<Value>, StoreError> {
+        let prefix = kind_prefix(RESOURCE, kind);
+        let (cursor, generation) = {
+            let l = self.listing();
+            (l.cursors.get(&(kind.byte(), skip)).cloned(), l.generation)
+        };
+        let iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match cursor {
+            Some(from) => Box::new(
+                self.inner
+                    .tree
+                    .range(from..)
+                    .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix))),
+            ),
+            None => Box::new(self.inner.tree.scan_prefix(prefix).skip(skip)),
+        };
+        let mut out = Vec::with_capacity(take.min(1000));
+        for item in iter {
+            let (k, v) = item?;
+            if out.len() == take {
+                let mut l = self.listing();
+                if l.cursors.len() > 4096 {
+                    l.cursors.clear();
+                }
+                if l.generation == generation {
+                    l.cursors.insert((kind.byte(), skip + take), k.to_vec());
+                }
+                break;
+            }
+            out.push(decode(&v, || String::from_utf8_lossy(&k).into_owned())?);
+        }
+        Ok(out)
+    }
+
+    /// Records a new state of a resource (create or update, with the change
+    /// to a group's members) and journals it, in one batch.
+    ///
+    /// Sets `meta.version` of the resource to the new seq. Returns the seq;
+    /// call [`Store::commit`] before acknowledging.
+    pub fn write(&self, w: Write<'_>) -> Result<u64, WriteError> {
+        let Write {
+            kind,
+            id,
+            resource,
+            intent,
+            members,
+        } = w;
+        let mut last = self.write_lock();
+        let old = self.get(kind, id)?;
+        match (&old, intent) {
+            (Some(_), Intent::Create) => {
+                return Err(WriteError::IdExists {
+                    kind: kind.name(),
+                    id: id.to_string(),
+                })
+            }
+            (None, Intent::Update { .. }) => return Err(WriteError::NotFound),
+            (
+                Some(old),
+                Intent::Update {
+                    if_version: Some(want),
+                },
+            ) => {
+                let current = version_of(old);
+                if current != want {
+                    return Err(WriteError::VersionMismatch { current });
+                }
+            }
+            _ => {}
+        }
+        // Uniqueness, checked under the write lock so two creates cannot race.
+        self.check_unique(kind, id, resource)?;
+        let seq = *last + 1;
+        set_version(resource, seq);
+        let mut batch = sled::Batch::default();
+        index_changes(&mut batch, kind, id, old.as_ref(), Some(resource));
+        batch.insert(
+            res_key(RESOURCE, kind, id),
+            encode(&*resource, || id.into())?,
+        );
+        let change = match members {
+            Some(ops) => Some(self.member_changes(&mut batch, id, ops)?),
+            None => None,
+        };
+        journal_into(
+            &mut batch,
+            &JournalEntry::new(seq, kind, id, Op::Upsert, resource.clone(), change),
+        )?;
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)?;
+        *last = seq;
+        if old.is_none() {
+            self.forget_positions(kind);
+        }
+        Ok(seq)
+    }
+
+    /// Refuses `resource` (of `kind`, with `id`) if another resource holds
+    /// one of its unique values. Call under the write lock.
+    pub(super) fn check_unique(
+        &self,
+        kind: Kind,
+        id: &str,
+        resource: &Value,
+    ) -> Result<(), WriteError> {
+        for (n, def) in kind.indexes().iter().enumerate() {
+            if !def.unique {
+                continue;
+            }
+            for v in index_values(resource, def) {
+                let prefix = index_prefix(kind, n, &v);
+                for item in self.inner.tree.scan_prefix(&prefix).keys() {
+                    let k = item.map_err(StoreError::from)?;
+                    if &k[prefix.len()..] != id.as_bytes() {
+                        return Err(WriteError::Taken {
+                            kind: kind.name(),
+                            attr: def.attr,
+                            value: v,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a resource and journals the deletion. `if_version`: refused
+    /// unless the stored resource is at that version. A deleted resource is
+    /// first removed from every group that lists it (one journal entry per
+    /// group, before the deletion's), so each group stays valid. Returns
+    /// the last seq.
+    pub fn delete(
+        &self,
+        kind: Kind,
+        id: &str,
+        if_version: Option<&str>,
+    ) -> Result<u64, WriteError> {
+        let mut last = self.write_lock();
+        let Some(old) = self.get(kind, id)? else {
+            return Err(WriteError::NotFound);
+        };
+        if let Some(want) = if_version {
+            let current = version_of(&old);
+            if current != want {
+                return Err(WriteError::VersionMismatch { current });
+            }
+        }
+        let mut seq = *last;
+        let mut batch = sled::Batch::default();
+        for gid in self.groups_of(id)? {
+            let Some(mut group) = self.get(Kind::Group, &gid)? else {
+                continue;
+            };
+            seq += 1;
+            set_version(&mut group, seq);
+            batch.insert(
+                res_key(RESOURCE, Kind::Group, &gid),
+                encode(&group, || gid.clone())?,
+            );
+            let ops = MemberOps {
+                remove: vec![id.to_string()],
+                only_members: true,
+                ..Default::default()
+            };
+            let change = self.member_changes(&mut batch, &gid, &ops)?;
+            journal_into(
+                &mut batch,
+                &JournalEntry::new(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
+            )?;
+        }
+        if kind == Kind::Group {
+            self.drop_members(&mut batch, id)?;
+        }
+        seq += 1;
+        index_changes(&mut batch, kind, id, Some(&old), None);
+        batch.remove(res_key(RESOURCE, kind, id));
+        journal_into(
+            &mut batch,
+            &JournalEntry::new(seq, kind, id, Op::Delete, old, None),
+        )?;
+        self.inner
+            .tree
+            .apply_batch(batch)
+            .map_err(StoreError::from)?;
+        *last = seq;
+        self.forget_positions(kind);
+        Ok(seq)
+    }
+}
+
+/// Adds to `batch` the index keys of `id` that change from `old` to `new`.
+pub(super) fn index_changes(
+    batch: &mut sled::Batch,
+    kind: Kind,
+    id: &str,
+    old: Option<&Value>,
+    new: Option<&Value>,
+) {
+    for (n, def) in kind.indexes().iter().enumerate() {
+        let before = old.map(|o| index_values(o, def)).unwrap_or_default();
+        let after = new.map(|o| index_values(o, def)).unwrap_or_default();
+        for v in before.iter().filter(|v| !after.contains(v)) {
+            let mut k = index_prefix(kind, n, v);
+            k.extend_from_slice(id.as_bytes());
+            batch.remove(k);
+        }
+        for v in after.iter().filter(|v| !before.contains(v)) {
+            let mut k = index_prefix(kind, n, v);
+            k.extend_from_slice(id.as_bytes());
+            batch.insert(k, Vec::new());
+        }
+    }
+}
+
+/// The values of an indexed attribute in a resource, normalised.
+fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut parts = def.attr.split('.');
+    let top = parts.next().unwrap_or_default();
+    let sub = parts.next();
+    let Some(v) = get_ci(resource, top) else {
+        return out;
+    };
+    let mut push = |s: &str| {
+        // NUL separates value from id in the key; such values are refused
+        // before they get here, and are not indexed if they do.
+        if !s.contains('\0') {
+            out.push(if def.case_insensitive {
+                s.to_lowercase()
+            } else {
+                s.to_string()
+            });
+        }
+    };
+    match (v, sub) {
+        (Value::String(s), None) => push(s),
+        (Value::Array(items), Some(sub)) => {
+            for item in items {
+                if let Some(Value::String(s)) = get_ci(item, sub) {
+                    push(s);
+                }
+            }
+        }
+        _ => {}
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Case-insensitive member lookup, as SCIM attribute names are.
+pub fn get_ci<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let obj = v.as_object()?;
+    obj.get(name).or_else(|| {
+        obj.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+/// The weak ETag of a stored resource: `W/"<seq of its last write>"`.
+pub fn version_of(resource: &Value) -> String {
+    resource
+        .pointer("/meta/version")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub(super) fn set_version(resource: &mut Value, seq: u64) {
+    if let Some(obj) = resource.as_object_mut() {
+        let meta = obj
+            .entry("meta")
+            .or_insert_with(|| Value::Object(Default::default()));
+        if let Some(m) = meta.as_object_mut() {
+            m.insert("version".into(), Value::String(format!("W/\"{seq}\"")));
+        }
+    }
+}

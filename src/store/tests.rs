@@ -1,0 +1,593 @@
+//! The store's unit tests, against a store in a temporary folder.
+
+use super::*;
+use serde_json::{json, Value};
+
+/// A [`Write`] creating `id`.
+fn create<'a>(kind: Kind, id: &'a str, resource: &'a mut Value) -> Write<'a> {
+    Write {
+        kind,
+        id,
+        resource,
+        intent: Intent::Create,
+        members: None,
+    }
+}
+
+/// A [`Write`] updating `id`.
+fn update<'a>(
+    kind: Kind,
+    id: &'a str,
+    resource: &'a mut Value,
+    if_version: Option<&'a str>,
+) -> Write<'a> {
+    Write {
+        kind,
+        id,
+        resource,
+        intent: Intent::Update { if_version },
+        members: None,
+    }
+}
+
+fn tmp() -> (std::path::PathBuf, Store) {
+    let dir = std::env::temp_dir().join(format!("scim2ldap-store-{}", uuid::Uuid::new_v4()));
+    let s = Store::open(&dir).unwrap();
+    (dir, s)
+}
+
+#[tokio::test]
+async fn put_get_lookup_and_journal() {
+    let (dir, s) = tmp();
+    let mut u = json!({"id": "1", "userName": "Alice", "emails": [{"value": "A@x.org"}]});
+    let seq = s.write(create(Kind::User, "1", &mut u)).unwrap();
+    s.commit(seq).await.unwrap();
+    assert_eq!(seq, 1);
+    assert_eq!(u["meta"]["version"], "W/\"1\"");
+    assert_eq!(
+        s.get(Kind::User, "1").unwrap().unwrap()["userName"],
+        "Alice"
+    );
+    assert_eq!(
+        s.lookup(Kind::User, "username", "ALICE").unwrap().unwrap(),
+        vec!["1"]
+    );
+    assert_eq!(
+        s.lookup(Kind::User, "emails.value", "a@X.org")
+            .unwrap()
+            .unwrap(),
+        vec!["1"]
+    );
+    assert_eq!(s.pending_after(0, 10).unwrap(), vec![1]);
+    let e = s.entry(1).unwrap().unwrap();
+    assert_eq!(e.op, Op::Upsert);
+    assert_eq!(s.state(1).unwrap(), EntryState::Pending);
+    s.mark_applied(
+        &e,
+        Some(&Link {
+            dn: "uid=alice".into(),
+            uuid: None,
+        }),
+    )
+    .unwrap();
+    assert_eq!(s.state(1).unwrap(), EntryState::Applied);
+    assert!(s.pending_after(0, 10).unwrap().is_empty());
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn applying_keeps_links_and_their_index_right() {
+    let (dir, s) = tmp();
+    let link = |dn: &str, uuid: &str| Link {
+        dn: dn.into(),
+        uuid: Some(uuid.into()),
+    };
+    let put = |title: &str| {
+        s.write(Write {
+            intent: if title == "a" {
+                Intent::Create
+            } else {
+                Intent::Update { if_version: None }
+            },
+            ..create(
+                Kind::User,
+                "1",
+                &mut json!({"userName": "alice", "title": title}),
+            )
+        })
+        .unwrap()
+    };
+    let e1 = s.entry(put("a")).unwrap().unwrap();
+    s.mark_applied(&e1, Some(&link("uid=alice", "u-1")))
+        .unwrap();
+    // The same link again (a plain modify): nothing about it changes.
+    let e2 = s.entry(put("b")).unwrap().unwrap();
+    s.mark_applied(&e2, Some(&link("uid=alice", "u-1")))
+        .unwrap();
+    assert_eq!(s.state(e2.seq).unwrap(), EntryState::Applied);
+    assert_eq!(
+        s.link(Kind::User, "1").unwrap(),
+        Some(link("uid=alice", "u-1"))
+    );
+    assert_eq!(
+        s.linked_id(Kind::User, "u-1").unwrap().as_deref(),
+        Some("1")
+    );
+    // A parked entry applied later loses its failure.
+    let e3 = s.entry(put("c")).unwrap().unwrap();
+    let f = Failure {
+        code: Some(50),
+        message: "insufficientAccessRights".into(),
+        at: now_rfc3339(),
+    };
+    s.mark_failed(e3.seq, &f).unwrap();
+    // A new entry behind the same DN (recreated by hand): both the
+    // link and the reverse index move.
+    s.mark_applied(&e3, Some(&link("uid=alice", "u-2")))
+        .unwrap();
+    assert_eq!(s.state(e3.seq).unwrap(), EntryState::Applied);
+    assert!(s.parked().unwrap().is_empty());
+    assert_eq!(
+        s.link(Kind::User, "1").unwrap(),
+        Some(link("uid=alice", "u-2"))
+    );
+    assert_eq!(s.linked_id(Kind::User, "u-1").unwrap(), None);
+    assert_eq!(
+        s.linked_id(Kind::User, "u-2").unwrap().as_deref(),
+        Some("1")
+    );
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn unique_username_is_enforced_case_insensitively() {
+    let (dir, s) = tmp();
+    s.write(create(Kind::User, "1", &mut json!({"userName": "alice"})))
+        .unwrap();
+    let err = s
+        .write(create(Kind::User, "2", &mut json!({"userName": "ALICE"})))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::Taken {
+                attr: "userName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // Renaming frees the old name.
+    s.write(update(
+        Kind::User,
+        "1",
+        &mut json!({"userName": "bob"}),
+        None,
+    ))
+    .unwrap();
+    s.write(create(Kind::User, "2", &mut json!({"userName": "alice"})))
+        .unwrap();
+    assert_eq!(
+        s.lookup(Kind::User, "userName", "bob").unwrap().unwrap(),
+        vec!["1"]
+    );
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn version_check_and_delete() {
+    let (dir, s) = tmp();
+    let mut u = json!({"userName": "a"});
+    s.write(create(Kind::User, "1", &mut u)).unwrap();
+    let err = s
+        .write(update(
+            Kind::User,
+            "1",
+            &mut json!({"userName": "a"}),
+            Some("W/\"7\""),
+        ))
+        .unwrap_err();
+    assert!(matches!(err, WriteError::VersionMismatch { .. }));
+    let seq = s.delete(Kind::User, "1", Some("W/\"1\"")).unwrap();
+    assert_eq!(seq, 2);
+    assert!(s.get(Kind::User, "1").unwrap().is_none());
+    assert!(s
+        .lookup(Kind::User, "userName", "a")
+        .unwrap()
+        .unwrap()
+        .is_empty());
+    let e = s.entry(2).unwrap().unwrap();
+    assert_eq!(
+        (e.op, e.snapshot["userName"].as_str()),
+        (Op::Delete, Some("a"))
+    );
+    assert!(matches!(
+        s.delete(Kind::User, "1", None),
+        Err(WriteError::NotFound)
+    ));
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn membership_changes_are_effective_deltas_with_emptiness() {
+    let (dir, s) = tmp();
+    for u in ["u1", "u2", "u3"] {
+        s.write(create(Kind::User, u, &mut json!({"userName": u})))
+            .unwrap();
+    }
+    let user = |id: &str| (id.to_string(), Kind::User);
+    let ops = MemberOps {
+        replace: Some(vec![]),
+        ..Default::default()
+    };
+    let seq = s
+        .write(Write {
+            members: Some(&ops),
+            ..create(Kind::Group, "g", &mut json!({"displayName": "G"}))
+        })
+        .unwrap();
+    let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+    assert_eq!(
+        (m.empty_before, m.empty_after, m.add.len()),
+        (true, true, 0)
+    );
+
+    let ops = MemberOps {
+        add: vec![user("u1"), user("u2"), user("u1")],
+        ..Default::default()
+    };
+    let seq = s
+        .write(Write {
+            members: Some(&ops),
+            ..update(Kind::Group, "g", &mut json!({"displayName": "G"}), None)
+        })
+        .unwrap();
+    let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+    assert_eq!(m.add, vec!["u1", "u2"]);
+    assert_eq!((m.empty_before, m.empty_after), (true, false));
+
+    // Adding an existing member and removing a non-member change nothing.
+    let ops = MemberOps {
+        add: vec![user("u1")],
+        remove: vec!["u3".into()],
+        ..Default::default()
+    };
+    let seq = s
+        .write(Write {
+            members: Some(&ops),
+            ..update(Kind::Group, "g", &mut json!({"displayName": "G"}), None)
+        })
+        .unwrap();
+    let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+    assert!(m.add.is_empty() && m.remove.is_empty() && !m.empty_after);
+
+    let ops = MemberOps {
+        remove: vec!["u1".into()],
+        ..Default::default()
+    };
+    let seq = s
+        .write(Write {
+            members: Some(&ops),
+            ..update(Kind::Group, "g", &mut json!({"displayName": "G"}), None)
+        })
+        .unwrap();
+    assert!(!s.entry(seq).unwrap().unwrap().members.unwrap().empty_after);
+    assert_eq!(s.members("g").unwrap(), vec![user("u2")]);
+    assert_eq!(s.groups_of("u2").unwrap(), vec!["g"]);
+
+    // Deleting the last member's user empties the group, journaled
+    // before the user's deletion.
+    let last = s.delete(Kind::User, "u2", None).unwrap();
+    let group_entry = s.entry(last - 1).unwrap().unwrap();
+    assert_eq!(
+        (group_entry.kind, group_entry.id.as_str()),
+        (Kind::Group, "g")
+    );
+    let m = group_entry.members.unwrap();
+    assert_eq!((m.remove, m.empty_after), (vec!["u2".to_string()], true));
+    assert_eq!(s.entry(last).unwrap().unwrap().op, Op::Delete);
+    assert!(s.members("g").unwrap().is_empty());
+    assert!(s.groups_of("u2").unwrap().is_empty());
+
+    // Replacing the whole list computes the difference.
+    let ops = MemberOps {
+        add: vec![user("u1"), user("u3")],
+        ..Default::default()
+    };
+    s.write(Write {
+        members: Some(&ops),
+        ..update(Kind::Group, "g", &mut json!({"displayName": "G"}), None)
+    })
+    .unwrap();
+    let ops = MemberOps {
+        replace: Some(vec![user("u3")]),
+        ..Default::default()
+    };
+    let seq = s
+        .write(Write {
+            members: Some(&ops),
+            ..update(Kind::Group, "g", &mut json!({"displayName": "G"}), None)
+        })
+        .unwrap();
+    let m = s.entry(seq).unwrap().unwrap().members.unwrap();
+    assert_eq!((m.add.len(), m.remove.clone()), (0, vec!["u1".to_string()]));
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn allocation_counts_up_within_the_range() {
+    let (dir, s) = tmp();
+    assert_eq!(
+        s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+        Some(10)
+    );
+    assert_eq!(
+        s.allocate(Kind::User, "uidnumber", 10, 12).unwrap(),
+        Some(11)
+    );
+    assert_eq!(
+        s.allocate(Kind::Group, "uidNumber", 10, 12).unwrap(),
+        Some(10),
+        "per kind"
+    );
+    assert_eq!(
+        s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+        Some(12)
+    );
+    assert_eq!(
+        s.allocate(Kind::User, "uidNumber", 10, 12).unwrap(),
+        None,
+        "used up"
+    );
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn a_store_of_another_format_version_is_refused() {
+    let (dir, s) = tmp();
+    drop(s);
+    {
+        let db = sled::open(&dir).unwrap();
+        let t = db.open_tree("scim2ldap").unwrap();
+        t.insert(b"mformat", b"99".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let err = Store::open(&dir).err().expect("refused");
+    let msg = err.to_string();
+    assert!(
+        matches!(err, StoreError::Version { .. }) && msg.contains("format version 99"),
+        "{msg}"
+    );
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn sequential_pages_match_a_full_scan_and_see_new_resources() {
+    let (dir, s) = tmp();
+    for i in 0..25 {
+        s.write(create(
+            Kind::User,
+            &format!("id{i:02}"),
+            &mut json!({"userName": format!("u{i}")}),
+        ))
+        .unwrap();
+    }
+    let ids = |v: Vec<Value>| {
+        v.iter()
+            .map(|r| r["userName"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let all = ids(s.scan(Kind::User).map(Result::unwrap).collect());
+    let mut paged = Vec::new();
+    for start in (0..25).step_by(10) {
+        paged.extend(ids(s.scan_page(Kind::User, start, 10).unwrap()));
+    }
+    assert_eq!(paged, all);
+    assert_eq!(s.count(Kind::User), 25);
+    // Second walk uses the cursors; a create in between moves positions.
+    assert_eq!(
+        ids(s.scan_page(Kind::User, 10, 10).unwrap()),
+        all[10..20].to_vec()
+    );
+    s.write(create(Kind::User, "id00a", &mut json!({"userName": "new"})))
+        .unwrap();
+    assert_eq!(s.count(Kind::User), 26);
+    let page = ids(s.scan_page(Kind::User, 0, 3).unwrap());
+    assert_eq!(
+        page,
+        vec!["u0".to_string(), "new".to_string(), "u1".to_string()]
+    );
+    assert_eq!(
+        ids(s.scan_page(Kind::User, 10, 10).unwrap())[0],
+        all[9],
+        "cursors were forgotten"
+    );
+    s.delete(Kind::User, "id00a", None).unwrap();
+    assert_eq!(s.count(Kind::User), 25);
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[tokio::test]
+async fn reopen_keeps_seq_and_data() {
+    let (dir, s) = tmp();
+    let seq = s
+        .write(create(Kind::User, "1", &mut json!({"userName": "a"})))
+        .unwrap();
+    s.commit(seq).await.unwrap();
+    drop(s);
+    let s = Store::open(&dir).unwrap();
+    assert_eq!(s.last_seq(), 1);
+    assert_eq!(
+        s.write(create(Kind::User, "2", &mut json!({"userName": "b"})))
+            .unwrap(),
+        2
+    );
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+#[test]
+fn skip_retry_requeue_and_ordering_questions() {
+    let (dir, s) = tmp();
+    let a1 = s
+        .write(create(Kind::User, "a", &mut json!({"userName": "a"})))
+        .unwrap();
+    let a2 = s
+        .write(update(
+            Kind::User,
+            "a",
+            &mut json!({"userName": "a", "title": "x"}),
+            None,
+        ))
+        .unwrap();
+    let b1 = s
+        .write(create(Kind::User, "b", &mut json!({"userName": "b"})))
+        .unwrap();
+    assert_eq!(s.unapplied_before(Kind::User, "a", a2).unwrap(), Some(a1));
+    assert_eq!(s.unapplied_before(Kind::User, "b", a2).unwrap(), None);
+    // Park a1: retry un-parks it; retry of an entry that is not parked
+    // says so.
+    let f = Failure {
+        code: Some(65),
+        message: "objectClassViolation".into(),
+        at: now_rfc3339(),
+    };
+    s.mark_failed(a1, &f).unwrap();
+    assert_eq!(s.parked().unwrap(), vec![a1]);
+    assert_eq!(s.retry(a1).unwrap(), Change::Done);
+    assert_eq!(s.retry(a1).unwrap(), Change::NotApplicable);
+    assert_eq!(s.retry(99).unwrap(), Change::NoSuchEntry);
+    // Skip it: no longer pending, recorded as skipped.
+    s.mark_failed(a1, &f).unwrap();
+    assert_eq!(s.skip(a1).unwrap(), Change::Done);
+    assert_eq!(s.state(a1).unwrap(), EntryState::Applied);
+    assert!(s
+        .view(s.entry(a1).unwrap().unwrap())
+        .unwrap()
+        .skipped
+        .is_some());
+    assert_eq!(s.skip(a1).unwrap(), Change::NotApplicable);
+    assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1]);
+    // Apply the rest; then requeue everything: the skipped one stays out.
+    for seq in [a2, b1] {
+        let e = s.entry(seq).unwrap().unwrap();
+        let link = Link {
+            dn: format!("uid={}", e.id),
+            uuid: Some(format!("uuid-{}", e.id)),
+        };
+        s.mark_applied(&e, Some(&link)).unwrap();
+    }
+    assert_eq!(
+        s.linked_id(Kind::User, "uuid-b").unwrap().as_deref(),
+        Some("b")
+    );
+    assert_eq!(s.requeue(1, u64::MAX).unwrap(), 2);
+    assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1]);
+    let st = s.stats().unwrap();
+    assert_eq!(
+        (st.entries, st.pending, st.parked, st.skipped),
+        (3, 2, 0, 1)
+    );
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn adopt_records_an_applied_entry_and_refuses_duplicates() {
+    let (dir, s) = tmp();
+    let link = Link {
+        dn: "uid=alice,ou=people".into(),
+        uuid: Some("u-1".into()),
+    };
+    let seq = s
+        .adopt(Kind::User, "1", &mut json!({"userName": "alice"}), &link)
+        .unwrap();
+    assert_eq!(s.state(seq).unwrap(), EntryState::Applied);
+    assert!(s.pending_after(0, 10).unwrap().is_empty());
+    assert_eq!(s.link(Kind::User, "1").unwrap(), Some(link.clone()));
+    assert_eq!(
+        s.linked_id(Kind::User, "u-1").unwrap().as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        s.lookup(Kind::User, "userName", "ALICE").unwrap().unwrap(),
+        vec!["1"]
+    );
+    // The same entry again, under another name: already linked.
+    let err = s
+        .adopt(Kind::User, "2", &mut json!({"userName": "al"}), &link)
+        .unwrap_err();
+    assert!(matches!(err, WriteError::AlreadyLinked { .. }), "{err}");
+    // Another entry with a taken userName.
+    let other = Link {
+        dn: "uid=alice,ou=other".into(),
+        uuid: Some("u-2".into()),
+    };
+    let err = s
+        .adopt(Kind::User, "3", &mut json!({"userName": "Alice"}), &other)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            WriteError::Taken {
+                attr: "userName",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    // The link index survives a reopen and a delete clears it.
+    drop(s);
+    let s = Store::open(&dir).unwrap();
+    let d = s.delete(Kind::User, "1", None).unwrap();
+    s.mark_applied(&s.entry(d).unwrap().unwrap(), None).unwrap();
+    assert_eq!(s.linked_id(Kind::User, "u-1").unwrap(), None);
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
+
+#[test]
+fn compaction_keeps_latest_snapshots_and_unapplied_entries() {
+    let (dir, s) = tmp();
+    let mut seqs = Vec::new();
+    for (id, title) in [("a", "1"), ("a", "2"), ("b", "1"), ("c", "1")] {
+        let is_new = s.get(Kind::User, id).unwrap().is_none();
+        seqs.push(
+            s.write(Write {
+                intent: if is_new {
+                    Intent::Create
+                } else {
+                    Intent::Update { if_version: None }
+                },
+                ..create(Kind::User, id, &mut json!({"userName": id, "title": title}))
+            })
+            .unwrap(),
+        );
+    }
+    let del_b = s.delete(Kind::User, "b", None).unwrap();
+    // Everything applied except c's create.
+    for seq in [seqs[0], seqs[1], seqs[2], del_b] {
+        s.mark_applied(&s.entry(seq).unwrap().unwrap(), None)
+            .unwrap();
+    }
+    // A cutoff in the past removes nothing.
+    let past = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    assert_eq!(s.compact(past).unwrap().removed, 0);
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    let r = s.compact(future).unwrap();
+    // Removed: a's first write, b's create and b's delete. Kept: a's
+    // latest snapshot, c's pending create.
+    assert_eq!((r.removed, r.kept), (3, 2));
+    let left: Vec<u64> = s.entries_from(0).map(|e| e.unwrap().seq).collect();
+    assert_eq!(left, vec![seqs[1], seqs[3]]);
+    assert_eq!(s.pending_after(0, 10).unwrap(), vec![seqs[3]]);
+    assert!(s.stats().unwrap().last_compaction.is_some());
+    drop(s);
+    std::fs::remove_dir_all(dir).ok();
+}
