@@ -19,7 +19,6 @@
 
 use std::fmt;
 
-use unicode_normalization::char::is_combining_mark;
 use unicode_normalization::UnicodeNormalization;
 
 /// The matching rule whose preparation to apply.
@@ -65,20 +64,32 @@ impl std::error::Error for PrepError {}
 /// (The RFC's own form, one space at each end and two inside, only matters
 /// for substring matching, which this is not for.)
 ///
-/// One departure, in the direction of calling more names equal: the map
-/// and normalise steps are repeated until nothing changes (at most a few
-/// rounds). The RFC's one round is already stable for Unicode 3.2, but
-/// NFKC from a current Unicode can produce capitals the 3.2 folding table
-/// never saw (U+1F130 SQUARED LATIN CAPITAL LETTER A becomes `A`); a
-/// second round folds them, so the result is a fixed point and preparing
-/// it again changes nothing.
+/// Departures from the RFC, each in the direction of calling more names
+/// equal, because the daemon must never see two names where the directory
+/// sees one:
 ///
-/// And one more, in the same spirit: the value is put in NFKC before it is
-/// mapped. Folding and NFKC do not commute for a few combining sequences
-/// (U+037A YPOGEGRAMMENI followed by U+0300 folds to `ὶ`, while its NFKC
-/// form, SPACE U+0300 U+0345, folds to SPACE U+0300 `ι`); normalising
-/// first gives equivalent values one key, as OpenLDAP does (it decomposes
-/// before it folds). For every other input the result is the RFC's.
+/// - The map and normalise steps are repeated until nothing changes (a
+///   few rounds at most). The RFC's one round is stable for Unicode 3.2,
+///   but NFKC from a current Unicode can produce capitals the 3.2 folding
+///   table never saw (U+1F130 SQUARED LATIN CAPITAL LETTER A becomes `A`);
+///   a second round folds them, so preparing the result again changes
+///   nothing.
+/// - The value is put in NFKC before it is mapped. Folding and NFKC do not
+///   commute for a few combining sequences (U+037A YPOGEGRAMMENI + U+0300
+///   folds to `ὶ`, its NFKC form SPACE U+0300 U+0345 to SPACE U+0300 `ι`);
+///   normalising first gives both one key, as OpenLDAP does (it decomposes
+///   before it folds).
+/// - Where OpenLDAP calls names equal that the RFC does not, so does this:
+///   `İ` folds to `i` (the RFC gives `i` U+0307), and a SPACE before a
+///   combining mark is an ordinary space (the RFC makes it part of a
+///   character; slapd makes `´`, SPACE U+0301 and U+0301 one name).
+///
+/// Compared with slapd 2.5 (700 random confusable strings, each searched
+/// for with an equality filter), every name slapd equates gets one key.
+/// The other way round the key is coarser than slapd, where slapd does not
+/// follow the RFC (`Straße`/`STRASSE`, final sigma, tab, soft hyphen, zero
+/// width space, `Ⅻ`/`xii`, `ℌ`/`h`, `ᾳ`/`αι`): such names get a 409 the
+/// directory would not have given, never a merged entry.
 pub fn prepare(value: &str, rule: Rule) -> Result<String, PrepError> {
     let s = map_normalize(value, rule);
     if let Some((ch, reason)) = s.chars().find_map(|c| prohibited(c).map(|r| (c, r))) {
@@ -132,6 +143,15 @@ fn map_once(value: &str, rule: Rule) -> String {
         }
         if mapped_to_space(c) {
             out.push(' ');
+        } else if rule == Rule::CaseIgnore
+            && (c == '\u{0130}' || c == '\u{0307}' && out.ends_with('i'))
+        {
+            // Dotted capital I: B.2 folds it to `i` + COMBINING DOT ABOVE,
+            // OpenLDAP to `i`; `i` it is, and a dot above an `i` is dropped,
+            // so both the RFC's and OpenLDAP's equal names share a key.
+            if c == '\u{0130}' {
+                out.push('i');
+            }
         } else if rule == Rule::CaseIgnore {
             out.extend(stringprep::tables::case_fold_for_nfkc(c));
         } else {
@@ -184,26 +204,16 @@ fn prohibited(c: char) -> Option<&'static str> {
     }
 }
 
-/// §2.6.1, in the equality-only form described at [`prepare`]. A space is
-/// SPACE not followed by a combining mark: ` \u{301}` is a character, not
-/// a space, and stays.
+/// §2.6.1, in the equality-only form described at [`prepare`]: spaces at
+/// the ends dropped, each inner run one space, whatever follows. (The RFC
+/// counts a SPACE followed by a combining mark as a character; OpenLDAP
+/// does not, and makes `´`, ` \u{301}` and `\u{301}` one name, and `a ´`
+/// and `a´` another; so no space is special here.)
 fn insignificant_spaces(s: &str) -> String {
-    let chars: Vec<char> = s.chars().collect();
-    let mut out = String::with_capacity(s.len());
-    let mut pending_space = false;
-    for (i, &c) in chars.iter().enumerate() {
-        let is_space = c == ' ' && !chars.get(i + 1).is_some_and(|&n| is_combining_mark(n));
-        if is_space {
-            pending_space = !out.is_empty();
-            continue;
-        }
-        if pending_space {
-            out.push(' ');
-            pending_space = false;
-        }
-        out.push(c);
-    }
-    out
+    s.split(' ')
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[cfg(test)]
@@ -242,15 +252,15 @@ mod tests {
         // Only spaces (or nothing): all such values are equal.
         assert_eq!(prepare("   ", Rule::CaseIgnore).unwrap(), "");
         assert_eq!(prepare("", Rule::CaseIgnore).unwrap(), "");
-        // A space followed by a combining mark is not a space.
+        // A SPACE before a combining mark is a space like any other (the
+        // RFC says otherwise; OpenLDAP agrees with this, see `prepare`).
         assert_eq!(
-            prepare("a \u{0301}", Rule::CaseExact).unwrap(),
+            prepare("a  \u{0301}", Rule::CaseExact).unwrap(),
             "a \u{0301}"
         );
-        assert_eq!(
-            prepare(" \u{0301}a", Rule::CaseExact).unwrap(),
-            " \u{0301}a"
-        );
+        assert_eq!(prepare(" \u{0301}a", Rule::CaseExact).unwrap(), "\u{0301}a");
+        assert_eq!(key("\u{00B4}"), key("\u{0301}"));
+        assert_eq!(key("a \u{00B4}"), key("a\u{00B4}"));
     }
 
     #[test]
@@ -275,6 +285,15 @@ mod tests {
         // the value and its NFKC form one key (found by the property test).
         let s = "\u{037A}\u{0300}";
         assert_eq!(key(s), key(&s.nfkc().collect::<String>()));
+    }
+
+    #[test]
+    fn dotted_capital_i_is_i_as_in_openldap() {
+        assert_eq!(key("\u{0130}pek"), "ipek");
+        assert_eq!(key("I\u{0307}pek"), "ipek");
+        assert_eq!(key("i\u{0307}pek"), "ipek");
+        assert_eq!(key("Ipek"), "ipek");
+        assert_eq!(prepare("\u{0130}", Rule::CaseExact).unwrap(), "\u{0130}");
     }
 
     #[test]
@@ -332,23 +351,9 @@ mod tests {
         #[test]
         fn key_ignores_outer_and_repeated_spaces(s in interesting()) {
             let k = key(&s);
-            // Doubling every space that is followed by a printable ASCII
-            // character or another space (before anything else, mapping
-            // or NFKC may bring a combining mark, and a space before a
-            // combining mark is significant).
-            let plain = |c: Option<&char>| c.is_none_or(|c| c.is_ascii_graphic() || *c == ' ');
-            let cs: Vec<char> = s.chars().collect();
-            let doubled: String = cs
-                .iter()
-                .enumerate()
-                .flat_map(|(i, &c)| {
-                    if c == ' ' && plain(cs.get(i + 1)) { vec![' ', ' '] } else { vec![c] }
-                })
-                .collect();
-            prop_assert_eq!(key(&doubled), k.clone());
-            if plain(cs.first()) {
-                prop_assert_eq!(key(&format!("  {s}")), k.clone());
-            }
+            // Doubling every space.
+            prop_assert_eq!(key(&s.replace(' ', "  ")), k.clone());
+            prop_assert_eq!(key(&format!("  {s}")), k.clone());
             prop_assert_eq!(key(&format!("{s} \t ")), k);
         }
 
