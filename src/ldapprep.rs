@@ -112,9 +112,19 @@ pub fn prepare(value: &str, rule: Rule) -> Result<String, PrepError> {
 ///
 /// Keys depend on the Unicode version of `unicode-normalization` for code
 /// points assigned after 3.2; an index built from them should be rebuilt
-/// when that crate's `UNICODE_VERSION` changes.
+/// when [`key_version`] changes.
 pub fn equality_key(value: &str) -> String {
     insignificant_spaces(&map_normalize(value, Rule::CaseIgnore))
+}
+
+/// Changed whenever [`equality_key`] may give a different key for some
+/// value: this module's own version, and the Unicode version of the NFKC
+/// tables (which decide keys of code points assigned after Unicode 3.2).
+/// A store that keeps keys records it and rebuilds its indexes when it
+/// differs at start.
+pub fn key_version() -> String {
+    let (major, minor, patch) = unicode_normalization::UNICODE_VERSION;
+    format!("ldapprep-1/unicode-{major}.{minor}.{patch}")
 }
 
 /// §2.2 Map and §2.3 Normalize, repeated until stable, on the value in
@@ -285,6 +295,11 @@ mod tests {
         // the value and its NFKC form one key (found by the property test).
         let s = "\u{037A}\u{0300}";
         assert_eq!(key(s), key(&s.nfkc().collect::<String>()));
+    }
+
+    #[test]
+    fn key_version_names_the_unicode_tables() {
+        assert!(key_version().starts_with("ldapprep-1/unicode-"));
     }
 
     #[test]
