@@ -77,6 +77,11 @@ pub enum ClassKind {
 pub struct AttributeTypeDef {
     pub oid: String,
     pub names: Vec<String>,
+    /// The superior type, whose syntax this one inherits when it has none.
+    pub sup: Option<String>,
+    /// SYNTAX as written: the OID with an optional `{N}` bound
+    /// (`crate::syntax::Syntax::parse` reads it).
+    pub syntax: Option<String>,
 }
 
 /// The parts of a directory's subschema `check` needs, names lowercased.
@@ -282,6 +287,8 @@ pub fn parse_attribute_type(def: &str) -> AttributeTypeDef {
     AttributeTypeDef {
         oid: toks.get(1).cloned().unwrap_or_default(),
         names: list_after(&toks, "NAME"),
+        sup: list_after(&toks, "SUP").into_iter().next(),
+        syntax: list_after(&toks, "SYNTAX").into_iter().next(),
     }
 }
 
@@ -674,6 +681,21 @@ mod tests {
         );
         assert_eq!(at.oid, "2.5.4.3");
         assert_eq!(at.names, vec!["cn", "commonName"]);
+        assert_eq!(at.sup.as_deref(), Some("name"));
+        assert_eq!(at.syntax, None);
+        let at = parse_attribute_type(
+            "( 0.9.2342.19200300.100.1.3 NAME ( 'mail' 'rfc822Mailbox' ) DESC 'RFC1274: RFC822 Mailbox' EQUALITY caseIgnoreIA5Match SUBSTR caseIgnoreIA5SubstringsMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.26{256} )",
+        );
+        assert_eq!(at.sup, None);
+        assert_eq!(
+            at.syntax.as_deref(),
+            Some("1.3.6.1.4.1.1466.115.121.1.26{256}")
+        );
+        // Active Directory quotes the OID.
+        let at = parse_attribute_type(
+            "( 1.2.840.113556.1.4.221 NAME 'sAMAccountName' SYNTAX '1.3.6.1.4.1.1466.115.121.1.15' SINGLE-VALUE )",
+        );
+        assert_eq!(at.syntax.as_deref(), Some("1.3.6.1.4.1.1466.115.121.1.15"));
     }
 
     #[test]

@@ -22,4 +22,4 @@ pub mod token;
 
 // The pure core, re-exported so that `crate::scim::...` and
 // `scim2ldap::mapping::...` name the same modules everywhere.
-pub use scim2ldap_core::{dn, ldif, mapping, scim};
+pub use scim2ldap_core::{dn, ldapprep, ldif, mapping, scim, syntax};

@@ -7,6 +7,10 @@
 //!   back, validated with file, line and key for every problem.
 //! - [`dn`]: RFC 4514 DNs and RFC 4515 filter-value escaping.
 //! - [`ldif`]: RFC 2849 LDIF lines for `serve --dry-run`.
+//! - [`ldapprep`]: RFC 4518 string preparation, so that names LDAP treats
+//!   as equal are equal to the daemon's uniqueness checks.
+//! - [`syntax`]: LDAP attribute syntaxes (RFC 4517), to refuse a value the
+//!   directory's schema forbids before it is journaled.
 //!
 //! Architecture invariant: this crate depends on no tokio, hyper, ldap3 or
 //! sled and does no I/O (no `std::fs`, `std::net`, `std::process`,
@@ -16,6 +20,8 @@
 //! `std::` I/O modules.
 
 pub mod dn;
+pub mod ldapprep;
 pub mod ldif;
 pub mod mapping;
 pub mod scim;
+pub mod syntax;
