@@ -272,6 +272,9 @@ impl Adopter {
                 meta["location"] = Value::String(crate::api::location(base, kind, &id));
             }
             obj.insert("meta".into(), meta);
+            if let Some(key) = crate::dn::first_rdn_key(&entry.dn) {
+                obj.insert(crate::store::RDN_KEY.into(), Value::String(key));
+            }
         }
         let link = Link {
             dn: entry.dn.clone(),

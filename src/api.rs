@@ -18,7 +18,7 @@ use crate::scim::project::Projection;
 use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
-use crate::store::{now_rfc3339, Intent, Kind, MemberOps, Store, Write, WriteError};
+use crate::store::{now_rfc3339, Intent, Kind, MemberOps, Store, Write, WriteError, RDN_KEY};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -353,7 +353,10 @@ impl Api {
             store: &self.store,
             model: &model,
         };
-        model.entry(kind, resource, &resolver)?;
+        let entry = model.entry(kind, resource, &resolver)?;
+        if let Some(obj) = resource.as_object_mut() {
+            obj.insert(RDN_KEY.into(), Value::String(entry.rdn_key()));
+        }
         Ok(())
     }
 
@@ -717,6 +720,7 @@ impl Api {
         strip_never_returned(&mut resource, self.model.current().registry(kind));
         if let Some(obj) = resource.as_object_mut() {
             obj.remove(ALLOCATED_KEY);
+            obj.remove(RDN_KEY);
         }
         Ok(resource)
     }
@@ -875,8 +879,13 @@ impl Api {
 
 fn write_error(e: WriteError) -> ScimError {
     match e {
+        WriteError::Taken { kind, attr, value } if attr == RDN_KEY => {
+            ScimError::uniqueness(format!(
+                "another {kind} already has a directory entry with this name ({value}); names are compared as the directory compares them (case, character width and extra spaces do not count)"
+            ))
+        }
         WriteError::Taken { kind, attr, value } => ScimError::uniqueness(format!(
-            "{attr} {value:?} is already used by another {kind}"
+            "{attr} is already used by another {kind}; names are compared as the directory compares them (case, character width and extra spaces do not count: {value:?})"
         )),
         // Adoption's refusals: never the answer to a SCIM write.
         e @ WriteError::AlreadyLinked { .. } => ScimError::uniqueness(e.to_string()),

@@ -121,7 +121,7 @@ impl Store {
                 });
             }
         }
-        self.check_unique(kind, id, resource)?;
+        self.check_unique(kind, id, None, resource)?;
         let seq = *last + 1;
         set_version(resource, seq);
         let mut batch = sled::Batch::default();

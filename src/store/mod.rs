@@ -42,13 +42,20 @@ pub use journal::{
 };
 pub use links::Link;
 pub use members::MemberOps;
-pub use resources::{get_ci, version_of, IndexDef, Intent, Write};
+pub use resources::{get_ci, version_of, IndexDef, Intent, Matching, Write, RDN_KEY};
 
 /// The store's page cache unless the config says otherwise.
 pub const DEFAULT_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 
-/// Bumped whenever the on-disk layout changes incompatibly.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the on-disk layout changes incompatibly. Version 1
+/// (index keys lowercased) is opened and migrated: its indexes are rebuilt.
+/// A store of a later version is refused, so an older daemon never reads
+/// indexes it does not understand.
+pub const FORMAT_VERSION: u32 = 2;
+
+/// How the `i` index keys are computed; with the RFC 4518 tables' version
+/// it is recorded under `mindex`, and any change rebuilds the indexes.
+pub const INDEX_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -163,6 +170,13 @@ impl Store {
                 tree.flush()?;
             }
             Some(v) if v.as_ref() == FORMAT_VERSION.to_string().as_bytes() => {}
+            // Version 1 differs only in how index keys are computed: the
+            // rebuild below (its `mindex` is absent) migrates it.
+            Some(v) if v.as_ref() == b"1" => {
+                resources::rebuild_indexes(&tree)?;
+                tree.insert(keys::META_FORMAT, FORMAT_VERSION.to_string().as_bytes())?;
+                tree.flush()?;
+            }
             Some(v) => {
                 return Err(StoreError::Version {
                     path: path.display().to_string(),
@@ -179,6 +193,7 @@ impl Store {
                 })?,
             None => 0,
         };
+        resources::rebuild_indexes_if_stale(&tree)?;
         links::build_link_index(&tree)?;
         let flusher = commit::Flusher::start(db.clone(), last)?;
         Ok(Store {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde_json::Value;
 
 use super::journal::{journal_into, JournalEntry, Op};
-use super::keys::{self, index_prefix, kind_prefix, res_key, RESOURCE};
+use super::keys::{self, index_prefix, kind_prefix, res_key, INDEX, RESOURCE};
 use super::members::MemberOps;
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
 
@@ -19,29 +19,63 @@ use super::{decode, encode, Kind, Store, StoreError, WriteError};
 #[derive(Debug)]
 pub struct IndexDef {
     pub attr: &'static str,
-    pub case_insensitive: bool,
+    pub matching: Matching,
     pub unique: bool,
 }
 
+/// How an index compares values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Matching {
+    /// As LDAP's caseIgnoreMatch does (RFC 4518: NFKC, case folding,
+    /// insignificant spaces): names the directory treats as equal share
+    /// one key, so uniqueness here is uniqueness there. A lookup through
+    /// such an index returns candidates; the filter is then evaluated on
+    /// each with SCIM's own rules.
+    Ldap,
+    /// Byte for byte.
+    Exact,
+}
+
+impl Matching {
+    pub(super) fn key(self, value: &str) -> String {
+        match self {
+            Matching::Ldap => scim2ldap_core::ldapprep::equality_key(value),
+            Matching::Exact => value.to_string(),
+        }
+    }
+}
+
+/// Where a resource keeps the equality key of its entry's RDN (written by
+/// the API from the mapping's placement; `attr=value` prepared as LDAP
+/// compares it), so that two resources whose entries would share a DN are
+/// refused like two users with one userName. Never shown to clients.
+pub const RDN_KEY: &str = "scim2ldap:rdn";
+
 impl Kind {
-    /// The indexed attributes of this kind: (name, case-insensitive, unique).
+    /// The indexed attributes of this kind. Changing this list (or how one
+    /// compares) needs the indexes rebuilt: bump [`super::INDEX_VERSION`].
     pub fn indexes(self) -> &'static [IndexDef] {
         match self {
             Kind::User => &[
                 IndexDef {
                     attr: "userName",
-                    case_insensitive: true,
+                    matching: Matching::Ldap,
                     unique: true,
                 },
                 IndexDef {
                     attr: "externalId",
-                    case_insensitive: false,
+                    matching: Matching::Exact,
                     unique: false,
                 },
                 IndexDef {
                     attr: "emails.value",
-                    case_insensitive: true,
+                    matching: Matching::Ldap,
                     unique: false,
+                },
+                IndexDef {
+                    attr: RDN_KEY,
+                    matching: Matching::Exact,
+                    unique: true,
                 },
             ],
             // displayName is unique: a group's DN is usually built from it,
@@ -49,13 +83,18 @@ impl Kind {
             Kind::Group => &[
                 IndexDef {
                     attr: "displayName",
-                    case_insensitive: true,
+                    matching: Matching::Ldap,
                     unique: true,
                 },
                 IndexDef {
                     attr: "externalId",
-                    case_insensitive: false,
+                    matching: Matching::Exact,
                     unique: false,
+                },
+                IndexDef {
+                    attr: RDN_KEY,
+                    matching: Matching::Exact,
+                    unique: true,
                 },
             ],
         }
@@ -155,11 +194,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let norm = if def.case_insensitive {
-            value.to_lowercase()
-        } else {
-            value.to_string()
-        };
+        let norm = def.matching.key(value);
         let prefix = index_prefix(kind, n, &norm);
         let mut ids = Vec::new();
         for item in self.inner.tree.scan_prefix(&prefix) {
@@ -293,7 +328,7 @@ impl Store {
             _ => {}
         }
         // Uniqueness, checked under the write lock so two creates cannot race.
-        self.check_unique(kind, id, resource)?;
+        self.check_unique(kind, id, old.as_ref(), resource)?;
         let seq = *last + 1;
         set_version(resource, seq);
         let mut batch = sled::Batch::default();
@@ -321,19 +356,28 @@ impl Store {
         Ok(seq)
     }
 
-    /// Refuses `resource` (of `kind`, with `id`) if another resource holds
-    /// one of its unique values. Call under the write lock.
+    /// Refuses `resource` (of `kind`, with `id`, replacing `old`) if
+    /// another resource holds one of its unique values. A value the
+    /// resource already had is not checked again: two resources that came
+    /// to share a key before it was stricter (a store written by an older
+    /// version) can still be changed, just not renamed onto each other.
+    /// Call under the write lock.
     pub(super) fn check_unique(
         &self,
         kind: Kind,
         id: &str,
+        old: Option<&Value>,
         resource: &Value,
     ) -> Result<(), WriteError> {
         for (n, def) in kind.indexes().iter().enumerate() {
             if !def.unique {
                 continue;
             }
+            let had = old.map(|o| index_values(o, def)).unwrap_or_default();
             for v in index_values(resource, def) {
+                if had.contains(&v) {
+                    continue;
+                }
                 let prefix = index_prefix(kind, n, &v);
                 for item in self.inner.tree.scan_prefix(&prefix).keys() {
                     let k = item.map_err(StoreError::from)?;
@@ -451,11 +495,7 @@ fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
         // NUL separates value from id in the key; such values are refused
         // before they get here, and are not indexed if they do.
         if !s.contains('\0') {
-            out.push(if def.case_insensitive {
-                s.to_lowercase()
-            } else {
-                s.to_string()
-            });
+            out.push(def.matching.key(s));
         }
     };
     match (v, sub) {
@@ -502,4 +542,80 @@ pub(super) fn set_version(resource: &mut Value, seq: u64) {
             m.insert("version".into(), Value::String(format!("W/\"{seq}\"")));
         }
     }
+}
+
+/// The `mindex` value of indexes computed by this version.
+fn index_version() -> String {
+    format!(
+        "{}/{}",
+        super::INDEX_VERSION,
+        scim2ldap_core::ldapprep::key_version()
+    )
+}
+
+/// Rebuilds the indexes when they were computed another way (an older
+/// store, other Unicode tables).
+pub(super) fn rebuild_indexes_if_stale(tree: &sled::Tree) -> Result<(), StoreError> {
+    let current = index_version();
+    if tree.get(keys::META_INDEX)?.as_deref() == Some(current.as_bytes()) {
+        return Ok(());
+    }
+    rebuild_indexes(tree)
+}
+
+/// Drops every `i` key and computes them again from the snapshots, in
+/// batches. Resources that now share a unique key (two userNames that
+/// LDAP treats as equal, accepted by an older version) are kept and
+/// logged: each can still be changed, but not renamed onto the other.
+pub(super) fn rebuild_indexes(tree: &sled::Tree) -> Result<(), StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0usize;
+    for k in tree.scan_prefix([INDEX]).keys() {
+        batch.remove(k?);
+        n += 1;
+        if n % 10_000 == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    tree.apply_batch(std::mem::take(&mut batch))?;
+    let mut seen: HashMap<Vec<u8>, String> = HashMap::new();
+    let mut resources = 0usize;
+    for item in tree.scan_prefix([RESOURCE]) {
+        let (k, v) = item?;
+        let Some(&kb) = k.get(1) else { continue };
+        let kind = Kind::from_byte(kb);
+        let id = String::from_utf8_lossy(&k[2..]).into_owned();
+        let resource: Value = decode(&v, || format!("{} {id}", kind.name()))?;
+        for (n, def) in kind.indexes().iter().enumerate() {
+            for value in index_values(&resource, def) {
+                let prefix = index_prefix(kind, n, &value);
+                if def.unique {
+                    if let Some(other) = seen.insert(prefix.clone(), id.clone()) {
+                        tracing::warn!(
+                            kind = kind.name(),
+                            attribute = def.attr,
+                            key = %value,
+                            first = %other,
+                            second = %id,
+                            "two resources have names the directory treats as equal; both are kept, neither can be renamed onto the other: rename one at the identity provider"
+                        );
+                    }
+                }
+                let mut key = prefix;
+                key.extend_from_slice(id.as_bytes());
+                batch.insert(key, Vec::new());
+            }
+        }
+        resources += 1;
+        if resources % 5_000 == 0 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+        }
+    }
+    batch.insert(keys::META_INDEX.to_vec(), index_version().into_bytes());
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    if resources > 0 {
+        tracing::info!(resources, "store indexes rebuilt");
+    }
+    Ok(())
 }

@@ -591,3 +591,104 @@ fn compaction_keeps_latest_snapshots_and_unapplied_entries() {
     drop(s);
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[tokio::test]
+async fn names_ldap_treats_as_equal_are_one_name() {
+    let (dir, s) = tmp();
+    let mut u = json!({"id": "1", "userName": "carol"});
+    s.write(create(Kind::User, "1", &mut u)).unwrap();
+    // RFC 4518: case, character width and insignificant spaces do not count.
+    for name in ["carol ", "ｃａｒｏｌ", " CAROL", "Carol"] {
+        let mut other = json!({"id": "2", "userName": name});
+        match s.write(create(Kind::User, "2", &mut other)) {
+            Err(WriteError::Taken { attr, .. }) => assert_eq!(attr, "userName"),
+            r => panic!("{name:?} was not refused as a duplicate of carol: {r:?}"),
+        }
+    }
+    let mut a = json!({"id": "3", "userName": "car  ol"});
+    s.write(create(Kind::User, "3", &mut a)).unwrap();
+    let mut b = json!({"id": "4", "userName": "car ol"});
+    assert!(matches!(
+        s.write(create(Kind::User, "4", &mut b)),
+        Err(WriteError::Taken { .. })
+    ));
+    // A different name is still a different name.
+    let mut c = json!({"id": "5", "userName": "caro"});
+    s.write(create(Kind::User, "5", &mut c)).unwrap();
+    // Values are stored as sent; lookups find equal names, the API then
+    // applies SCIM's own comparison.
+    assert_eq!(
+        s.get(Kind::User, "3").unwrap().unwrap()["userName"],
+        "car  ol"
+    );
+    assert_eq!(
+        s.lookup(Kind::User, "userName", "ＣＡＲＯＬ")
+            .unwrap()
+            .unwrap(),
+        vec!["1"]
+    );
+    // The entry's RDN key is unique too, whatever attribute it comes from.
+    let mut g1 = json!({"id": "g1", "displayName": "Ops", RDN_KEY: "cn=ops"});
+    s.write(create(Kind::Group, "g1", &mut g1)).unwrap();
+    let mut g2 = json!({"id": "g2", "displayName": "Operations", RDN_KEY: "cn=ops"});
+    match s.write(create(Kind::Group, "g2", &mut g2)) {
+        Err(WriteError::Taken { attr, .. }) => assert_eq!(attr, RDN_KEY),
+        r => panic!("a second group with the same RDN was accepted: {r:?}"),
+    }
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_version_1_store_is_migrated_and_its_indexes_rebuilt() {
+    let (dir, s) = tmp();
+    let mut u = json!({"id": "1", "userName": "Dave"});
+    s.write(create(Kind::User, "1", &mut u)).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    // Make it look like version 1: format "1", no `mindex`, and an index
+    // key computed the old way (lowercased), which must not survive.
+    {
+        let db = sled::open(&dir).unwrap();
+        let tree = db.open_tree("scim2ldap").unwrap();
+        tree.insert(keys::META_FORMAT, b"1".to_vec()).unwrap();
+        tree.remove(keys::META_INDEX).unwrap();
+        for k in tree.scan_prefix([keys::INDEX]).keys() {
+            tree.remove(k.unwrap()).unwrap();
+        }
+        let mut old = keys::index_prefix(Kind::User, 0, "stale");
+        old.extend_from_slice(b"1");
+        tree.insert(old, Vec::new()).unwrap();
+        // Two names an older version accepted that are now equal.
+        let mut second = serde_json::to_vec(&json!({"id": "2", "userName": "dave "})).unwrap();
+        tree.insert(
+            keys::res_key(keys::RESOURCE, Kind::User, "2"),
+            second.split_off(0),
+        )
+        .unwrap();
+        tree.flush().unwrap();
+    }
+    let s = Store::open(&dir).unwrap();
+    assert_eq!(
+        s.lookup(Kind::User, "userName", "stale").unwrap().unwrap(),
+        Vec::<String>::new()
+    );
+    let mut both = s.lookup(Kind::User, "userName", "DAVE").unwrap().unwrap();
+    both.sort();
+    assert_eq!(both, vec!["1", "2"]);
+    // Both can still be changed; neither can be renamed onto the other.
+    let mut v = json!({"id": "2", "userName": "dave ", "title": "x"});
+    s.write(update(Kind::User, "2", &mut v, None)).unwrap();
+    let mut w = json!({"id": "1", "userName": "Dave", "title": "y"});
+    s.write(update(Kind::User, "1", &mut w, None)).unwrap();
+    drop(s);
+    let db = sled::open(&dir).unwrap();
+    let tree = db.open_tree("scim2ldap").unwrap();
+    assert_eq!(
+        tree.get(keys::META_FORMAT).unwrap().as_deref(),
+        Some(FORMAT_VERSION.to_string().as_bytes())
+    );
+    drop(tree);
+    drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -8,6 +8,7 @@ mod harness;
 mod journal;
 mod layering;
 mod protocol;
+mod safety;
 mod service;
 mod slapd;
 mod users;

@@ -111,6 +111,25 @@ pub fn dn_to_string(dn: &ParsedDn) -> String {
         .join(",")
 }
 
+/// `attr=value` of an RDN as the directory compares it: the type
+/// lowercased, the value prepared by RFC 4518 for caseIgnoreMatch. Two
+/// entries with equal keys under one parent are one entry to LDAP.
+pub fn rdn_key(attr: &str, value: &str) -> String {
+    format!(
+        "{}={}",
+        attr.to_ascii_lowercase(),
+        crate::ldapprep::equality_key(value)
+    )
+}
+
+/// The [`rdn_key`] of a DN's first RDN (its first AVA); `None` for the
+/// empty DN or one that does not parse.
+pub fn first_rdn_key(dn: &str) -> Option<String> {
+    let parsed = parse_dn(dn).ok()?;
+    let ava = parsed.first()?.first()?;
+    Some(rdn_key(&ava.attr, &ava.value))
+}
+
 /// Parses a DN string (RFC 4514), unescaping values. Spaces around `,`,
 /// `+` and `=` are tolerated (administrators write `ou=people, dc=example`,
 /// and servers accept it); an unescaped `"`, `;`, `<`, `>` or NUL, a bad

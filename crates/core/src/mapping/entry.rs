@@ -31,6 +31,15 @@ pub struct LdapEntry {
 }
 
 impl LdapEntry {
+    /// The RDN as the directory compares it (`attr=value`, the value
+    /// prepared by RFC 4518 for caseIgnoreMatch): two entries with equal
+    /// keys under one parent would be one entry.
+    pub fn rdn_key(&self) -> String {
+        crate::dn::rdn_key(&self.rdn_attr, &self.rdn_value)
+    }
+}
+
+impl LdapEntry {
     /// The RDN as modrdn wants it: `uid=alice` with the value escaped.
     pub fn rdn(&self) -> String {
         format!("{}={}", self.rdn_attr, escape_dn_value(&self.rdn_value))

@@ -1,0 +1,89 @@
+//! Directory safety (what must hold before pointing the daemon at a
+//! production directory): names LDAP treats as equal are one name.
+
+use serde_json::{json, Value};
+
+use crate::harness::{Harness, MAPPING};
+
+fn user(name: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": name,
+        "name": {"givenName": "Carol", "familyName": "Kaye"},
+        "active": true
+    })
+}
+
+/// RFC 4518: `carol`, `carol ` and fullwidth `ｃａｒｏｌ` are one uid to
+/// slapd; before, the daemon accepted all three and one directory entry
+/// was renamed and overwritten by each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_names_equal_to_ldap_are_refused_as_duplicates() {
+    let h = Harness::start().await;
+    let r = h.send("POST", "/Users", Some(user("carol"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let carol = r.body["id"].as_str().unwrap().to_string();
+    for twin in ["carol ", "ｃａｒｏｌ", "CAROL", " carol"] {
+        let r = h.send("POST", "/Users", Some(user(twin))).await;
+        assert_eq!(r.status, 409, "{twin:?}: {}", r.body);
+        assert_eq!(r.body["scimType"], "uniqueness", "{}", r.body);
+    }
+    let r = h.send("POST", "/Users", Some(user("car  ol"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = h.send("POST", "/Users", Some(user("car ol"))).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    // A rename onto an equal name is refused too.
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Users/{carol}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "replace", "path": "userName", "value": "Car Ol"}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    // Values are kept as sent.
+    let r = h
+        .send(
+            "GET",
+            "/Users?filter=userName%20eq%20%22car%20%20ol%22",
+            None,
+        )
+        .await;
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+    assert_eq!(r.body["Resources"][0]["userName"], "car  ol");
+    h.settle().await;
+    let people = h.ldap_search("(objectClass=inetOrgPerson)", &["uid"]).await;
+    assert_eq!(people.len(), 2, "exactly carol and car  ol: {people:?}");
+}
+
+/// The RDN is unique whatever SCIM attribute it is built from: two users
+/// whose entries would share a DN are refused like two equal userNames.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_whose_entries_would_share_a_dn_are_refused() {
+    let mapping = MAPPING.replace(
+        "dn = \"uid={userName},ou=people,dc=example,dc=com\"",
+        "dn = \"uid={externalId},ou=people,dc=example,dc=com\"",
+    );
+    assert_ne!(mapping, MAPPING, "the preset's DN template changed");
+    let h = Harness::start_with(Default::default(), &mapping).await;
+    let mut a = user("alice");
+    a["externalId"] = json!("E-1");
+    let r = h.send("POST", "/Users", Some(a)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let mut b = user("bob");
+    b["externalId"] = json!("e-1 ");
+    let r = h.send("POST", "/Users", Some(b)).await;
+    assert_eq!(r.status, 409, "{}", r.body);
+    assert_eq!(r.body["scimType"], "uniqueness");
+    assert!(
+        r.body["detail"].as_str().unwrap().contains("uid=e-1"),
+        "{}",
+        r.body
+    );
+    h.settle().await;
+    let people = h.ldap_search("(objectClass=inetOrgPerson)", &["uid"]).await;
+    assert_eq!(people.len(), 1, "{people:?}");
+}
