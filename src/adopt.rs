@@ -48,6 +48,11 @@ pub enum Outcome {
 /// Counts for one resource type of an import.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ImportCounts {
+    /// The mapping's adopt table turns adoption of this type off: nothing
+    /// was read.
+    pub off: bool,
+    /// Entries found but on the adopt table's `never` list.
+    pub refused: usize,
     pub scanned: usize,
     pub adopted: usize,
     pub already_linked: usize,
@@ -67,6 +72,8 @@ pub struct Adopter {
     /// One connection for lookups, separate from the writer's.
     dir: Mutex<Directory>,
     search_timeout: Duration,
+    /// Counts adoptions, when the daemon supplies its metrics.
+    metrics: Option<Arc<crate::metrics::Metrics>>,
 }
 
 impl Adopter {
@@ -87,7 +94,14 @@ impl Adopter {
             base_url,
             dir: Mutex::new(Directory::new(cfg)),
             search_timeout,
+            metrics: None,
         }
+    }
+
+    /// Counts every adoption in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<crate::metrics::Metrics>) -> Adopter {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// The hook `GET /Users?filter=...` calls before answering from the
@@ -138,7 +152,7 @@ impl Adopter {
                 if let Err(e) = self.store.commit(self.store.last_seq()).await {
                     warn!(error = %e, "could not flush the adoption");
                 }
-                info!(kind = kind.name(), %id, attr, value, "adopted an existing directory entry")
+                debug!(kind = kind.name(), %id, attr, value, "lookup answered with the adopted entry")
             }
             Ok(Ok(Some(other))) => {
                 info!(kind = kind.name(), attr, value, outcome = ?other, "directory entry not adopted")
@@ -170,28 +184,49 @@ impl Adopter {
         let Some(filter) = rm.ldap_filter_for(attr, value) else {
             return Ok(None);
         };
+        let policy = rm.adopt_policy();
+        if !policy.enabled {
+            debug!(
+                kind = kind.name(),
+                attr, value, "lookup missed; adoption of this type is off in the mapping"
+            );
+            return Ok(None);
+        }
+        let filter = policy.narrow(&filter);
         let mut dir = self.dir.lock().await;
         let attrs = wanted(rm, &model.mapping, kind, dir.uuid_attribute());
-        let base = rm.parent_dn().to_string();
-        let entries = {
+        let mut entries = Vec::new();
+        for base in &policy.under {
             let ldap = dir.conn().await.map_err(err_text)?;
             let r = ldap
-                .search(&base, Scope::Subtree, &filter, attrs.clone())
+                .search(base, Scope::Subtree, &filter, attrs.clone())
                 .await
                 .and_then(|r| r.success());
             match r {
-                Ok((entries, _)) => entries,
-                Err(ldap3::LdapError::LdapResult { result }) if result.rc == 32 => Vec::new(),
+                Ok((found, _)) => entries.extend(found),
+                Err(ldap3::LdapError::LdapResult { result }) if result.rc == 32 => {}
                 Err(e) => {
                     dir.reset();
                     return Err(e.to_string());
                 }
             }
-        };
+        }
+        let base = policy.under.join("; ");
+        let mut entries: Vec<SearchEntry> =
+            entries.into_iter().map(SearchEntry::construct).collect();
+        // Subtrees may nest: one entry found twice is one entry.
+        entries.dedup_by(|a, b| crate::mapping::adopt::same_entry(&a.dn, &b.dn));
+        entries.retain(|e| match policy.check_dn(&e.dn) {
+            Ok(()) => true,
+            Err(why) => {
+                info!(dn = %e.dn, %why, "not adopted");
+                false
+            }
+        });
         match entries.len() {
             0 => Ok(None),
             1 => {
-                let entry = SearchEntry::construct(entries.into_iter().next().expect("one entry"));
+                let entry = entries.into_iter().next().expect("one entry");
                 let uuid = dir.uuid_of(&entry);
                 drop(dir);
                 self.adopt_entry(kind, rm, entry, uuid, Some(base_url))
@@ -284,7 +319,13 @@ impl Adopter {
             warn!(dn = %entry.dn, "adopting an entry without a stable id: it stays linked by DN only");
         }
         match self.store.adopt(kind, &id, &mut resource, &link) {
-            Ok(_) => Ok(Outcome::Adopted(id)),
+            Ok(_) => {
+                info!(kind = kind.name(), dn = %link.dn, %id, "adopted an existing directory entry");
+                if let Some(m) = &self.metrics {
+                    m.adopted(kind.name());
+                }
+                Ok(Outcome::Adopted(id))
+            }
             Err(WriteError::Taken { attr, value, .. }) => {
                 Ok(Outcome::Conflict(format!("{}: {attr} {value:?}", entry.dn)))
             }
@@ -306,54 +347,66 @@ impl Adopter {
             let Some(rm) = resource_mapping(&model.mapping, kind) else {
                 continue;
             };
+            let policy = rm.adopt_policy();
+            let mut counts = ImportCounts::default();
+            if !policy.enabled {
+                counts.off = true;
+                out.push((kind, counts));
+                continue;
+            }
             let mut dir = self.dir.lock().await;
             let attrs = wanted(rm, &model.mapping, kind, dir.uuid_attribute());
-            let filter = format!(
+            let filter = policy.narrow(&format!(
                 "(objectClass={})",
                 crate::dn::escape_filter_value(rm.search_class())
-            );
-            let base = rm.parent_dn().to_string();
-            let mut counts = ImportCounts::default();
-            let ldap = dir.conn().await.map_err(err_text)?;
-            ldap.with_timeout(self.search_timeout);
-            let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
-                Box::new(EntriesOnly::new()),
-                Box::new(PagedResults::new(PAGE)),
-            ];
-            let mut stream = ldap
-                .streaming_search_with(adapters, &base, Scope::Subtree, &filter, attrs)
-                .await
-                .map_err(|e| format!("searching {base}: {e}"))?;
-            while let Some(e) = stream
-                .next()
-                .await
-                .map_err(|e| format!("reading {base}: {e}"))?
-            {
-                let entry = SearchEntry::construct(e);
-                counts.scanned += 1;
-                let uuid = dir.uuid_of(&entry);
-                let dn = entry.dn.clone();
-                match self.adopt_entry(kind, rm, entry, uuid, None)? {
-                    Outcome::Adopted(_) => counts.adopted += 1,
-                    Outcome::AlreadyLinked(_) => counts.already_linked += 1,
-                    Outcome::Conflict(why) => {
-                        warn!(%dn, %why, "not imported: a resource with the same name exists");
-                        counts.conflicts += 1
+            ));
+            for base in &policy.under {
+                let ldap = dir.conn().await.map_err(err_text)?;
+                ldap.with_timeout(self.search_timeout);
+                let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+                    Box::new(EntriesOnly::new()),
+                    Box::new(PagedResults::new(PAGE)),
+                ];
+                let mut stream = ldap
+                    .streaming_search_with(adapters, base, Scope::Subtree, &filter, attrs.clone())
+                    .await
+                    .map_err(|e| format!("searching {base}: {e}"))?;
+                while let Some(e) = stream
+                    .next()
+                    .await
+                    .map_err(|e| format!("reading {base}: {e}"))?
+                {
+                    let entry = SearchEntry::construct(e);
+                    counts.scanned += 1;
+                    if let Err(why) = policy.check_dn(&entry.dn) {
+                        info!(dn = %entry.dn, %why, "not imported");
+                        counts.refused += 1;
+                        continue;
                     }
-                    Outcome::Unusable(why) => {
-                        warn!(%dn, %why, "not imported");
-                        counts.unusable += 1
+                    let uuid = dir.uuid_of(&entry);
+                    let dn = entry.dn.clone();
+                    match self.adopt_entry(kind, rm, entry, uuid, None)? {
+                        Outcome::Adopted(_) => counts.adopted += 1,
+                        Outcome::AlreadyLinked(_) => counts.already_linked += 1,
+                        Outcome::Conflict(why) => {
+                            warn!(%dn, %why, "not imported: a resource with the same name exists");
+                            counts.conflicts += 1
+                        }
+                        Outcome::Unusable(why) => {
+                            warn!(%dn, %why, "not imported");
+                            counts.unusable += 1
+                        }
                     }
                 }
-            }
-            let res = stream.finish().await;
-            if res.rc != 0 && res.rc != 32 {
-                return Err(format!(
-                    "searching {base}: {} ({}) {}",
-                    crate::ldap::rc_name(res.rc),
-                    res.rc,
-                    res.text
-                ));
+                let res = stream.finish().await;
+                if res.rc != 0 && res.rc != 32 {
+                    return Err(format!(
+                        "searching {base}: {} ({}) {}",
+                        crate::ldap::rc_name(res.rc),
+                        res.rc,
+                        res.text
+                    ));
+                }
             }
             self.store.flush().map_err(|e| e.to_string())?;
             out.push((kind, counts));

@@ -90,17 +90,20 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
         }
     });
 
-    let adopter = Arc::new(Adopter::new(
-        store.clone(),
-        model.clone(),
-        &config.ldap,
-        Some(writer_handle.clone()),
-        config
-            .server
-            .public_url
-            .as_ref()
-            .map(|u| format!("{u}{}", config.server.base_path)),
-    ));
+    let adopter = Arc::new(
+        Adopter::new(
+            store.clone(),
+            model.clone(),
+            &config.ldap,
+            Some(writer_handle.clone()),
+            config
+                .server
+                .public_url
+                .as_ref()
+                .map(|u| format!("{u}{}", config.server.base_path)),
+        )
+        .with_metrics(metrics.clone()),
+    );
     let admin_ctx = AdminCtx {
         store: store.clone(),
         writer: Some(writer_handle.clone()),

@@ -45,6 +45,8 @@ pub struct Metrics {
     ldap: Mutex<BTreeMap<(&'static str, String), u64>>,
     /// Unix time in milliseconds of the last entry applied; 0 = never.
     last_apply_ms: AtomicU64,
+    /// Existing directory entries adopted: users, groups.
+    adoptions: [AtomicU64; 2],
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -87,6 +89,18 @@ impl Metrics {
                 .unwrap_or(0);
             self.last_apply_ms.store(now, Ordering::Relaxed);
         }
+    }
+
+    /// Counts one existing directory entry adopted (`kind`: "User" or
+    /// "Group").
+    pub fn adopted(&self, kind: &str) {
+        let i = usize::from(kind == "Group");
+        self.adoptions[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Adoptions counted for `kind` ("User" or "Group").
+    pub fn adoptions(&self, kind: &str) -> u64 {
+        self.adoptions[usize::from(kind == "Group")].load(Ordering::Relaxed)
     }
 
     /// The number of requests counted for (route, method, status).
@@ -154,6 +168,15 @@ impl Metrics {
             "scim2ldap_last_apply_timestamp_seconds {}",
             ms as f64 / 1000.0
         );
+        out.push_str("# HELP scim2ldap_adoptions_total Existing directory entries adopted (linked to a SCIM resource), by resource type.\n");
+        out.push_str("# TYPE scim2ldap_adoptions_total counter\n");
+        for (i, kind) in ["User", "Group"].iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "scim2ldap_adoptions_total{{kind=\"{kind}\"}} {}",
+                self.adoptions[i].load(Ordering::Relaxed)
+            );
+        }
         if let Some(p) = probe {
             for (name, help, value) in p.gauges() {
                 let _ = writeln!(out, "# HELP {name} {help}");

@@ -236,6 +236,21 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
             let counts = adopter.import().await.map_err(AdminError::Import)?;
             let mut t = String::new();
             for (kind, c) in counts {
+                if c.off {
+                    t.push_str(&format!(
+                        "{}s: adoption is off in the mapping ([{}.adopt] enabled = false); nothing imported\n",
+                        kind.name(),
+                        kind.name().to_ascii_lowercase()
+                    ));
+                    continue;
+                }
+                if c.refused > 0 {
+                    t.push_str(&format!(
+                        "{}s: {} entries on the adopt table's never list left alone\n",
+                        kind.name(),
+                        c.refused
+                    ));
+                }
                 t.push_str(&format!(
                     "{}s: {} entries read, {} adopted, {} already linked, {} conflicting names, {} unusable\n",
                     kind.name(),

@@ -11,6 +11,7 @@
 //! (DNs, filters, attribute values). What the directory currently holds is
 //! asked through [`Resolver`], which the LDAP writer implements.
 
+pub mod adopt;
 mod entry;
 mod error;
 mod paths;
@@ -29,6 +30,7 @@ pub use crate::dn::{
     dn_to_string, escape_dn_value, escape_filter_value, is_attribute_description, parse_dn, Ava,
     ParsedDn,
 };
+pub use adopt::{AdoptPolicy, Refusal};
 pub use entry::{is_inactive, GroupEntry, LdapEntry, NoResolver, Resolver};
 pub use error::{MappingError, Problem};
 pub use paths::ScimPath;
@@ -83,6 +85,8 @@ pub struct ResourceMapping {
     /// The schemas of this resource type, extensions of the file included,
     /// for the reverse mapping (which needs types and multi-valuedness).
     pub(crate) registry: SchemaRegistry,
+    /// Which existing directory entries may be adopted.
+    pub(crate) adopt: AdoptPolicy,
 }
 
 /// One `[*.attributes]` entry: where an LDAP attribute's values come from.
@@ -296,6 +300,11 @@ impl Mapping {
 }
 
 impl ResourceMapping {
+    /// Which existing directory entries of this type may be adopted.
+    pub fn adopt_policy(&self) -> &AdoptPolicy {
+        &self.adopt
+    }
+
     /// The attributes whose value is a number allocated per resource, with
     /// their ranges: (attribute, low, high).
     pub fn allocations(&self) -> Vec<(&str, u64, u64)> {

@@ -30,6 +30,19 @@ pub(crate) struct RawResource {
     pub attributes: Spanned<BTreeMap<Str, Spanned<RawRule>>>,
     pub deactivate: Option<Spanned<RawDeactivate>>,
     pub delete: Option<Spanned<RawDelete>>,
+    pub adopt: Option<Spanned<RawAdopt>>,
+}
+
+/// `[user.adopt]` / `[group.adopt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdopt {
+    pub enabled: Option<Spanned<bool>>,
+    pub under: Option<Spanned<Vec<Str>>>,
+    pub filter: Option<Str>,
+    pub never: Option<Spanned<Vec<Str>>>,
+    pub never_filter: Option<Str>,
+    pub keep_members: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +53,7 @@ pub(crate) struct RawGroup {
     pub id_attribute: Option<Str>,
     pub attributes: Spanned<BTreeMap<Str, Spanned<RawRule>>>,
     pub members: Spanned<RawMembers>,
+    pub adopt: Option<Spanned<RawAdopt>>,
 }
 
 /// `attr = "path"` or `attr = { from = ..., ... }`.

@@ -1321,3 +1321,56 @@ fn dn_template_literals_keep_dn_syntax() {
     assert_eq!(e.dn, r"cn=Team x\+y\, EU {1},ou=people,dc=example,dc=com");
     assert_eq!(e.attrs["cn"], vec!["Team x+y, EU {1}", "x+y"]);
 }
+
+#[test]
+fn adopt_defaults_users_in_the_parent_and_no_groups() {
+    let m = parse(&format!("{BASE}{GROUP}"));
+    let u = m.user.adopt_policy();
+    assert!(u.enabled);
+    assert_eq!(u.under, vec!["ou=people,dc=example,dc=com"]);
+    let g = m.group.as_ref().unwrap().resource.adopt_policy();
+    assert!(!g.enabled);
+    assert!(g.keep_members);
+}
+
+#[test]
+fn adopt_tables_are_read_and_checked() {
+    let text = format!(
+        "{BASE}\n[user.adopt]\nunder = [\"OU=Staff, DC=example,DC=com\"]\nnever = [\"uid=root,ou=staff,dc=example,dc=com\"]\nfilter = \"(objectClass=inetOrgPerson)\"\nnever_filter = \"(employeeType=service)\"\n{GROUP}\n[group.adopt]\nenabled = true\nkeep_members = false\n"
+    );
+    let m = parse(&text);
+    let u = m.user.adopt_policy();
+    assert_eq!(u.under, vec!["OU=Staff,DC=example,DC=com"]);
+    assert_eq!(u.never, vec!["uid=root,ou=staff,dc=example,dc=com"]);
+    assert_eq!(
+        u.directory_condition().unwrap(),
+        "(&(objectClass=inetOrgPerson)(!(employeeType=service)))"
+    );
+    let g = m.group.as_ref().unwrap().resource.adopt_policy();
+    assert!(g.enabled && !g.keep_members);
+
+    check(
+        &format!("{BASE}\n[user.adopt]\nunder = [\"not a dn\"]\n"),
+        "under = ",
+        "user.adopt.under[0]",
+        "is not a DN",
+    );
+    check(
+        &format!("{BASE}\n[user.adopt]\nfilter = \"uid=x\"\n"),
+        "filter = ",
+        "user.adopt.filter",
+        "not an LDAP filter",
+    );
+    check(
+        &format!("{BASE}\n[user.adopt]\nkeep_members = true\n"),
+        "keep_members",
+        "user.adopt.keep_members",
+        "groups only",
+    );
+    check(
+        &format!("{BASE}\n[user.adopt]\nunder = []\n"),
+        "under = ",
+        "user.adopt.under",
+        "is empty",
+    );
+}

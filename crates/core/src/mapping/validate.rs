@@ -8,12 +8,12 @@ use toml::Spanned;
 
 use super::error::{from_toml, MappingError, Problems};
 use super::paths::ScimPath;
-use super::raw::{OneOrMany, RawEmpty, RawFile, RawRule, Str};
+use super::raw::{OneOrMany, RawAdopt, RawEmpty, RawFile, RawRule, Str};
 use super::template::{parse_source, parse_template, Segment, Source, Transform};
 use super::{
-    AttributeRule, DeactivatePolicy, DeleteAction, EmptyGroup, ExtensionAttribute, ExtensionDecl,
-    GroupMapping, Mapping, MemberAttribute, Members, Reference, ResourceKind, ResourceMapping,
-    UserPolicy,
+    AdoptPolicy, AttributeRule, DeactivatePolicy, DeleteAction, EmptyGroup, ExtensionAttribute,
+    ExtensionDecl, GroupMapping, Mapping, MemberAttribute, Members, Reference, ResourceKind,
+    ResourceMapping, UserPolicy,
 };
 use crate::dn::{dn_to_string, is_attribute_description, is_descriptor, parse_dn};
 use crate::scim::schema::{
@@ -45,6 +45,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
             object_classes: &u.object_classes,
             id_attribute: u.id_attribute.as_ref(),
             attributes: &u.attributes,
+            adopt: u.adopt.as_ref(),
         },
         user_reg,
     );
@@ -61,6 +62,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
                 object_classes: &g.object_classes,
                 id_attribute: g.id_attribute.as_ref(),
                 attributes: &g.attributes,
+                adopt: g.adopt.as_ref(),
             },
             group_reg,
         );
@@ -98,6 +100,7 @@ struct Parts<'a> {
     object_classes: &'a Spanned<Vec<Str>>,
     id_attribute: Option<&'a Str>,
     attributes: &'a Spanned<BTreeMap<Str, Spanned<RawRule>>>,
+    adopt: Option<&'a Spanned<RawAdopt>>,
 }
 
 fn resource(
@@ -223,10 +226,15 @@ fn resource(
         }
     }
 
+    let adopt = dn
+        .as_ref()
+        .map(|(_, _, parent)| adopt_policy(p, prefix, kind, parent, parts.adopt));
+
     if p.len() > before {
         return None;
     }
     let (rdn_attr, rdn_value, parent_dn) = dn?;
+    let adopt = adopt?;
     for r in &mut rules {
         if r.attribute.eq_ignore_ascii_case(&rdn_attr) {
             r.required = true;
@@ -241,7 +249,85 @@ fn resource(
         id_attribute,
         rules,
         registry,
+        adopt,
     })
+}
+
+/// `[<prefix>.adopt]`, or the default policy when the table is absent.
+fn adopt_policy(
+    p: &mut Problems,
+    prefix: &str,
+    kind: ResourceKind,
+    parent_dn: &str,
+    raw: Option<&Spanned<RawAdopt>>,
+) -> AdoptPolicy {
+    let mut policy = AdoptPolicy::default_for(kind, parent_dn);
+    let Some(raw) = raw else {
+        return policy;
+    };
+    let table = raw.get_ref();
+    if let Some(e) = &table.enabled {
+        policy.enabled = *e.get_ref();
+    }
+    let dns = |p: &mut Problems, list: &Spanned<Vec<Str>>, key: &str| -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, d) in list.get_ref().iter().enumerate() {
+            match crate::dn::parse_dn(d.get_ref()) {
+                Ok(parsed) if !parsed.is_empty() => out.push(crate::dn::dn_to_string(&parsed)),
+                Ok(_) => p.add(
+                    d.span(),
+                    format!("{prefix}.adopt.{key}[{i}]"),
+                    "is empty; give a DN",
+                ),
+                Err(e) => p.add(
+                    d.span(),
+                    format!("{prefix}.adopt.{key}[{i}]"),
+                    format!("{:?} is not a DN: {e}", d.get_ref()),
+                ),
+            }
+        }
+        out
+    };
+    if let Some(under) = &table.under {
+        if under.get_ref().is_empty() {
+            p.add(
+                under.span(),
+                format!("{prefix}.adopt.under"),
+                "is empty; list the subtrees where existing entries may be adopted, or set enabled = false",
+            );
+        }
+        policy.under = dns(p, under, "under");
+    }
+    if let Some(never) = &table.never {
+        policy.never = dns(p, never, "never");
+    }
+    for (raw, slot, key) in [
+        (&table.filter, &mut policy.filter, "filter"),
+        (
+            &table.never_filter,
+            &mut policy.never_filter,
+            "never_filter",
+        ),
+    ] {
+        if let Some(f) = raw {
+            match super::adopt::check_filter_text(f.get_ref()) {
+                Ok(()) => *slot = Some(f.get_ref().trim().to_string()),
+                Err(e) => p.add(f.span(), format!("{prefix}.adopt.{key}"), e),
+            }
+        }
+    }
+    if let Some(k) = &table.keep_members {
+        if kind == ResourceKind::Group {
+            policy.keep_members = *k.get_ref();
+        } else {
+            p.add(
+                k.span(),
+                format!("{prefix}.adopt.keep_members"),
+                "applies to groups only; move it to [group.adopt]",
+            );
+        }
+    }
+    policy
 }
 
 /// `"10000-59999"` → (10000, 59999).
