@@ -19,6 +19,7 @@ use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{now_rfc3339, Intent, Kind, MemberOps, Store, Write, WriteError, RDN_KEY};
+use crate::syntax::AttributeSyntaxes;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -109,6 +110,24 @@ pub trait Adoption: Send + Sync {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
 }
 
+/// The directory's attribute syntaxes once the daemon has read its
+/// subschema (in the background, so a directory that is down does not
+/// hold up the start). With them, a value the directory would refuse (a
+/// non-ASCII IA5String, a value over a declared length bound) is a 400
+/// before anything is journaled, instead of a parked entry later.
+#[derive(Default)]
+pub struct DirectorySyntaxes(std::sync::RwLock<Option<std::sync::Arc<AttributeSyntaxes>>>);
+
+impl DirectorySyntaxes {
+    pub fn set(&self, syntaxes: AttributeSyntaxes) {
+        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Some(std::sync::Arc::new(syntaxes));
+    }
+
+    pub fn get(&self) -> Option<std::sync::Arc<AttributeSyntaxes>> {
+        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
 /// Everything a request handler needs.
 #[derive(Clone)]
 pub struct Api {
@@ -118,6 +137,8 @@ pub struct Api {
     /// `ldap.when_down = "reject"`: refuse writes with 503 while the
     /// directory is unreachable instead of queueing them.
     pub reject_when_down: bool,
+    /// The directory's attribute syntaxes, once known.
+    pub syntaxes: std::sync::Arc<DirectorySyntaxes>,
     /// Adopts existing directory entries when a lookup misses in the store.
     pub adopter: Option<std::sync::Arc<dyn Adoption>>,
 }
@@ -354,6 +375,9 @@ impl Api {
             model: &model,
         };
         let entry = model.entry(kind, resource, &resolver)?;
+        if let Some(syntaxes) = self.syntaxes.get() {
+            check_syntaxes(&syntaxes, &model, kind, &entry)?;
+        }
         if let Some(obj) = resource.as_object_mut() {
             obj.insert(RDN_KEY.into(), Value::String(entry.rdn_key()));
         }
@@ -875,6 +899,40 @@ impl Api {
         }
         Ok((total, matched))
     }
+}
+
+/// Refuses an entry whose values the directory's schema forbids, naming
+/// the LDAP attribute and where its value came from.
+fn check_syntaxes(
+    syntaxes: &AttributeSyntaxes,
+    model: &crate::model::Model,
+    kind: Kind,
+    entry: &crate::mapping::LdapEntry,
+) -> Result<(), ScimError> {
+    let rules = match kind {
+        Kind::User => Some(model.mapping.user.rules()),
+        Kind::Group => model.mapping.group.as_ref().map(|g| g.resource.rules()),
+    };
+    for (attr, values) in &entry.attrs {
+        for v in values {
+            if let Err(problem) = syntaxes.check(attr, v) {
+                let source = rules
+                    .and_then(|r| r.iter().find(|r| r.attribute.eq_ignore_ascii_case(attr)))
+                    .map(|r| {
+                        r.sources
+                            .iter()
+                            .map(|s| s.describe())
+                            .collect::<Vec<_>>()
+                            .join(" or ")
+                    })
+                    .unwrap_or_else(|| "the mapping".into());
+                return Err(ScimError::invalid_value(format!(
+                    "{source}: the directory cannot store this value in {attr}: it {problem}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn write_error(e: WriteError) -> ScimError {

@@ -90,6 +90,8 @@ pub struct Schema {
     classes: HashMap<String, ObjectClassDef>,
     /// Every name and OID of an attribute type → its canonical (first) name.
     attributes: HashMap<String, String>,
+    /// Each attribute type's syntax (through SUP), to refuse values early.
+    syntaxes: crate::syntax::AttributeSyntaxes,
 }
 
 impl Schema {
@@ -105,12 +107,20 @@ impl Schema {
         }
         for def in attribute_types {
             let at = parse_attribute_type(def);
+            s.syntaxes
+                .insert(&at.names, &at.oid, at.sup.as_deref(), at.syntax.as_deref());
             let canon = at.names.first().cloned().unwrap_or_else(|| at.oid.clone());
             for n in at.names.iter().chain(std::iter::once(&at.oid)) {
                 s.attributes.insert(n.to_ascii_lowercase(), canon.clone());
             }
         }
         s
+    }
+
+    /// The attribute types' syntaxes, for checking values before they are
+    /// journaled.
+    pub fn syntaxes(&self) -> &crate::syntax::AttributeSyntaxes {
+        &self.syntaxes
     }
 
     pub fn class(&self, name: &str) -> Option<&ObjectClassDef> {
@@ -595,7 +605,8 @@ fn user_attributes(m: &Mapping) -> Vec<String> {
     v
 }
 
-async fn read_schema(ldap: &mut ldap3::Ldap) -> Result<Schema, String> {
+/// Reads the directory's subschema (RFC 4512 §4.2) over `ldap`.
+pub async fn read_schema(ldap: &mut ldap3::Ldap) -> Result<Schema, String> {
     let (root, _) = ldap
         .search(
             "",

@@ -13,7 +13,7 @@ use tracing::{error, info};
 
 use crate::admin::AdminCtx;
 use crate::adopt::Adopter;
-use crate::api::Api;
+use crate::api::{Api, DirectorySyntaxes};
 use crate::config::Config;
 use crate::http::Edge;
 use crate::ldap::{Writer, WriterHandle};
@@ -28,10 +28,12 @@ pub struct Running {
     pub writer: WriterHandle,
     pub model: SharedModel,
     pub edge: Arc<Edge>,
+    /// The directory's attribute syntaxes, once read.
+    pub syntaxes: Arc<DirectorySyntaxes>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     writer_task: JoinHandle<()>,
-    /// The admin socket and the compactor.
+    /// The admin socket, the compactor and the schema reader.
     background: Vec<JoinHandle<()>>,
 }
 
@@ -121,11 +123,19 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
         stop_rx.clone(),
     ));
 
+    let syntaxes = Arc::new(DirectorySyntaxes::default());
+    let schema_reader = tokio::spawn(read_syntaxes(
+        config.ldap.clone(),
+        syntaxes.clone(),
+        stop_rx.clone(),
+    ));
+
     let api = Api {
         store: store.clone(),
         model: model.clone(),
         writer: Arc::new(writer_handle.clone()),
         reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
+        syntaxes: syntaxes.clone(),
         adopter: Some(adopter),
     };
     let probe = Arc::new(DaemonProbe {
@@ -157,8 +167,46 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
         stop,
         http,
         writer_task,
-        background: vec![admin, compactor],
+        syntaxes,
+        background: vec![admin, compactor, schema_reader],
     })
+}
+
+/// Reads the directory's attribute syntaxes once, retrying every 30 s
+/// while the directory cannot be reached, so that the API can refuse
+/// values the directory would refuse. Until then values are not checked
+/// (the writer parks what the directory refuses). `dry_run` never talks to
+/// a directory.
+async fn read_syntaxes(
+    ldap: crate::config::LdapConfig,
+    syntaxes: Arc<DirectorySyntaxes>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if ldap.dry_run {
+        return;
+    }
+    let mut dir = crate::ldap::Directory::new(ldap);
+    loop {
+        let outcome = match dir.conn().await {
+            Ok(conn) => crate::check::read_schema(conn).await,
+            Err(e) => Err(format!("{e:?}")),
+        };
+        match outcome {
+            Ok(schema) => {
+                syntaxes.set(schema.syntaxes().clone());
+                info!("read the directory's schema: values it would refuse are answered with 400");
+                return;
+            }
+            Err(e) => {
+                dir.reset();
+                tracing::debug!(error = %e, "could not read the directory's schema yet; retrying in 30 s");
+            }
+        }
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
+        }
+    }
 }
 
 /// Compacts the journal every tenth of the retention (between 10 s and

@@ -87,3 +87,46 @@ async fn users_whose_entries_would_share_a_dn_are_refused() {
     let people = h.ldap_search("(objectClass=inetOrgPerson)", &["uid"]).await;
     assert_eq!(people.len(), 1, "{people:?}");
 }
+
+/// Waits until the daemon has read the directory's schema.
+async fn schema_known(h: &Harness) {
+    for _ in 0..100 {
+        if h.daemon().syntaxes.get().is_some() {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the daemon did not read the directory's schema within 5 s");
+}
+
+/// A value the directory's schema forbids is refused with 400 naming the
+/// SCIM source and the LDAP attribute, and nothing is journaled; before,
+/// such an entry stayed pending for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn values_the_schema_forbids_are_refused_before_they_are_journaled() {
+    let h = Harness::start().await;
+    schema_known(&h).await;
+    let before = h.daemon().store.last_seq();
+
+    let mut u = user("mailuser");
+    u["emails"] = json!([{"value": "jörg@example.com", "type": "work", "primary": true}]);
+    let r = h.send("POST", "/Users", Some(u)).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert_eq!(r.body["scimType"], "invalidValue");
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("mail") && detail.contains("IA5String") && detail.contains("emails"),
+        "{detail}"
+    );
+
+    // uid is a Directory String of at most 256 characters in slapd's schema.
+    let r = h.send("POST", "/Users", Some(user(&"x".repeat(300)))).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let detail = r.body["detail"].as_str().unwrap();
+    assert!(detail.contains("uid") && detail.contains("256"), "{detail}");
+
+    assert_eq!(h.daemon().store.last_seq(), before, "nothing journaled");
+    // What the schema allows still goes through.
+    let r = h.send("POST", "/Users", Some(user(&"y".repeat(200)))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+}
