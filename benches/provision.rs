@@ -28,7 +28,7 @@ use hyper_util::rt::TokioExecutor;
 use ldap3::{Ldap, LdapConnAsync, Mod, Scope};
 use serde_json::{json, Value};
 
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{DaemonConfig, Slapd, SlapdOptions};
 
 struct Args {
     users: usize,
@@ -97,16 +97,15 @@ impl Daemon {
             .local_addr()
             .unwrap()
             .port();
-        let config = format!(
-            "mapping = \"mapping.toml\"\n[server]\nlisten = \"127.0.0.1:{port}\"\nmax_body_bytes = 67108864\n\
-             [store]\npath = \"state\"\n[ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n\
-             [[tokens]]\nname = \"bench\"\nsha256 = \"{}\"\n",
-            slapd.uri(),
-            slapd.bind_dn(),
-            slapd.password(),
-            slapd.suffix(),
-            scim2ldap::token::TokenHash::of(&token).to_hex()
-        );
+        let listen = format!("127.0.0.1:{port}");
+        let sha = scim2ldap::token::TokenHash::of(&token).to_hex();
+        let config = slapd.daemon_config(&DaemonConfig {
+            listen: &listen,
+            token_name: "bench",
+            token_sha256: &sha,
+            server: "max_body_bytes = 67108864",
+            ..Default::default()
+        });
         std::fs::write(dir.join("config.toml"), config).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
             .args(["serve", "--config"])

@@ -18,7 +18,6 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod scim;
-pub mod slapd;
 pub mod store;
 pub mod tls;
 pub mod token;

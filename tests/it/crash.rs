@@ -21,7 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{Slapd, SlapdOptions};
 
 use crate::harness::{cli, config_text, dump, MAPPING};
 

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use scim2ldap::slapd::SlapdOptions;
+use scim2ldap_slapd::SlapdOptions;
 
 use crate::harness::{first, Harness};
 

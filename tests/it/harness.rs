@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use scim2ldap::config::Config;
 use scim2ldap::daemon::Running;
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{DaemonConfig, Slapd, SlapdOptions};
 
 pub const MAPPING: &str = include_str!("../../examples/openldap.toml");
 
@@ -224,29 +224,13 @@ pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String>
 /// A daemon config for `slapd`, accepting `token`, listening on `listen`,
 /// with the store in `state` and the mapping in `mapping.toml` beside it.
 pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
-    format!(
-        r#"
-mapping = "mapping.toml"
-[server]
-listen = "{listen}"
-[store]
-path = "state"
-[ldap]
-url = "{}"
-bind_dn = "{}"
-bind_password = "{}"
-base_dn = "{}"
-timeout_secs = 5
-[[tokens]]
-name = "test"
-sha256 = "{}"
-"#,
-        slapd.uri(),
-        slapd.bind_dn(),
-        slapd.password(),
-        slapd.suffix(),
-        scim2ldap::token::TokenHash::of(token).to_hex()
-    )
+    let sha = scim2ldap::token::TokenHash::of(token).to_hex();
+    slapd.daemon_config(&DaemonConfig {
+        listen,
+        token_sha256: &sha,
+        ldap: "timeout_secs = 5",
+        ..Default::default()
+    })
 }
 
 /// An LDAP connection bound as the directory's administrator.

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use scim2ldap::slapd::SlapdOptions;
 use scim2ldap::store::EntryState;
+use scim2ldap_slapd::SlapdOptions;
 
 use crate::harness::{cli, dump, first, Harness, MAPPING};
 

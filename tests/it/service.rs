@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use scim2ldap::slapd::SlapdOptions;
+use scim2ldap_slapd::SlapdOptions;
 
 use crate::harness::{Harness, MAPPING};
 

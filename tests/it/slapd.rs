@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{Slapd, SlapdOptions};
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(cmd);
