@@ -21,6 +21,9 @@ use scim2ldap_slapd::{DaemonConfig, Slapd, SlapdOptions};
 
 pub const MAPPING: &str = include_str!("../../examples/openldap.toml");
 
+/// LDAP result code noSuchObject: the only answer that means "not there".
+pub const NO_SUCH_OBJECT: u32 = 32;
+
 pub struct Harness {
     pub slapd: Slapd,
     pub daemon: Option<Running>,
@@ -88,13 +91,15 @@ impl Harness {
         self.daemon.as_ref().expect("daemon running")
     }
 
-    /// Waits until the writer has applied (or parked) every acknowledged write.
+    /// Waits until the writer has applied (or parked) every acknowledged
+    /// write. Fails the test when the writer does not catch up within 20 s,
+    /// or is gone (its progress channel closed before reaching the last
+    /// entry), so that absence checks after it never pass by default.
     pub async fn settle(&self) {
         let d = self.daemon();
-        let seq = d.store.last_seq();
-        tokio::time::timeout(Duration::from_secs(20), d.writer.wait_processed(seq))
-            .await
-            .expect("the writer caught up within 20 s");
+        if let Err(e) = writer_caught_up(&d.store, &d.writer, Duration::from_secs(20)).await {
+            panic!("{e}");
+        }
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -178,20 +183,41 @@ impl Harness {
         entries.into_iter().map(SearchEntry::construct).collect()
     }
 
-    /// The single entry at `dn`, or None.
+    /// The single entry at `dn`, or `None` when the directory answers
+    /// noSuchObject (32). Any other outcome (a bad DN, a server error, a
+    /// dropped connection) fails the test: an absence check must not pass
+    /// because the question could not be answered.
     pub async fn ldap_get(&self, dn: &str) -> Option<HashMap<String, Vec<String>>> {
+        match self.try_ldap_get(dn).await {
+            Ok(entry) => entry,
+            Err(e) => panic!("reading {dn}: {e}"),
+        }
+    }
+
+    /// The single entry at `dn`: `Ok(None)` only on noSuchObject (32), the
+    /// LDAP error otherwise.
+    pub async fn try_ldap_get(
+        &self,
+        dn: &str,
+    ) -> Result<Option<HashMap<String, Vec<String>>>, ldap3::LdapError> {
         let mut ldap = self.ldap().await;
         let r = ldap
             .search(dn, Scope::Base, "(objectClass=*)", vec!["*", "+"])
-            .await
-            .unwrap();
+            .await;
         let _ = ldap.unbind().await;
-        match r.success() {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .next()
-                .map(|e| SearchEntry::construct(e).attrs),
-            Err(_) => None,
+        match r?.success() {
+            Ok((entries, _)) => {
+                assert!(
+                    entries.len() <= 1,
+                    "a base search at {dn} found several entries"
+                );
+                Ok(entries
+                    .into_iter()
+                    .next()
+                    .map(|e| SearchEntry::construct(e).attrs))
+            }
+            Err(ldap3::LdapError::LdapResult { result }) if result.rc == NO_SUCH_OBJECT => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -211,6 +237,34 @@ impl Drop for Harness {
         self.daemon.take();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Waits until the writer has processed (applied or parked) every entry
+/// the store has journaled. An error when it does not within `limit`, or
+/// when it is gone: `wait_processed` returns as soon as the writer's
+/// progress channel closes, so its progress is checked afterwards.
+pub async fn writer_caught_up(
+    store: &scim2ldap::store::Store,
+    writer: &scim2ldap::ldap::WriterHandle,
+    limit: Duration,
+) -> Result<(), String> {
+    let seq = store.last_seq();
+    if tokio::time::timeout(limit, writer.wait_processed(seq))
+        .await
+        .is_err()
+    {
+        return Err(format!(
+            "the writer did not catch up within {limit:?}: processed {} of {seq}",
+            writer.processed()
+        ));
+    }
+    let processed = writer.processed();
+    if processed < seq {
+        return Err(format!(
+            "the writer is gone: it processed {processed} of {seq} entries"
+        ));
+    }
+    Ok(())
 }
 
 /// First value of an attribute, case-insensitive name.
@@ -337,4 +391,39 @@ impl Harness {
             .unwrap();
         let _ = ldap.unbind().await;
     }
+}
+
+/// The helpers above must fail loudly, or every absence check after them
+/// passes for the wrong reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_helpers_report_errors() {
+    let mut h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    // Absent: only noSuchObject.
+    assert!(matches!(
+        h.try_ldap_get(&format!("uid=nobody,{people}")).await,
+        Ok(None)
+    ));
+    // A DN the server cannot parse is an error, not an absence.
+    let bad = h.try_ldap_get("uid=a,,broken").await;
+    assert!(bad.is_err(), "{bad:?}");
+    // A write the writer will never apply: the directory is down, the
+    // daemon stops, and waiting on the writer says so at once.
+    h.slapd.stop().unwrap();
+    let r = h
+        .send(
+            "POST",
+            "/Users",
+            Some(serde_json::json!({"userName": "stranded", "name": {"familyName": "S"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (store, writer) = (h.daemon().store.clone(), h.daemon().writer.clone());
+    h.stop_daemon().await;
+    let started = std::time::Instant::now();
+    let e = writer_caught_up(&store, &writer, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(e.contains("the writer is gone"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
