@@ -751,9 +751,11 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
+        // The overlays as in `scim2ldap dev` (and in earlier runs of this
+        // benchmark, so that figures stay comparable); both sides pay them.
         let slapd = Slapd::start(SlapdOptions {
             nosync: args.nosync,
-            ..Default::default()
+            ..SlapdOptions::with_overlays()
         })
         .expect("start slapd");
         let daemon = Daemon::start(&slapd).await;

@@ -161,9 +161,10 @@ fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Res
     let dir = dir.canonicalize()?;
     let slapd = Slapd::start_in(
         &dir.join("ldap"),
+        // memberof and refint as `scim2ldap dev` has always run them.
         SlapdOptions {
             port: Some(ldap_port),
-            ..Default::default()
+            ..SlapdOptions::with_overlays()
         },
     )
     .context("starting the throwaway OpenLDAP (is another one running in this folder?)")?;

@@ -69,8 +69,12 @@ is_slapd && kill -KILL "$p" 2>/dev/null
 exit 0
 "#;
 
-/// How to set up the server. `SlapdOptions::default()` gives the setup the
-/// tests expect; override single fields with struct update syntax.
+/// How to set up the server. `SlapdOptions::default()` is a plain slapd,
+/// as a production directory without overlays would be: mdb with fsync,
+/// ppolicy (for account locking), no `memberof` and no `refint`, so that
+/// what the daemon must do itself is not done for it by the server.
+/// [`SlapdOptions::with_overlays`] turns both on. Override single fields
+/// with struct update syntax.
 #[derive(Debug, Clone)]
 pub struct SlapdOptions {
     /// Plain LDAP port on 127.0.0.1. `None`: pick a free port.
@@ -81,9 +85,11 @@ pub struct SlapdOptions {
     pub admin_password: String,
     /// mdb `dbnosync`: no fsync per write transaction (faster, not crash-safe).
     pub nosync: bool,
-    /// memberof overlay on groupOfNames/member, maintaining memberOf.
+    /// memberof overlay on groupOfNames/member, maintaining memberOf
+    /// (with `memberof-refint`). Off by default.
     pub memberof: bool,
     /// refint overlay on member; a last member is replaced by the rootdn.
+    /// Off by default.
     pub refint: bool,
     /// ppolicy overlay with `cn=default,ou=policies,<suffix>` as default
     /// policy (needed for pwdAccountLockedTime; hashes cleartext passwords).
@@ -108,8 +114,8 @@ impl Default for SlapdOptions {
             suffix: "dc=example,dc=com".to_string(),
             admin_password: "secret".to_string(),
             nosync: false,
-            memberof: true,
-            refint: true,
+            memberof: false,
+            refint: false,
             ppolicy: true,
             ldaps_port: None,
             extra_schemas: Vec::new(),
@@ -158,6 +164,19 @@ fn lines(extra: &str) -> String {
         .filter(|l| !l.is_empty())
         .map(|l| format!("{l}\n"))
         .collect()
+}
+
+impl SlapdOptions {
+    /// The default setup plus the `memberof` and `refint` overlays, which
+    /// rewrite and remove `member` values on renames and deletes by
+    /// themselves (as `scim2ldap dev` runs them).
+    pub fn with_overlays() -> SlapdOptions {
+        SlapdOptions {
+            memberof: true,
+            refint: true,
+            ..SlapdOptions::default()
+        }
+    }
 }
 
 /// A running (or stopped) throwaway slapd. Dropping it stops the server and,
