@@ -171,6 +171,47 @@ impl Harness {
 
     /// Entries under the suffix matching an LDAP filter, with the named
     /// attributes (plus operational ones asked for explicitly).
+    /// Every user and every group (with members) as the daemon lists them.
+    pub async fn scim_all(&self) -> (Vec<Value>, Vec<Value>) {
+        let mut out = Vec::new();
+        for path in ["/Users", "/Groups"] {
+            let mut all = Vec::new();
+            loop {
+                let r = self
+                    .send(
+                        "GET",
+                        &format!("{path}?startIndex={}&count=500", all.len() + 1),
+                        None,
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let page = r.body["Resources"].as_array().cloned().unwrap_or_default();
+                let total = r.body["totalResults"].as_u64().unwrap_or(0) as usize;
+                let empty = page.is_empty();
+                all.extend(page);
+                if empty || all.len() >= total {
+                    break;
+                }
+            }
+            out.push(all);
+        }
+        let groups = out.pop().unwrap();
+        (out.pop().unwrap(), groups)
+    }
+
+    /// Fails the test when the directory's users and groups differ from
+    /// what the daemon reports ([`compare_with_directory`]).
+    pub async fn assert_directory_matches_store(&self) {
+        let (users, groups) = self.scim_all().await;
+        let got = dump_all(&self.slapd).await;
+        let problems = compare_with_directory(&self.slapd, &users, &groups, &got);
+        assert!(
+            problems.is_empty(),
+            "the directory differs from the store:\n{}",
+            problems.join("\n")
+        );
+    }
+
     pub async fn ldap_search(&self, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
         let mut ldap = self.ldap().await;
         let (entries, _) = ldap
@@ -333,6 +374,103 @@ pub async fn dump(slapd: &Slapd, base: &str) -> BTreeMap<String, BTreeMap<String
             (e.dn.to_lowercase(), attrs)
         })
         .collect()
+}
+
+/// Users and groups: `dump` of `ou=people` and `ou=groups` together, what
+/// every durability test compares (member values included).
+pub async fn dump_all(slapd: &Slapd) -> Dump {
+    let mut all = dump(slapd, &slapd.people_dn()).await;
+    all.extend(dump(slapd, &slapd.groups_dn()).await);
+    all
+}
+
+pub type Dump = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// The placeholder `examples/openldap.toml` puts in an empty group.
+pub const PLACEHOLDER: &str = "cn=empty-group-placeholder,dc=example,dc=com";
+
+/// Compares what the daemon says (its SCIM `users` and `groups`, as listed
+/// by GET /Users and GET /Groups with members) with a [`dump_all`] of the
+/// directory, for `examples/openldap.toml`: one entry per user at
+/// `uid=<userName>` (locked while inactive), one per group at
+/// `cn=<displayName>` whose `member` values are exactly its members' DNs
+/// (the placeholder while empty), and nothing else. Returns the
+/// differences, empty when they agree.
+pub fn compare_with_directory(
+    slapd: &Slapd,
+    users: &[Value],
+    groups: &[Value],
+    got: &Dump,
+) -> Vec<String> {
+    let people = slapd.people_dn().to_lowercase();
+    let groups_dn = slapd.groups_dn().to_lowercase();
+    let mut problems = Vec::new();
+    let mut want = std::collections::BTreeSet::new();
+    let mut dn_of: HashMap<String, String> = HashMap::new();
+    for u in users {
+        let name = u["userName"].as_str().unwrap_or_default();
+        let dn = format!("uid={},{people}", name.to_lowercase());
+        dn_of.insert(u["id"].as_str().unwrap_or_default().to_string(), dn.clone());
+        want.insert(dn.clone());
+        let Some(attrs) = got.get(&dn) else {
+            problems.push(format!("missing user {dn}"));
+            continue;
+        };
+        let locked = attrs.contains_key("pwdaccountlockedtime");
+        if u["active"] == Value::Bool(false) && !locked {
+            problems.push(format!("{dn} is inactive but not locked"));
+        }
+        if u["active"] != Value::Bool(false) && locked {
+            problems.push(format!("{dn} is active but locked"));
+        }
+        if let Some(title) = u["title"].as_str() {
+            let have = attrs.get("title").and_then(|v| v.first());
+            if have.map(String::as_str) != Some(title) {
+                problems.push(format!("{dn}: title {have:?}, expected {title:?}"));
+            }
+        }
+    }
+    for g in groups {
+        let name = g["displayName"].as_str().unwrap_or_default();
+        let dn = format!("cn={},{groups_dn}", name.to_lowercase());
+        want.insert(dn.clone());
+        let Some(attrs) = got.get(&dn) else {
+            problems.push(format!("missing group {dn}"));
+            continue;
+        };
+        let mut expected: Vec<String> = g["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| {
+                        let id = m["value"].as_str().unwrap_or_default();
+                        dn_of
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("(unknown member {id})"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if expected.is_empty() {
+            expected.push(PLACEHOLDER.to_lowercase());
+        }
+        expected.sort();
+        let mut have: Vec<String> = attrs
+            .get("member")
+            .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
+            .unwrap_or_default();
+        have.sort();
+        if have != expected {
+            problems.push(format!("{dn}: members {have:?}, expected {expected:?}"));
+        }
+    }
+    for dn in got.keys() {
+        if !want.contains(dn) {
+            problems.push(format!("extra {dn}"));
+        }
+    }
+    problems
 }
 
 /// Runs the `scim2ldap` binary with `args`; returns (success, stdout, stderr).
