@@ -3,6 +3,7 @@
 
 mod adopt;
 mod crash;
+mod crash_windows;
 mod groups;
 mod harness;
 mod journal;
