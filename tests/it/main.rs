@@ -2,6 +2,7 @@
 //! Each test starts its own slapd and daemon through `harness`.
 
 mod adopt;
+mod concurrency;
 mod crash;
 mod crash_windows;
 mod groups;
