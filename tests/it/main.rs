@@ -5,6 +5,7 @@ mod adopt;
 mod concurrency;
 mod crash;
 mod crash_windows;
+mod documented;
 mod groups;
 mod harness;
 mod journal;
