@@ -15,7 +15,6 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod notify;
-pub mod slapd;
 pub mod store;
 pub mod tls;
 pub mod token;

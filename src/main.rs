@@ -40,6 +40,7 @@ enum Command {
     },
     /// Try it out: start a throwaway local OpenLDAP (kept in DIR) and serve
     /// against it in the foreground, printing the URL and a token.
+    #[cfg(feature = "dev")]
     Dev {
         /// Where the directory's data, the store, the config and the token live.
         #[arg(long, default_value = "scim2ldap-dev")]
@@ -108,6 +109,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             &config,
             scim2ldap::admin::Request::Import,
         )?),
+        #[cfg(feature = "dev")]
         Command::Dev {
             dir,
             listen,
@@ -153,15 +155,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// example mapping, a token and a config. Returns the config's path. The
 /// slapd handle is leaked on purpose: it lives as long as the process, and
 /// its watchdog stops the server when the process exits.
+#[cfg(feature = "dev")]
 fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Result<PathBuf> {
-    use scim2ldap::slapd::{Slapd, SlapdOptions};
+    use scim2ldap_slapd::{DaemonConfig, Slapd, SlapdOptions};
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let slapd = Slapd::start_in(
         &dir.join("ldap"),
+        // memberof and refint as `scim2ldap dev` has always run them.
         SlapdOptions {
             port: Some(ldap_port),
-            ..Default::default()
+            ..SlapdOptions::with_overlays()
         },
     )
     .context("starting the throwaway OpenLDAP (is another one running in this folder?)")?;
@@ -178,17 +182,14 @@ fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Res
             t
         }
     };
-    let config = format!(
-        "# Written by `scim2ldap dev`; see config.example.toml for every key.\n\
-         mapping = \"mapping.toml\"\n\n[server]\nlisten = \"{listen}\"\n\n[store]\npath = \"state\"\n\n\
-         [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n\n\
-         [[tokens]]\nname = \"dev\"\nsha256 = \"{}\"\n",
-        slapd.uri(),
-        slapd.bind_dn(),
-        slapd.password(),
-        slapd.suffix(),
-        scim2ldap::token::TokenHash::of(&token).to_hex()
-    );
+    let token_sha256 = scim2ldap::token::TokenHash::of(&token).to_hex();
+    let config = slapd.daemon_config(&DaemonConfig {
+        comment: "Written by `scim2ldap dev`; see config.example.toml for every key.",
+        listen,
+        token_name: "dev",
+        token_sha256: &token_sha256,
+        ..Default::default()
+    });
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config)?;
     println!(

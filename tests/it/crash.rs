@@ -1,13 +1,20 @@
 //! Crash safety for real: the daemon binary under a load of mixed writes
-//! from several clients is killed with SIGKILL at random moments and
-//! restarted; at the end the directory must hold exactly what the
-//! acknowledged responses say, nothing missing and nothing extra.
+//! from several clients (users created, retitled, renamed, deactivated and
+//! reactivated, deleted; groups created with members, members added and
+//! removed, groups deleted) is killed with SIGKILL at random moments and
+//! restarted; at the end the daemon and the directory must hold exactly
+//! what the acknowledged responses say, members included, nothing missing
+//! and nothing extra.
 //!
-//! A request whose connection broke has an unknown outcome (the daemon may
+//! A request without an answer has an unknown outcome (the daemon may
 //! have made it durable just before dying); its client asks the restarted
-//! daemon what it has, which is final, and carries on from there.
+//! daemon what it has, which is final, then checks every other state it
+//! was acknowledged against the restarted daemon, and carries on. Unknown
+//! outcomes are bounded (at most one per client per kill), any answer
+//! other than the expected success fails the test, and most kills must
+//! land with acknowledged entries not yet applied.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,13 +28,14 @@ use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{Slapd, SlapdOptions};
 
-use crate::harness::{cli, config_text, dump, MAPPING};
+use crate::harness::{cli, compare_with_directory, config_text, dump_all, MAPPING};
 
 const CLIENTS: usize = 4;
 const WRITES_PER_CLIENT: usize = 500;
-const USERS_PER_CLIENT: usize = 25;
+const USERS_PER_CLIENT: usize = 20;
+const GROUPS_PER_CLIENT: usize = 3;
 /// Kill the daemon when this many writes have been answered.
 const KILL_AT: &[usize] = &[150, 450, 800, 1150, 1500, 1850];
 
@@ -131,91 +139,312 @@ async fn call(
         .map_err(|_| "timed out".to_string())?
 }
 
-/// The state of one user as the acknowledged responses say: its id and
-/// title, or absent.
-type Expected = HashMap<String, Option<(String, String)>>;
+/// One user as the acknowledged responses say.
+#[derive(Clone, Debug, PartialEq)]
+struct UserState {
+    id: String,
+    name: String,
+    title: String,
+    active: bool,
+}
 
-/// Asks the (restarted) daemon for the truth about `name`, retrying until
-/// it answers.
-async fn resolve(client: &Http, token: &str, base: &str, name: &str) -> Option<(String, String)> {
-    let url = format!("{base}/Users?filter=userName%20eq%20%22{name}%22");
+/// One group as the acknowledged responses say: member ids.
+#[derive(Clone, Debug, PartialEq)]
+struct GroupState {
+    id: String,
+    name: String,
+    members: BTreeSet<String>,
+}
+
+/// What one client expects: a slot per user and per group it owns, empty
+/// when the resource does not exist (never created, or deleted).
+#[derive(Default)]
+struct Expected {
+    users: Vec<Option<UserState>>,
+    groups: Vec<Option<GroupState>>,
+}
+
+/// What one client did.
+#[derive(Default)]
+struct Outcome {
+    expected: Expected,
+    acknowledged: usize,
+    unknown: usize,
+    /// Acknowledged states that a restarted daemon no longer had.
+    lost: Vec<String>,
+}
+
+fn user_state(v: &Value) -> UserState {
+    UserState {
+        id: v["id"].as_str().unwrap_or_default().to_string(),
+        name: v["userName"].as_str().unwrap_or_default().to_string(),
+        title: v["title"].as_str().unwrap_or_default().to_string(),
+        active: v["active"] != Value::Bool(false),
+    }
+}
+
+fn group_state(v: &Value) -> GroupState {
+    GroupState {
+        id: v["id"].as_str().unwrap_or_default().to_string(),
+        name: v["displayName"].as_str().unwrap_or_default().to_string(),
+        members: v["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["value"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// GET `url` from the (restarted) daemon until it answers: the resource,
+/// or `None` on 404. A filter URL gives its first result.
+async fn truth(client: &Http, token: &str, url: &str) -> Option<Value> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        if let Ok((200, v)) = call(client, token, "GET", &url, None).await {
-            return v["Resources"].get(0).map(|u| {
-                (
-                    u["id"].as_str().unwrap_or_default().to_string(),
-                    u["title"].as_str().unwrap_or_default().to_string(),
-                )
-            });
+        match call(client, token, "GET", url, None).await {
+            Ok((200, v)) if v.get("Resources").is_some() => {
+                return v["Resources"].get(0).cloned();
+            }
+            Ok((200, v)) => return Some(v),
+            Ok((404, _)) => return None,
+            _ => {}
         }
         assert!(Instant::now() < deadline, "the daemon did not come back");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
+/// What a client sends next, and how to update its expectations if it is
+/// acknowledged.
+enum Op {
+    CreateUser(usize, String),
+    PatchUser(usize, UserState),
+    DeleteUser(usize),
+    CreateGroup(usize, String, BTreeSet<String>),
+    PatchGroup(usize, BTreeSet<String>),
+    DeleteGroup(usize),
+}
+
+fn patch_op(path: &str, value: Value) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": path, "value": value}]
+    })
+}
+
+fn members_op(op: &str, id: &str) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": op, "path": "members", "value": [{"value": id}]}]
+    })
+}
+
 async fn client_load(
+    with_groups: bool,
     c: usize,
     seed: u64,
     token: String,
     base: String,
     progress: Arc<AtomicUsize>,
-) -> (Expected, usize) {
+) -> Outcome {
     let client: Http = Client::builder(TokioExecutor::new()).build_http();
     let mut rng = Rng(seed ^ (c as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    let mut expected: Expected = HashMap::new();
-    let mut unknown = 0;
+    let mut out = Outcome {
+        expected: Expected {
+            users: vec![None; USERS_PER_CLIENT],
+            groups: vec![None; GROUPS_PER_CLIENT],
+        },
+        ..Default::default()
+    };
     for step in 0..WRITES_PER_CLIENT {
-        let name = format!("c{c}-u{}", rng.below(USERS_PER_CLIENT as u64));
-        let current = expected.get(&name).cloned().flatten();
-        let title = format!("t{step}");
-        let (method, url, body, ok_status) = match &current {
-            None => (
-                "POST",
-                format!("{base}/Users"),
-                Some(json!({
-                    "userName": name,
-                    "name": {"givenName": "G", "familyName": format!("F {name}")},
-                    "title": title,
-                })),
-                201,
-            ),
-            Some((id, _)) if rng.below(100) < 20 => {
-                ("DELETE", format!("{base}/Users/{id}"), None, 204)
+        let e = &out.expected;
+        let live: Vec<&UserState> = e.users.iter().flatten().collect();
+        // A quarter of the writes go to groups, once there are users.
+        let (method, url, body, ok_status, op) = if with_groups
+            && !live.is_empty()
+            && rng.below(4) == 0
+        {
+            let slot = rng.below(GROUPS_PER_CLIENT as u64) as usize;
+            match &e.groups[slot] {
+                None => {
+                    let name = format!("c{c}-g{slot}-{step}");
+                    let members: BTreeSet<String> = live
+                        .iter()
+                        .filter(|_| rng.below(3) == 0)
+                        .map(|u| u.id.clone())
+                        .collect();
+                    let body = json!({"displayName": name,
+                        "members": members.iter().map(|m| json!({"value": m})).collect::<Vec<_>>()});
+                    (
+                        "POST",
+                        format!("{base}/Groups"),
+                        Some(body),
+                        201,
+                        Op::CreateGroup(slot, name, members),
+                    )
+                }
+                Some(g) if rng.below(10) == 0 => (
+                    "DELETE",
+                    format!("{base}/Groups/{}", g.id),
+                    None,
+                    204,
+                    Op::DeleteGroup(slot),
+                ),
+                Some(g) => {
+                    let u = live[rng.below(live.len() as u64) as usize];
+                    let mut members = g.members.clone();
+                    let op = if members.remove(&u.id) {
+                        "remove"
+                    } else {
+                        members.insert(u.id.clone());
+                        "add"
+                    };
+                    (
+                        "PATCH",
+                        format!("{base}/Groups/{}", g.id),
+                        Some(members_op(op, &u.id)),
+                        204,
+                        Op::PatchGroup(slot, members),
+                    )
+                }
             }
-            Some((id, _)) => (
-                "PATCH",
-                format!("{base}/Users/{id}"),
-                Some(json!({
-                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                    "Operations": [{"op": "replace", "path": "title", "value": title}]
-                })),
-                200,
-            ),
+        } else {
+            let slot = rng.below(USERS_PER_CLIENT as u64) as usize;
+            match &e.users[slot] {
+                None => {
+                    let name = format!("c{c}-u{slot}-{step}");
+                    let body = json!({
+                        "userName": name,
+                        "name": {"givenName": "G", "familyName": format!("F {name}")},
+                        "title": format!("t{step}"),
+                    });
+                    (
+                        "POST",
+                        format!("{base}/Users"),
+                        Some(body),
+                        201,
+                        Op::CreateUser(slot, name),
+                    )
+                }
+                Some(u) => {
+                    let mut next = u.clone();
+                    let (body, ok_status) = match rng.below(100) {
+                        0..=9 => (None, 204),
+                        10..=19 => {
+                            next.name = format!("c{c}-u{slot}-{step}");
+                            (Some(patch_op("userName", json!(next.name))), 200)
+                        }
+                        20..=34 => {
+                            next.active = !u.active;
+                            (Some(patch_op("active", json!(next.active))), 200)
+                        }
+                        _ => {
+                            next.title = format!("t{step}");
+                            (Some(patch_op("title", json!(next.title))), 200)
+                        }
+                    };
+                    let url = format!("{base}/Users/{}", u.id);
+                    match body {
+                        None => ("DELETE", url, None, 204, Op::DeleteUser(slot)),
+                        Some(b) => ("PATCH", url, Some(b), ok_status, Op::PatchUser(slot, next)),
+                    }
+                }
+            }
         };
         match call(&client, &token, method, &url, body).await {
             Ok((status, v)) if status == ok_status => {
-                let after = match method {
-                    "POST" => Some((v["id"].as_str().unwrap().to_string(), title)),
-                    "PATCH" => current.map(|(id, _)| (id, title)),
-                    _ => None,
-                };
-                expected.insert(name, after);
+                out.acknowledged += 1;
+                let e = &mut out.expected;
+                match op {
+                    Op::CreateUser(slot, _) => e.users[slot] = Some(user_state(&v)),
+                    Op::PatchUser(slot, next) => {
+                        assert_eq!(
+                            user_state(&v),
+                            next,
+                            "client {c} step {step}: PATCH answered"
+                        );
+                        e.users[slot] = Some(next);
+                    }
+                    Op::DeleteUser(slot) => {
+                        let id = e.users[slot].take().unwrap().id;
+                        // The daemon takes a deleted user out of its groups.
+                        for g in e.groups.iter_mut().flatten() {
+                            g.members.remove(&id);
+                        }
+                    }
+                    Op::CreateGroup(slot, _, members) => {
+                        let g = group_state(&v);
+                        assert_eq!(g.members, members, "client {c} step {step}: POST answered");
+                        e.groups[slot] = Some(g);
+                    }
+                    Op::PatchGroup(slot, members) => {
+                        e.groups[slot].as_mut().unwrap().members = members;
+                    }
+                    Op::DeleteGroup(slot) => e.groups[slot] = None,
+                }
             }
-            Ok((status, v)) if status < 500 => {
-                panic!("client {c} step {step}: {method} {url} answered {status}: {v} (an acknowledged write was lost?)")
+            // Any other answer, a 5xx included, is a failure: only a
+            // request without an answer has an unknown outcome (a daemon
+            // answering 503 to everything must not pass).
+            Ok((status, v)) => {
+                panic!("client {c} step {step}: {method} {url} answered {status}: {v}")
             }
-            _ => {
-                // No answer (or the daemon was stopping): the restarted
-                // daemon knows whether it was made durable.
-                unknown += 1;
-                let truth = resolve(&client, &token, &base, &name).await;
-                expected.insert(name, truth);
+            Err(_) => {
+                // No answer: the restarted daemon knows whether it was
+                // made durable. Then every other acknowledged state is
+                // checked against it: the crash must have kept them all.
+                out.unknown += 1;
+                let e = &mut out.expected;
+                match op {
+                    Op::CreateUser(slot, name) => {
+                        let url = format!("{base}/Users?filter=userName%20eq%20%22{name}%22");
+                        e.users[slot] = truth(&client, &token, &url).await.map(|v| user_state(&v));
+                    }
+                    Op::PatchUser(slot, _) | Op::DeleteUser(slot) => {
+                        let id = e.users[slot].as_ref().unwrap().id.clone();
+                        let now = truth(&client, &token, &format!("{base}/Users/{id}")).await;
+                        if now.is_none() {
+                            for g in e.groups.iter_mut().flatten() {
+                                g.members.remove(&id);
+                            }
+                        }
+                        e.users[slot] = now.map(|v| user_state(&v));
+                    }
+                    Op::CreateGroup(slot, name, _) => {
+                        let url = format!("{base}/Groups?filter=displayName%20eq%20%22{name}%22");
+                        e.groups[slot] =
+                            truth(&client, &token, &url).await.map(|v| group_state(&v));
+                    }
+                    Op::PatchGroup(slot, _) | Op::DeleteGroup(slot) => {
+                        let id = e.groups[slot].as_ref().unwrap().id.clone();
+                        let now = truth(&client, &token, &format!("{base}/Groups/{id}")).await;
+                        e.groups[slot] = now.map(|v| group_state(&v));
+                    }
+                }
+                check_all(&client, &token, &base, &out.expected, &mut out.lost).await;
             }
         }
         progress.fetch_add(1, Ordering::SeqCst);
     }
-    (expected, unknown)
+    out
+}
+
+/// Compares every resource a client expects with what the daemon has.
+async fn check_all(client: &Http, token: &str, base: &str, e: &Expected, lost: &mut Vec<String>) {
+    for u in e.users.iter().flatten() {
+        let now = truth(client, token, &format!("{base}/Users/{}", u.id)).await;
+        if now.as_ref().map(user_state).as_ref() != Some(u) {
+            lost.push(format!("acknowledged {u:?}, the daemon has {now:?}"));
+        }
+    }
+    for g in e.groups.iter().flatten() {
+        let now = truth(client, token, &format!("{base}/Groups/{}", g.id)).await;
+        if now.as_ref().map(group_state).as_ref() != Some(g) {
+            lost.push(format!("acknowledged {g:?}, the daemon has {now:?}"));
+        }
+    }
 }
 
 async fn wait_healthy(base: &str) {
@@ -237,8 +466,21 @@ async fn wait_healthy(base: &str) {
     }
 }
 
+/// Users only: creates, retitles, renames, deactivations, deletes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged() {
+    sigkill_under_load(false).await
+}
+
+/// Users and groups (members added and removed, groups deleted, members
+/// renamed and deleted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known failing: issue 12 (Safe where it touches the directory): a member delta applied again after a crash parks with noSuchAttribute (16) (member writes not idempotent), and a user's rename parks with noSuchObject (32) (its member rewrite meets a group deleted meanwhile, most likely)"]
+async fn sigkill_under_load_with_groups_loses_nothing_acknowledged() {
+    sigkill_under_load(true).await
+}
+
+async fn sigkill_under_load(with_groups: bool) {
     let started = Instant::now();
     let seed = std::env::var("SCIM2LDAP_CRASH_SEED")
         .ok()
@@ -315,12 +557,22 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
                 d.spawn();
                 drop(d);
                 wait_healthy(&base).await;
-                let c = config.clone();
-                let (_, out, _) =
-                    tokio::task::spawn_blocking(move || cli(&["journal", "--config", &c, "stats"]))
-                        .await
-                        .unwrap();
-                pending_after.push(stat(&out, "pending"));
+                // The admin socket may take a moment after /healthz.
+                let mut pending = None;
+                for _ in 0..50 {
+                    let c = config.clone();
+                    let (ok, out, _) = tokio::task::spawn_blocking(move || {
+                        cli(&["journal", "--config", &c, "stats"])
+                    })
+                    .await
+                    .unwrap();
+                    if ok {
+                        pending = Some(stat(&out, "pending"));
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                pending_after.push(pending.expect("journal stats after a restart"));
             }
             (kills, pending_after)
         })
@@ -328,6 +580,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     let mut clients = Vec::new();
     for c in 0..CLIENTS {
         clients.push(tokio::spawn(client_load(
+            with_groups,
             c,
             seed,
             token.clone(),
@@ -335,20 +588,21 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
             progress.clone(),
         )));
     }
-    let mut expected = Expected::new();
-    let mut unknown = 0;
+    let mut outcomes = Vec::new();
     for c in clients {
-        let (e, u) = c.await.unwrap();
-        expected.extend(e);
-        unknown += u;
+        outcomes.push(c.await.unwrap());
     }
     done.store(true, Ordering::SeqCst);
     let (kills, pending_after) = killer.await.unwrap();
     let load_time = started.elapsed();
+    let total = CLIENTS * WRITES_PER_CLIENT;
+    let acknowledged: usize = outcomes.iter().map(|o| o.acknowledged).sum();
+    let unknown: usize = outcomes.iter().map(|o| o.unknown).sum();
+    let lost: Vec<&String> = outcomes.iter().flat_map(|o| &o.lost).collect();
 
     // Wait until the journal is drained, asking the running daemon through
     // the command line (its admin socket).
-    let deadline = Instant::now() + Duration::from_secs(60);
+    let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let c = config.clone();
         let (ok, out, err) =
@@ -361,48 +615,111 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "journal not drained:\n{out}");
+        if Instant::now() > deadline {
+            let c = config.clone();
+            let (_, failed, _) = tokio::task::spawn_blocking(move || {
+                cli(&["journal", "--config", &c, "list", "--state", "failed"])
+            })
+            .await
+            .unwrap();
+            panic!("seed {seed}: journal not drained:\n{out}\nparked:\n{failed}");
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    let people = slapd.people_dn();
-    let got = dump(&slapd, &people).await;
-    let mut want: HashMap<String, String> = HashMap::new();
-    for (name, state) in &expected {
-        if let Some((_, title)) = state {
-            want.insert(format!("uid={name},{people}").to_lowercase(), title.clone());
-        }
+    // The daemon's view: every user and group, as the clients expect them.
+    let client: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut problems: Vec<String> = lost.iter().map(|l| format!("lost: {l}")).collect();
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    for (path, out) in [("Users", &mut users), ("Groups", &mut groups)] {
+        let (status, v) = call(
+            &client,
+            &token,
+            "GET",
+            &format!("{base}/{path}?count=10000"),
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(status, 200, "{v}");
+        *out = v["Resources"].as_array().cloned().unwrap_or_default();
     }
-    let mut problems = Vec::new();
-    for (dn, title) in &want {
-        match got.get(dn) {
-            None => problems.push(format!("missing {dn}")),
-            Some(attrs) => {
-                let have = attrs.get("title").and_then(|v| v.first());
-                if have != Some(title) {
-                    problems.push(format!("{dn}: title {have:?}, expected {title:?}"));
-                }
-            }
-        }
+    let want_users: HashMap<String, UserState> = outcomes
+        .iter()
+        .flat_map(|o| o.expected.users.iter().flatten())
+        .map(|u| (u.id.clone(), u.clone()))
+        .collect();
+    let want_groups: HashMap<String, GroupState> = outcomes
+        .iter()
+        .flat_map(|o| o.expected.groups.iter().flatten())
+        .map(|g| (g.id.clone(), g.clone()))
+        .collect();
+    let have_users: HashMap<String, UserState> = users
+        .iter()
+        .map(user_state)
+        .map(|u| (u.id.clone(), u))
+        .collect();
+    let have_groups: HashMap<String, GroupState> = groups
+        .iter()
+        .map(group_state)
+        .map(|g| (g.id.clone(), g))
+        .collect();
+    if have_users != want_users {
+        problems.push(format!(
+            "users: the daemon has {have_users:?}, acknowledged {want_users:?}"
+        ));
     }
-    for dn in got.keys() {
-        if !want.contains_key(dn) {
-            problems.push(format!("extra {dn}"));
-        }
+    if have_groups != want_groups {
+        problems.push(format!(
+            "groups: the daemon has {have_groups:?}, acknowledged {want_groups:?}"
+        ));
     }
+    // ... and the directory holds exactly that view, members included.
+    let got = dump_all(&slapd).await;
+    problems.extend(compare_with_directory(&slapd, &users, &groups, &got));
+
+    let members: usize = want_groups.values().map(|g| g.members.len()).sum();
     eprintln!(
-        "crash test: {} writes by {CLIENTS} clients, {kills} SIGKILLs (entries pending at each restart: {pending_after:?}), {unknown} unknown outcomes resolved, {} users expected, load {:.1?}, total {:.1?}",
-        CLIENTS * WRITES_PER_CLIENT,
-        want.len(),
+        "crash test: {total} writes by {CLIENTS} clients, {acknowledged} acknowledged, {unknown} unknown outcomes resolved (at most {}), {kills} SIGKILLs (entries pending at each restart: {pending_after:?}), {} users and {} groups ({members} members) expected, load {:.1?}, total {:.1?}",
+        kills * CLIENTS,
+        want_users.len(),
+        want_groups.len(),
         load_time,
         started.elapsed()
     );
-    assert!(
-        problems.is_empty(),
-        "seed {seed}: the directory differs from the acknowledged writes:\n{}",
-        problems.join("\n")
-    );
+    if !problems.is_empty() {
+        let log = std::fs::read_to_string(dir.join("daemon.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "seed {seed}: the directory or the daemon differs from the acknowledged writes:\n{}\n\ndaemon.log (last lines, newest first):\n{}",
+            problems.join("\n"),
+            tail.join("\n")
+        );
+    }
     assert!(kills >= 5, "only {kills} kills happened");
+    // The bound on unknown outcomes: a client has at most one request
+    // without an answer per kill (the one in flight, or the first one
+    // refused while the daemon restarts; it then waits for the restarted
+    // daemon before sending more), so at most CLIENTS per kill.
+    assert!(
+        unknown <= kills * CLIENTS,
+        "{unknown} unknown outcomes for {kills} kills of {CLIENTS} clients"
+    );
+    // Every other write was acknowledged: nothing was answered with an
+    // error (that fails at once), so at least total - the bound.
+    assert_eq!(acknowledged + unknown, total);
+    assert!(
+        acknowledged >= total - kills * CLIENTS,
+        "{acknowledged} acknowledged"
+    );
+    // The kills hit work in progress: most restarts found entries that were
+    // acknowledged but not yet applied.
+    let with_work = pending_after.iter().filter(|p| **p > 0).count();
+    assert!(
+        with_work * 2 >= kills,
+        "only {with_work} of {kills} kills landed with entries pending: {pending_after:?}"
+    );
     daemon.lock().await.kill();
 }
 

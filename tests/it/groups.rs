@@ -3,9 +3,31 @@
 
 use serde_json::{json, Value};
 
-use scim2ldap::slapd::SlapdOptions;
+use scim2ldap_slapd::SlapdOptions;
 
-use crate::harness::{first, Harness};
+use crate::harness::{first, Harness, MAPPING};
+
+/// Runs a group test twice: against a plain slapd (the default: the daemon
+/// alone keeps `member` values right) and against one with the `memberof`
+/// and `refint` overlays (the server rewrites and removes `member` values
+/// on renames and deletes too, and the daemon must not trip over it).
+macro_rules! both_directories {
+    ($name:ident) => {
+        mod $name {
+            use scim2ldap_slapd::SlapdOptions;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn plain() {
+                super::$name(SlapdOptions::default()).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn with_overlays() {
+                super::$name(SlapdOptions::with_overlays()).await
+            }
+        }
+    };
+}
 
 const PEOPLE: &str = "ou=people,dc=example,dc=com";
 const GROUPS: &str = "ou=groups,dc=example,dc=com";
@@ -46,9 +68,9 @@ fn patch(ops: Value) -> Option<Value> {
     Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": ops}))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn entra_group_flow() {
-    let h = Harness::start().await;
+both_directories!(entra_group_flow);
+async fn entra_group_flow(dir: SlapdOptions) {
+    let h = Harness::start_with(dir, MAPPING).await;
     let alice = user(&h, "alice").await;
     let bob = user(&h, "bob").await;
 
@@ -189,9 +211,9 @@ async fn entra_group_flow() {
     assert_eq!(h.daemon().store.pending_count(), 0, "nothing parked");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn okta_group_push_flow() {
-    let h = Harness::start().await;
+both_directories!(okta_group_push_flow);
+async fn okta_group_push_flow(dir: SlapdOptions) {
+    let h = Harness::start_with(dir, MAPPING).await;
     let u1 = user(&h, "u1").await;
     let u2 = user(&h, "u2").await;
 
@@ -283,9 +305,9 @@ async fn okta_group_push_flow() {
     assert_eq!(h.daemon().store.pending_count(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn user_rename_rewrites_groups_and_deleting_last_member_keeps_group_valid() {
-    let h = Harness::start().await;
+both_directories!(user_rename_rewrites_groups_and_deleting_last_member_keeps_group_valid);
+async fn user_rename_rewrites_groups_and_deleting_last_member_keeps_group_valid(dir: SlapdOptions) {
+    let h = Harness::start_with(dir, MAPPING).await;
     let carol = user(&h, "carol").await;
     let r = h
         .send(
@@ -342,8 +364,8 @@ fn mapping_with_group(group: &str) -> String {
     format!("{}{group}\n{}", &base[..start], &base[end..])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn member_uid_and_unique_member_styles() {
+both_directories!(member_uid_and_unique_member_styles);
+async fn member_uid_and_unique_member_styles(dir: SlapdOptions) {
     // posixGroup + memberUid (uid values), empty allowed.
     let posix = mapping_with_group(
         r#"[group]
@@ -358,7 +380,7 @@ value = "attribute:uid"
 empty = "allow"
 "#,
     );
-    let h = Harness::start_with(Default::default(), &posix).await;
+    let h = Harness::start_with(dir.clone(), &posix).await;
     let dave = user(&h, "dave").await;
     let r = h
         .send(
@@ -410,7 +432,7 @@ attribute = "uniqueMember"
 empty = { placeholder = "cn=nobody,dc=example,dc=com" }
 "#,
     );
-    let h = Harness::start_with(Default::default(), &unique).await;
+    let h = Harness::start_with(dir, &unique).await;
     let erin = user(&h, "erin").await;
     let r = h
         .send(
@@ -527,15 +549,15 @@ async fn deactivation_can_move_and_delete_can_deactivate() {
     assert_eq!(h.daemon().store.pending_count(), 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn deactivated_users_leave_their_groups_and_come_back() {
+both_directories!(deactivated_users_leave_their_groups_and_come_back);
+async fn deactivated_users_leave_their_groups_and_come_back(dir: SlapdOptions) {
     let mapping =
         crate::harness::MAPPING.replace("# remove_from_groups = true", "remove_from_groups = true");
     assert!(
         mapping.contains("\nremove_from_groups = true"),
         "the example's commented line changed"
     );
-    let h = Harness::start_with(Default::default(), &mapping).await;
+    let h = Harness::start_with(dir, &mapping).await;
     let hal = user(&h, "hal").await;
     let ivy = user(&h, "ivy").await;
     let r = h
@@ -778,24 +800,23 @@ async fn group_values(h: &Harness, cn: &str, attr: &str) -> Vec<String> {
     v
 }
 
+both_directories!(member_and_member_uid_on_one_group_entry);
 /// groupOfNames + posixGroup on one entry (the rfc2307bis preset, against
 /// a slapd where posixGroup is AUXILIARY): `member` holds DNs and the
 /// placeholder, `memberUid` the uids of user members and nothing while
 /// empty, through every kind of change.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn member_and_member_uid_on_one_group_entry() {
+async fn member_and_member_uid_on_one_group_entry(dir: SlapdOptions) {
     let mapping = include_str!("../../examples/openldap-rfc2307bis.toml")
         .replace("# remove_from_groups = true", "remove_from_groups = true");
     assert!(
         mapping.contains("\nremove_from_groups = true"),
         "the preset's commented remove_from_groups line changed"
     );
-    // Without the refint overlay: scim2ldap itself rewrites and removes
-    // member values.
+    // Run with and without the overlays: without them scim2ldap itself
+    // rewrites and removes member values.
     let opts = SlapdOptions {
         posix_group_auxiliary: true,
-        refint: false,
-        ..SlapdOptions::default()
+        ..dir
     };
     let h = Harness::start_with(opts, &mapping).await;
     let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;

@@ -17,9 +17,12 @@ use serde_json::Value;
 
 use scim2ldap::config::Config;
 use scim2ldap::daemon::Running;
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{DaemonConfig, Slapd, SlapdOptions};
 
 pub const MAPPING: &str = include_str!("../../examples/openldap.toml");
+
+/// LDAP result code noSuchObject: the only answer that means "not there".
+pub const NO_SUCH_OBJECT: u32 = 32;
 
 pub struct Harness {
     pub slapd: Slapd,
@@ -88,13 +91,15 @@ impl Harness {
         self.daemon.as_ref().expect("daemon running")
     }
 
-    /// Waits until the writer has applied (or parked) every acknowledged write.
+    /// Waits until the writer has applied (or parked) every acknowledged
+    /// write. Fails the test when the writer does not catch up within 20 s,
+    /// or is gone (its progress channel closed before reaching the last
+    /// entry), so that absence checks after it never pass by default.
     pub async fn settle(&self) {
         let d = self.daemon();
-        let seq = d.store.last_seq();
-        tokio::time::timeout(Duration::from_secs(20), d.writer.wait_processed(seq))
-            .await
-            .expect("the writer caught up within 20 s");
+        if let Err(e) = writer_caught_up(&d.store, &d.writer, Duration::from_secs(20)).await {
+            panic!("{e}");
+        }
     }
 
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -166,6 +171,47 @@ impl Harness {
 
     /// Entries under the suffix matching an LDAP filter, with the named
     /// attributes (plus operational ones asked for explicitly).
+    /// Every user and every group (with members) as the daemon lists them.
+    pub async fn scim_all(&self) -> (Vec<Value>, Vec<Value>) {
+        let mut out = Vec::new();
+        for path in ["/Users", "/Groups"] {
+            let mut all = Vec::new();
+            loop {
+                let r = self
+                    .send(
+                        "GET",
+                        &format!("{path}?startIndex={}&count=500", all.len() + 1),
+                        None,
+                    )
+                    .await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                let page = r.body["Resources"].as_array().cloned().unwrap_or_default();
+                let total = r.body["totalResults"].as_u64().unwrap_or(0) as usize;
+                let empty = page.is_empty();
+                all.extend(page);
+                if empty || all.len() >= total {
+                    break;
+                }
+            }
+            out.push(all);
+        }
+        let groups = out.pop().unwrap();
+        (out.pop().unwrap(), groups)
+    }
+
+    /// Fails the test when the directory's users and groups differ from
+    /// what the daemon reports ([`compare_with_directory`]).
+    pub async fn assert_directory_matches_store(&self) {
+        let (users, groups) = self.scim_all().await;
+        let got = dump_all(&self.slapd).await;
+        let problems = compare_with_directory(&self.slapd, &users, &groups, &got);
+        assert!(
+            problems.is_empty(),
+            "the directory differs from the store:\n{}",
+            problems.join("\n")
+        );
+    }
+
     pub async fn ldap_search(&self, filter: &str, attrs: &[&str]) -> Vec<SearchEntry> {
         let mut ldap = self.ldap().await;
         let (entries, _) = ldap
@@ -178,20 +224,41 @@ impl Harness {
         entries.into_iter().map(SearchEntry::construct).collect()
     }
 
-    /// The single entry at `dn`, or None.
+    /// The single entry at `dn`, or `None` when the directory answers
+    /// noSuchObject (32). Any other outcome (a bad DN, a server error, a
+    /// dropped connection) fails the test: an absence check must not pass
+    /// because the question could not be answered.
     pub async fn ldap_get(&self, dn: &str) -> Option<HashMap<String, Vec<String>>> {
+        match self.try_ldap_get(dn).await {
+            Ok(entry) => entry,
+            Err(e) => panic!("reading {dn}: {e}"),
+        }
+    }
+
+    /// The single entry at `dn`: `Ok(None)` only on noSuchObject (32), the
+    /// LDAP error otherwise.
+    pub async fn try_ldap_get(
+        &self,
+        dn: &str,
+    ) -> Result<Option<HashMap<String, Vec<String>>>, ldap3::LdapError> {
         let mut ldap = self.ldap().await;
         let r = ldap
             .search(dn, Scope::Base, "(objectClass=*)", vec!["*", "+"])
-            .await
-            .unwrap();
+            .await;
         let _ = ldap.unbind().await;
-        match r.success() {
-            Ok((entries, _)) => entries
-                .into_iter()
-                .next()
-                .map(|e| SearchEntry::construct(e).attrs),
-            Err(_) => None,
+        match r?.success() {
+            Ok((entries, _)) => {
+                assert!(
+                    entries.len() <= 1,
+                    "a base search at {dn} found several entries"
+                );
+                Ok(entries
+                    .into_iter()
+                    .next()
+                    .map(|e| SearchEntry::construct(e).attrs))
+            }
+            Err(ldap3::LdapError::LdapResult { result }) if result.rc == NO_SUCH_OBJECT => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -213,6 +280,34 @@ impl Drop for Harness {
     }
 }
 
+/// Waits until the writer has processed (applied or parked) every entry
+/// the store has journaled. An error when it does not within `limit`, or
+/// when it is gone: `wait_processed` returns as soon as the writer's
+/// progress channel closes, so its progress is checked afterwards.
+pub async fn writer_caught_up(
+    store: &scim2ldap::store::Store,
+    writer: &scim2ldap::ldap::WriterHandle,
+    limit: Duration,
+) -> Result<(), String> {
+    let seq = store.last_seq();
+    if tokio::time::timeout(limit, writer.wait_processed(seq))
+        .await
+        .is_err()
+    {
+        return Err(format!(
+            "the writer did not catch up within {limit:?}: processed {} of {seq}",
+            writer.processed()
+        ));
+    }
+    let processed = writer.processed();
+    if processed < seq {
+        return Err(format!(
+            "the writer is gone: it processed {processed} of {seq} entries"
+        ));
+    }
+    Ok(())
+}
+
 /// First value of an attribute, case-insensitive name.
 pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String> {
     attrs
@@ -224,29 +319,13 @@ pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String>
 /// A daemon config for `slapd`, accepting `token`, listening on `listen`,
 /// with the store in `state` and the mapping in `mapping.toml` beside it.
 pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
-    format!(
-        r#"
-mapping = "mapping.toml"
-[server]
-listen = "{listen}"
-[store]
-path = "state"
-[ldap]
-url = "{}"
-bind_dn = "{}"
-bind_password = "{}"
-base_dn = "{}"
-timeout_secs = 5
-[[tokens]]
-name = "test"
-sha256 = "{}"
-"#,
-        slapd.uri(),
-        slapd.bind_dn(),
-        slapd.password(),
-        slapd.suffix(),
-        scim2ldap::token::TokenHash::of(token).to_hex()
-    )
+    let sha = scim2ldap::token::TokenHash::of(token).to_hex();
+    slapd.daemon_config(&DaemonConfig {
+        listen,
+        token_sha256: &sha,
+        ldap: "timeout_secs = 5",
+        ..Default::default()
+    })
 }
 
 /// An LDAP connection bound as the directory's administrator.
@@ -295,6 +374,103 @@ pub async fn dump(slapd: &Slapd, base: &str) -> BTreeMap<String, BTreeMap<String
             (e.dn.to_lowercase(), attrs)
         })
         .collect()
+}
+
+/// Users and groups: `dump` of `ou=people` and `ou=groups` together, what
+/// every durability test compares (member values included).
+pub async fn dump_all(slapd: &Slapd) -> Dump {
+    let mut all = dump(slapd, &slapd.people_dn()).await;
+    all.extend(dump(slapd, &slapd.groups_dn()).await);
+    all
+}
+
+pub type Dump = BTreeMap<String, BTreeMap<String, Vec<String>>>;
+
+/// The placeholder `examples/openldap.toml` puts in an empty group.
+pub const PLACEHOLDER: &str = "cn=empty-group-placeholder,dc=example,dc=com";
+
+/// Compares what the daemon says (its SCIM `users` and `groups`, as listed
+/// by GET /Users and GET /Groups with members) with a [`dump_all`] of the
+/// directory, for `examples/openldap.toml`: one entry per user at
+/// `uid=<userName>` (locked while inactive), one per group at
+/// `cn=<displayName>` whose `member` values are exactly its members' DNs
+/// (the placeholder while empty), and nothing else. Returns the
+/// differences, empty when they agree.
+pub fn compare_with_directory(
+    slapd: &Slapd,
+    users: &[Value],
+    groups: &[Value],
+    got: &Dump,
+) -> Vec<String> {
+    let people = slapd.people_dn().to_lowercase();
+    let groups_dn = slapd.groups_dn().to_lowercase();
+    let mut problems = Vec::new();
+    let mut want = std::collections::BTreeSet::new();
+    let mut dn_of: HashMap<String, String> = HashMap::new();
+    for u in users {
+        let name = u["userName"].as_str().unwrap_or_default();
+        let dn = format!("uid={},{people}", name.to_lowercase());
+        dn_of.insert(u["id"].as_str().unwrap_or_default().to_string(), dn.clone());
+        want.insert(dn.clone());
+        let Some(attrs) = got.get(&dn) else {
+            problems.push(format!("missing user {dn}"));
+            continue;
+        };
+        let locked = attrs.contains_key("pwdaccountlockedtime");
+        if u["active"] == Value::Bool(false) && !locked {
+            problems.push(format!("{dn} is inactive but not locked"));
+        }
+        if u["active"] != Value::Bool(false) && locked {
+            problems.push(format!("{dn} is active but locked"));
+        }
+        if let Some(title) = u["title"].as_str() {
+            let have = attrs.get("title").and_then(|v| v.first());
+            if have.map(String::as_str) != Some(title) {
+                problems.push(format!("{dn}: title {have:?}, expected {title:?}"));
+            }
+        }
+    }
+    for g in groups {
+        let name = g["displayName"].as_str().unwrap_or_default();
+        let dn = format!("cn={},{groups_dn}", name.to_lowercase());
+        want.insert(dn.clone());
+        let Some(attrs) = got.get(&dn) else {
+            problems.push(format!("missing group {dn}"));
+            continue;
+        };
+        let mut expected: Vec<String> = g["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .map(|m| {
+                        let id = m["value"].as_str().unwrap_or_default();
+                        dn_of
+                            .get(id)
+                            .cloned()
+                            .unwrap_or_else(|| format!("(unknown member {id})"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if expected.is_empty() {
+            expected.push(PLACEHOLDER.to_lowercase());
+        }
+        expected.sort();
+        let mut have: Vec<String> = attrs
+            .get("member")
+            .map(|v| v.iter().map(|m| m.to_lowercase()).collect())
+            .unwrap_or_default();
+        have.sort();
+        if have != expected {
+            problems.push(format!("{dn}: members {have:?}, expected {expected:?}"));
+        }
+    }
+    for dn in got.keys() {
+        if !want.contains(dn) {
+            problems.push(format!("extra {dn}"));
+        }
+    }
+    problems
 }
 
 /// Runs the `scim2ldap` binary with `args`; returns (success, stdout, stderr).
@@ -353,4 +529,39 @@ impl Harness {
             .unwrap();
         let _ = ldap.unbind().await;
     }
+}
+
+/// The helpers above must fail loudly, or every absence check after them
+/// passes for the wrong reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_helpers_report_errors() {
+    let mut h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    // Absent: only noSuchObject.
+    assert!(matches!(
+        h.try_ldap_get(&format!("uid=nobody,{people}")).await,
+        Ok(None)
+    ));
+    // A DN the server cannot parse is an error, not an absence.
+    let bad = h.try_ldap_get("uid=a,,broken").await;
+    assert!(bad.is_err(), "{bad:?}");
+    // A write the writer will never apply: the directory is down, the
+    // daemon stops, and waiting on the writer says so at once.
+    h.slapd.stop().unwrap();
+    let r = h
+        .send(
+            "POST",
+            "/Users",
+            Some(serde_json::json!({"userName": "stranded", "name": {"familyName": "S"}})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let (store, writer) = (h.daemon().store.clone(), h.daemon().writer.clone());
+    h.stop_daemon().await;
+    let started = std::time::Instant::now();
+    let e = writer_caught_up(&store, &writer, Duration::from_secs(20))
+        .await
+        .unwrap_err();
+    assert!(e.contains("the writer is gone"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }

@@ -5,10 +5,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use scim2ldap::slapd::SlapdOptions;
 use scim2ldap::store::EntryState;
+use scim2ldap_slapd::SlapdOptions;
 
-use crate::harness::{cli, dump, first, Harness, MAPPING};
+use crate::harness::{cli, dump, dump_all, first, Harness, MAPPING};
 
 const ENTERPRISE: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 
@@ -28,6 +28,32 @@ fn replace(path: &str, value: Value) -> Value {
         "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
         "Operations": [{"op": "replace", "path": path, "value": value}]
     })
+}
+
+fn members_op(op: &str, ids: &[&String]) -> Value {
+    json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": op, "path": "members",
+                        "value": ids.iter().map(|id| json!({"value": id})).collect::<Vec<_>>()}]
+    })
+}
+
+async fn group(h: &Harness, name: &str, members: &[&String]) -> String {
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": name,
+                        "members": members.iter().map(|id| json!({"value": id})).collect::<Vec<_>>()})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["id"].as_str().unwrap().to_string()
+}
+
+async fn patch_group(h: &Harness, id: &str, body: Value) {
+    let r = h.send("PATCH", &format!("/Groups/{id}"), Some(body)).await;
+    assert!(r.status == 204 || r.status == 200, "{}", r.body);
 }
 
 /// Runs the command line off the runtime's worker threads.
@@ -68,6 +94,29 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
         assert_eq!(r.status, 201, "{}", r.body);
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }
+    // Groups over those users, before their renames, deletes and
+    // deactivations: member values are rewritten and removed by the
+    // user history, and member deltas are the writes that do not converge
+    // by themselves.
+    let id = |i: usize| &ids[i];
+    let g0 = group(&h, "g0", &(0..8).map(id).collect::<Vec<_>>()).await;
+    let g1 = group(&h, "g1", &(4..12).map(id).collect::<Vec<_>>()).await;
+    patch_group(
+        &h,
+        &g1,
+        members_op("add", &(12..16).map(id).collect::<Vec<_>>()),
+    )
+    .await;
+    patch_group(&h, &g1, members_op("remove", &[id(5)])).await;
+    let g2 = group(&h, "g2", &[]).await;
+    patch_group(&h, &g2, members_op("add", &[id(1), id(2)])).await;
+    let g3 = group(&h, "g3", &[id(3)]).await;
+    assert_eq!(
+        h.send("DELETE", &format!("/Groups/{g3}"), None)
+            .await
+            .status,
+        204
+    );
     for (i, id) in ids.iter().enumerate() {
         let path = format!("/Users/{id}");
         let r = h
@@ -95,10 +144,15 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
             _ => {}
         }
     }
+    // A member removed after its rename, a group emptied.
+    patch_group(&h, &g0, members_op("remove", &[&ids[0]])).await;
+    patch_group(&h, &g2, members_op("remove", &[&ids[2]])).await;
     h.settle().await;
+    h.assert_directory_matches_store().await;
     let people = h.slapd.people_dn();
-    let original = dump(&h.slapd, &people).await;
-    assert_eq!(original.len(), 12, "{:#?}", original.keys());
+    assert_eq!(dump(&h.slapd, &people).await.len(), 12);
+    let original = dump_all(&h.slapd).await;
+    assert_eq!(original.len(), 12 + 3, "{:#?}", original.keys());
     assert!(original.contains_key(&format!("uid=renamed0,{people}")));
     assert!(
         original[&format!("uid=r2,{people}")].contains_key("pwdaccountlockedtime"),
@@ -113,7 +167,7 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("queued to be applied again"), "{out}");
     drained(&h).await;
-    assert_eq!(dump(&h.slapd, &people).await, original);
+    assert_eq!(dump_all(&h.slapd).await, original);
 
     // The whole journal into a fresh, empty directory, twice.
     let mut rebuilt = Vec::new();
@@ -128,7 +182,8 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
         assert!(out.contains("daemon is not running"), "{out}");
         h.start_daemon().await;
         drained(&h).await;
-        rebuilt.push(dump(&h.slapd, &people).await);
+        h.assert_directory_matches_store().await;
+        rebuilt.push(dump_all(&h.slapd).await);
     }
     assert_eq!(rebuilt[0], rebuilt[1]);
     assert_eq!(rebuilt[0], original);
@@ -136,6 +191,18 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn directory_stopped_mid_load_every_acknowledged_write_lands_in_order() {
+    directory_stopped_mid_load(false).await
+}
+
+/// The same with a group whose members change, are renamed and deleted
+/// during the outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known failing: issue 12 (Safe where it touches the directory): after the outage the group sometimes keeps a renamed member's old DN (the rename's member rewrite races the group's own member write in another lane, which writes the DN from the member's link before the rename is recorded)"]
+async fn directory_stopped_mid_load_group_members_land_too() {
+    directory_stopped_mid_load(true).await
+}
+
+async fn directory_stopped_mid_load(with_group: bool) {
     let mut h = Harness::start().await;
     let pid = h.slapd.pid().expect("slapd runs");
     // Order-sensitive histories: a title counter, a rename chain, a delete
@@ -148,6 +215,13 @@ async fn directory_stopped_mid_load_every_acknowledged_write_lands_in_order() {
         assert_eq!(r.status, 201, "{}", r.body);
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }
+    // A group over them: during the outage it gains and loses members, one
+    // member is renamed and one deleted.
+    let gid = if with_group {
+        group(&h, "outage", &[&ids[0], &ids[1], &ids[2]]).await
+    } else {
+        String::new()
+    };
     let mut stopped = false;
     let mut recreated = String::new();
     for step in 1..=30 {
@@ -185,6 +259,12 @@ async fn directory_stopped_mid_load_every_acknowledged_write_lands_in_order() {
                     .status,
                 204
             );
+        }
+        if with_group && step == 9 {
+            patch_group(&h, &gid, members_op("add", &[&ids[3]])).await;
+        }
+        if with_group && step == 11 {
+            patch_group(&h, &gid, members_op("remove", &[&ids[0]])).await;
         }
         if step == 14 {
             let r = h.send("POST", "/Users", Some(user("q2", "reborn"))).await;
@@ -225,6 +305,23 @@ async fn directory_stopped_mid_load_every_acknowledged_write_lands_in_order() {
     let q3 = h.ldap_get(&format!("uid=q3,{people}")).await.expect("q3");
     assert_eq!(first(&q3, "pwdAccountLockedTime"), None, "{q3:?}");
     assert_eq!(dump(&h.slapd, &people).await.len(), 4);
+    if !with_group {
+        h.assert_directory_matches_store().await;
+        return;
+    }
+    // The group: q0 removed, q1 under its last name, the deleted q2 gone
+    // (the re-created q2 is another user), q3 added.
+    let g = h
+        .ldap_get(&format!("cn=outage,{}", h.slapd.groups_dn()))
+        .await
+        .expect("group");
+    let mut members: Vec<String> = g["member"].iter().map(|m| m.to_lowercase()).collect();
+    members.sort();
+    assert_eq!(
+        members,
+        vec![format!("uid=q1-30,{people}"), format!("uid=q3,{people}")]
+    );
+    h.assert_directory_matches_store().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -402,6 +499,13 @@ async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
     let path = format!("/Users/{id}");
     let r = h.send("POST", "/Users", Some(user("boss", "b"))).await;
     let boss = r.body["id"].as_str().unwrap().to_string();
+    // A group of both: its members follow the rename and the delete, and a
+    // member delta applied twice must not add or remove twice.
+    let team = group(&h, "team", &[&id, &boss]).await;
+    patch_group(&h, &team, members_op("remove", &[&boss])).await;
+    patch_group(&h, &team, members_op("add", &[&boss])).await;
+    let solo = group(&h, "solo", &[]).await;
+    patch_group(&h, &solo, members_op("add", &[&id])).await;
     for body in [
         replace("title", json!("b")),
         replace(
@@ -429,8 +533,10 @@ async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
     };
     let mut dir = Directory::new(cfg.ldap.clone());
     let people = h.slapd.people_dn();
+    let groups = h.slapd.groups_dn();
     let mut steps = 0;
     let entries: Vec<_> = store.entries_from(0).map(Result::unwrap).collect();
+
     for e in entries {
         let plan = planner.plan(&e).unwrap();
         let mut states = Vec::new();
@@ -446,14 +552,32 @@ async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
             "entry {} applied twice differs",
             e.seq
         );
+        // Groups are compared at the end only: a group entry applied again
+        // whose write meets the directory already changed (its add gets
+        // entryAlreadyExists, its member delta attributeOrValueExists or
+        // noSuchAttribute) converges to the member list the store holds
+        // *now*, not to that entry's: the directory jumps ahead to the
+        // latest membership, which the later entries then keep.
         steps += 1;
     }
-    assert_eq!(steps, 9);
+    // 9 user entries; 5 group entries, and the member removals the user's
+    // delete journals for the two groups naming it.
+    assert_eq!(steps, 9 + 5 + 2);
     // The last entry deleted "twice, renamed"; boss remains.
     let left = dump(&h.slapd, &people).await;
     assert_eq!(
         left.keys().cloned().collect::<Vec<_>>(),
         vec![format!("uid=boss,{people}")]
+    );
+    // ... alone in team; solo is back to the placeholder.
+    let all = dump_all(&h.slapd).await;
+    assert_eq!(
+        all[&format!("cn=team,{groups}")]["member"],
+        vec![format!("uid=boss,{people}")]
+    );
+    assert_eq!(
+        all[&format!("cn=solo,{groups}")]["member"],
+        vec![crate::harness::PLACEHOLDER.to_string()]
     );
 }
 
@@ -477,7 +601,14 @@ async fn compaction_bounds_the_journal_and_replay_still_rebuilds_everything() {
             .await;
         ids.push(r.body["id"].as_str().unwrap().to_string());
     }
+    // A group whose history is member deltas only: compaction keeps its
+    // last entry, and the replay must still rebuild every member.
+    let gid = group(&h, "compacted", &[&ids[0]]).await;
     for round in 1..=5 {
+        patch_group(&h, &gid, members_op("add", &[&ids[round]])).await;
+        if round % 2 == 0 {
+            patch_group(&h, &gid, members_op("remove", &[&ids[round - 1]])).await;
+        }
         for id in &ids {
             let r = h
                 .send(
@@ -496,25 +627,30 @@ async fn compaction_bounds_the_journal_and_replay_still_rebuilds_everything() {
         204
     );
     h.settle().await;
+    h.assert_directory_matches_store().await;
     let people = h.slapd.people_dn();
-    let original = dump(&h.slapd, &people).await;
-    assert_eq!(original.len(), 5);
+    assert_eq!(dump(&h.slapd, &people).await.len(), 5);
+    let original = dump_all(&h.slapd).await;
+    assert_eq!(original.len(), 6);
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let config = h.config_path();
     let (ok, out, err) = run_cli(&["journal", "--config", &config, "compact"]).await;
     assert!(ok, "{out}{err}");
-    // 6 creates + 30 patches + 1 delete: one snapshot kept per live user.
-    assert!(out.contains("removed 32 applied entries"), "{out}");
-    assert!(out.contains("kept 5"), "{out}");
+    // 6 creates + 30 patches + 1 delete, a group's create, 7 member
+    // changes and the member removal the delete journals: one entry kept
+    // per live user and group.
+    assert!(out.contains("removed 40 applied entries"), "{out}");
+    assert!(out.contains("kept 6"), "{out}");
 
     h.stop_daemon().await;
     h.use_fresh_slapd(SlapdOptions::default()).await;
     let (ok, out, err) = run_cli(&["journal", "--config", &config, "replay", "--from", "1"]).await;
     assert!(ok, "{out}{err}");
-    assert!(out.contains("5 entries queued"), "{out}");
+    assert!(out.contains("6 entries queued"), "{out}");
     assert!(out.contains("were compacted"), "{out}");
     h.start_daemon().await;
     drained(&h).await;
-    assert_eq!(dump(&h.slapd, &people).await, original);
+    assert_eq!(dump_all(&h.slapd).await, original);
+    h.assert_directory_matches_store().await;
 }

@@ -2,7 +2,10 @@
 //! Each test starts its own slapd and daemon through `harness`.
 
 mod adopt;
+mod concurrency;
 mod crash;
+mod crash_windows;
+mod documented;
 mod groups;
 mod harness;
 mod journal;

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use scim2ldap::slapd::SlapdOptions;
+use scim2ldap_slapd::SlapdOptions;
 
 use crate::harness::{Harness, MAPPING};
 
@@ -206,8 +206,11 @@ async fn readyz_fails_when_the_directory_is_down_and_writes_are_rejected() {
     let mut h = Harness::start().await;
     restart_with(&mut h, |t| in_section(&t, "ldap", "when_down = \"reject\"")).await;
     h.slapd.stop().unwrap();
-    // The writer notices on its next attempt.
-    let _ = h.send("POST", "/Users", Some(user("down"))).await;
+    // The writer has not tried the directory since it stopped, so this
+    // write is still accepted (journaled); the writer notices on its
+    // attempt to apply it.
+    let r = h.send("POST", "/Users", Some(user("down"))).await;
+    assert_eq!(r.status, 201, "accepted before the writer knew: {}", r.body);
     let url = format!("http://{}/readyz", h.daemon().addr);
     let mut last = (0, String::new());
     for _ in 0..50 {
@@ -219,6 +222,47 @@ async fn readyz_fails_when_the_directory_is_down_and_writes_are_rejected() {
     }
     assert_eq!(last.0, 503, "{}", last.1);
     assert!(last.1.contains("directory"), "{}", last.1);
+    // Now writes are refused before anything is journaled, with a
+    // Retry-After so the identity provider tries again; reads still work.
+    let seq = h.daemon().store.last_seq();
+    for (method, path, body) in [
+        ("POST", "/Users".to_string(), Some(user("refused"))),
+        ("DELETE", format!("/Users/{}", "no-such-id"), None),
+    ] {
+        let r = h.send(method, &path, body).await;
+        assert_eq!(r.status, 503, "{method} {path}: {}", r.body);
+        assert_eq!(
+            r.headers.get("retry-after").and_then(|v| v.to_str().ok()),
+            Some("30"),
+            "{method} {path}"
+        );
+    }
+    assert_eq!(h.daemon().store.last_seq(), seq, "nothing journaled");
+    let r = h
+        .send("GET", "/Users?filter=userName%20eq%20%22down%22", None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["totalResults"], 1, "{}", r.body);
+    // Back up: the queued write lands and writes are accepted again.
+    h.slapd.restart().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = h.send("POST", "/Users", Some(user("after"))).await;
+        if r.status == 201 {
+            break;
+        }
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still refused after the directory came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    h.settle().await;
+    let people = h.slapd.people_dn();
+    assert!(h.ldap_get(&format!("uid=down,{people}")).await.is_some());
+    assert!(h.ldap_get(&format!("uid=after,{people}")).await.is_some());
+    assert!(h.ldap_get(&format!("uid=refused,{people}")).await.is_none());
 }
 
 async fn get_text(url: &str) -> (u16, String) {

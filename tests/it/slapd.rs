@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use scim2ldap::slapd::{Slapd, SlapdOptions};
+use scim2ldap_slapd::{Slapd, SlapdOptions};
 
 fn run(cmd: &str, args: &[&str], stdin: Option<&str>, env: &[(&str, &Path)]) -> Output {
     let mut c = Command::new(cmd);
@@ -154,7 +154,7 @@ fn scratch_dir(name: &str) -> PathBuf {
 
 #[test]
 fn person_group_and_memberof() {
-    let s = Slapd::start(SlapdOptions::default()).unwrap();
+    let s = Slapd::start(SlapdOptions::with_overlays()).unwrap();
     assert!(s.uri().starts_with("ldap://127.0.0.1:"));
     assert_eq!(s.uri(), format!("ldap://127.0.0.1:{}", s.port()));
     assert_eq!(s.bind_dn(), "cn=admin,dc=example,dc=com");
@@ -339,6 +339,15 @@ fn ldaps_and_starttls() {
         &[("LDAPTLS_CACERT", Path::new("/dev/null"))],
     );
     assert!(!out.status.success());
+}
+
+#[test]
+fn default_has_no_overlays() {
+    let s = Slapd::start(SlapdOptions::default()).unwrap();
+    let conf = std::fs::read_to_string(s.dir().join("slapd.conf")).unwrap();
+    assert!(!conf.contains("overlay memberof"), "{conf}");
+    assert!(!conf.contains("overlay refint"), "{conf}");
+    assert!(conf.contains("overlay ppolicy"), "{conf}");
 }
 
 #[test]

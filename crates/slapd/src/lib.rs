@@ -1,5 +1,8 @@
 //! A throwaway OpenLDAP server (`slapd`) for the integration tests, the
-//! benchmark and the local quick start.
+//! benchmark and `scim2ldap dev`. Not part of the daemon: the daemon links
+//! it only for `dev` (its cargo feature of that name), and
+//! [`Slapd::daemon_config`] is the one place that writes a scim2ldap config
+//! pointing at a server started here.
 //!
 //! Everything one server needs (config, mdb data, TLS material, logs) lives in
 //! one directory, and it listens on 127.0.0.1 only. slapd runs in the
@@ -66,8 +69,12 @@ is_slapd && kill -KILL "$p" 2>/dev/null
 exit 0
 "#;
 
-/// How to set up the server. `SlapdOptions::default()` gives the setup the
-/// tests expect; override single fields with struct update syntax.
+/// How to set up the server. `SlapdOptions::default()` is a plain slapd,
+/// as a production directory without overlays would be: mdb with fsync,
+/// ppolicy (for account locking), no `memberof` and no `refint`, so that
+/// what the daemon must do itself is not done for it by the server.
+/// [`SlapdOptions::with_overlays`] turns both on. Override single fields
+/// with struct update syntax.
 #[derive(Debug, Clone)]
 pub struct SlapdOptions {
     /// Plain LDAP port on 127.0.0.1. `None`: pick a free port.
@@ -78,9 +85,11 @@ pub struct SlapdOptions {
     pub admin_password: String,
     /// mdb `dbnosync`: no fsync per write transaction (faster, not crash-safe).
     pub nosync: bool,
-    /// memberof overlay on groupOfNames/member, maintaining memberOf.
+    /// memberof overlay on groupOfNames/member, maintaining memberOf
+    /// (with `memberof-refint`). Off by default.
     pub memberof: bool,
     /// refint overlay on member; a last member is replaced by the rootdn.
+    /// Off by default.
     pub refint: bool,
     /// ppolicy overlay with `cn=default,ou=policies,<suffix>` as default
     /// policy (needed for pwdAccountLockedTime; hashes cleartext passwords).
@@ -105,12 +114,67 @@ impl Default for SlapdOptions {
             suffix: "dc=example,dc=com".to_string(),
             admin_password: "secret".to_string(),
             nosync: false,
-            memberof: true,
-            refint: true,
+            memberof: false,
+            refint: false,
             ppolicy: true,
             ldaps_port: None,
             extra_schemas: Vec::new(),
             posix_group_auxiliary: false,
+        }
+    }
+}
+
+/// What [`Slapd::daemon_config`] needs besides the server itself.
+/// `Default` gives a config listening on a free port (`127.0.0.1:0`).
+#[derive(Debug, Clone, Copy)]
+pub struct DaemonConfig<'a> {
+    /// Comment lines at the top of the file (without `#`).
+    pub comment: &'a str,
+    /// `server.listen`.
+    pub listen: &'a str,
+    /// Name of the one `[[tokens]]` entry (shown in logs).
+    pub token_name: &'a str,
+    /// SHA-256 of the bearer token, hex (`TokenHash::to_hex`).
+    pub token_sha256: &'a str,
+    /// Extra `key = value` lines for `[server]`, `[store]` and `[ldap]`.
+    pub server: &'a str,
+    pub store: &'a str,
+    pub ldap: &'a str,
+}
+
+impl Default for DaemonConfig<'_> {
+    fn default() -> Self {
+        DaemonConfig {
+            comment: "",
+            listen: "127.0.0.1:0",
+            token_name: "test",
+            token_sha256: "",
+            server: "",
+            store: "",
+            ldap: "",
+        }
+    }
+}
+
+/// Extra config lines, each ending in a newline.
+fn lines(extra: &str) -> String {
+    extra
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+impl SlapdOptions {
+    /// The default setup plus the `memberof` and `refint` overlays, which
+    /// rewrite and remove `member` values on renames and deletes by
+    /// themselves (as `scim2ldap dev` runs them).
+    pub fn with_overlays() -> SlapdOptions {
+        SlapdOptions {
+            memberof: true,
+            refint: true,
+            ..SlapdOptions::default()
         }
     }
 }
@@ -206,6 +270,36 @@ impl Slapd {
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A scim2ldap config (TOML) for this server: the mapping in
+    /// `mapping.toml` and the store in `state`, both beside the config
+    /// file, one bearer token given by its SHA-256 (hex).
+    pub fn daemon_config(&self, c: &DaemonConfig) -> String {
+        let mut t = String::new();
+        if !c.comment.is_empty() {
+            for line in c.comment.lines() {
+                let _ = writeln!(t, "# {line}");
+            }
+        }
+        let _ = write!(
+            t,
+            "mapping = \"mapping.toml\"\n\n[server]\nlisten = \"{}\"\n{}\n\
+             [store]\npath = \"state\"\n{}\n\
+             [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n{}\n\
+             [[tokens]]\nname = \"{}\"\nsha256 = \"{}\"\n",
+            c.listen,
+            lines(c.server),
+            lines(c.store),
+            self.uri(),
+            self.bind_dn(),
+            self.password(),
+            self.suffix(),
+            lines(c.ldap),
+            c.token_name,
+            c.token_sha256,
+        );
+        t
     }
 
     /// PID of the running slapd, if any.
@@ -1143,6 +1237,36 @@ mod tests {
             "no STRUCTURAL left to change"
         );
         assert_eq!(posix_group_auxiliary("objectclass ( 1 NAME 'x' )"), None);
+    }
+
+    #[test]
+    fn daemon_config_names_the_server_and_adds_extra_lines() {
+        let s = Slapd::new(
+            PathBuf::from("/nonexistent"),
+            false,
+            SlapdOptions::default(),
+        );
+        let text = s.daemon_config(&DaemonConfig {
+            comment: "one\ntwo",
+            token_sha256: "ab",
+            ldap: "timeout_secs = 5\n connections = 2",
+            ..Default::default()
+        });
+        assert!(
+            text.starts_with("# one\n# two\nmapping = \"mapping.toml\"\n"),
+            "{text}"
+        );
+        assert!(text.contains("\n[ldap]\nurl = \"ldap://127.0.0.1:0\"\nbind_dn = \"cn=admin,dc=example,dc=com\"\n"), "{text}");
+        assert!(
+            text.contains(
+                "base_dn = \"dc=example,dc=com\"\ntimeout_secs = 5\nconnections = 2\n\n[[tokens]]"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("name = \"test\"\nsha256 = \"ab\"\n"),
+            "{text}"
+        );
     }
 
     #[test]
