@@ -9,7 +9,6 @@
 use serde_json::{json, Map, Value};
 use tracing::{debug, info};
 
-use crate::ldap::WriterHandle;
 use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
 use crate::scim::discovery;
@@ -20,6 +19,7 @@ use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{now_rfc3339, Kind, MemberOps, Store, WriteError};
+use crate::writer::WriterHandle;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";

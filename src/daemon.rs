@@ -17,10 +17,10 @@ use crate::api::Api;
 use crate::config::Config;
 use crate::http::Edge;
 use crate::journal_cmd::AdminCtx;
-use crate::ldap::{Writer, WriterHandle};
 use crate::metrics::{Metrics, Probe};
 use crate::model::{MappingPlanner, Model, SharedModel};
 use crate::store::Store;
+use crate::writer::{Writer, WriterHandle};
 
 /// A running daemon.
 pub struct Running {

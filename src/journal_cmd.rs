@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 use crate::adopt::Adopter;
 use crate::config::Config;
-use crate::ldap::WriterHandle;
 use crate::store::{Change, EntryState, EntryView, Op, Store};
+use crate::writer::WriterHandle;
 
 /// The admin socket's path inside the store directory: a private (0700)
 /// folder holding the socket, so that no other user can reach it even
@@ -486,7 +486,10 @@ fn show_text(v: &EntryView, link: Option<&crate::store::Link>) -> String {
             t.push_str(&format!("state:      failed (parked) since {}\n", f.at));
             t.push_str(&format!("error:      {}\n", f.message));
             if let Some(c) = f.code {
-                t.push_str(&format!("ldap code:  {c} ({})\n", crate::ldap::rc_name(c)));
+                t.push_str(&format!(
+                    "ldap code:  {c} ({})\n",
+                    crate::writer::rc_name(c)
+                ));
             }
             t.push_str(&format!(
                 "next:       fix the cause (mapping, directory schema or access rights), then `scim2ldap journal retry {}`; or `scim2ldap journal skip {}` to drop it\n",
