@@ -469,3 +469,308 @@ enum Pass {
     /// The directory is unreachable: back off.
     Retry(String),
 }
+
+/// The dispatcher's ordering, with a planner that reads routes from the
+/// snapshot and a directory that only records what it was asked, when, on
+/// which lane.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::writer::plan::{Desired, FullMembers, Plan, PlanError};
+
+    /// Snapshots carry `dn`, `deps` (user ids it names) and `delay` (ms the
+    /// fake directory takes); `badRoute` makes the route fail.
+    struct FakePlanner;
+
+    impl Planner for FakePlanner {
+        fn route(&self, e: &crate::store::JournalEntry) -> Result<Route, PlanError> {
+            if e.snapshot["badRoute"] == json!(true) {
+                return Err(PlanError::Mapping("no value for uid".into()));
+            }
+            Ok(Route {
+                resource: (e.kind, e.id.clone()),
+                dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
+                linked: None,
+                dependencies: e.snapshot["deps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (Kind::User, d.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            })
+        }
+        fn plan(&self, e: &crate::store::JournalEntry) -> Result<Plan, PlanError> {
+            let delay = e.snapshot["delay"].as_u64().unwrap_or(0);
+            Ok(Plan::Upsert(Desired {
+                dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
+                attrs: BTreeMap::from([
+                    ("seq".to_string(), vec![e.seq.to_string()]),
+                    ("delay".to_string(), vec![delay.to_string()]),
+                ]),
+                ..Desired::default()
+            }))
+        }
+        fn full_members(
+            &self,
+            _: &crate::store::JournalEntry,
+        ) -> Result<Vec<Vec<String>>, PlanError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// One apply: its seq, its lane, and when it started and ended on a
+    /// clock shared by every lane (a counter).
+    #[derive(Debug, Clone, Copy)]
+    struct Applied {
+        seq: u64,
+        lane: usize,
+        start: usize,
+        end: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct Log {
+        clock: Arc<AtomicUsize>,
+        applied: Arc<Mutex<Vec<Applied>>>,
+    }
+
+    impl Log {
+        fn of(&self, seq: u64) -> Applied {
+            let applied = self.applied.lock().unwrap();
+            let found = applied.iter().find(|a| a.seq == seq);
+            *found.unwrap_or_else(|| panic!("entry {seq} was not applied: {applied:?}"))
+        }
+        fn tried(&self, seq: u64) -> bool {
+            self.applied.lock().unwrap().iter().any(|a| a.seq == seq)
+        }
+    }
+
+    /// Applies after the plan's delay; parks an entry whose DN has `park`.
+    struct FakeDir {
+        lane: usize,
+        log: Log,
+    }
+
+    impl Apply for FakeDir {
+        async fn apply(
+            &mut self,
+            plan: &Plan,
+            _link: Option<&Link>,
+            _full: FullMembers<'_>,
+        ) -> Result<Option<Link>, ApplyError> {
+            let Plan::Upsert(d) = plan else {
+                panic!("the fake planner makes upserts only")
+            };
+            let seq: u64 = d.attrs["seq"][0].parse().unwrap();
+            let delay: u64 = d.attrs["delay"][0].parse().unwrap();
+            let start = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let end = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            self.log.applied.lock().unwrap().push(Applied {
+                seq,
+                lane: self.lane,
+                start,
+                end,
+            });
+            if d.dn.contains("park") {
+                return Err(ApplyError::Park {
+                    code: Some(65),
+                    message: "objectClassViolation (65)".into(),
+                });
+            }
+            Ok(Some(Link {
+                dn: d.dn.clone(),
+                uuid: None,
+            }))
+        }
+        fn reset(&mut self) {}
+    }
+
+    struct Journal {
+        dir: std::path::PathBuf,
+        store: Store,
+        seen: HashSet<String>,
+    }
+
+    impl Journal {
+        fn new() -> Journal {
+            let dir =
+                std::env::temp_dir().join(format!("scim2ldap-dispatch-{}", uuid::Uuid::new_v4()));
+            let store = Store::open(&dir).unwrap();
+            Journal {
+                dir,
+                store,
+                seen: HashSet::new(),
+            }
+        }
+
+        /// Journals a write of user `id`; returns its seq.
+        fn write(&mut self, id: &str, snapshot: Value) -> u64 {
+            let mut resource = snapshot;
+            resource["userName"] = json!(id);
+            let create = self.seen.insert(id.to_string());
+            self.store
+                .put(Kind::User, id, &mut resource, create, None)
+                .unwrap()
+        }
+
+        fn user(&mut self, id: &str, delay: u64) -> u64 {
+            self.write(id, json!({"dn": format!("uid={id},dc=x"), "delay": delay}))
+        }
+
+        /// Runs the writer with `lanes` fake connections until every entry
+        /// is processed, then stops it.
+        async fn run(&self, lanes: usize) -> Log {
+            let log = Log::default();
+            let (writer, handle) =
+                Writer::with_dirs(self.store.clone(), Arc::new(FakePlanner), Vec::new());
+            let dirs: Vec<FakeDir> = (0..lanes)
+                .map(|lane| FakeDir {
+                    lane,
+                    log: log.clone(),
+                })
+                .collect();
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(writer.run_with(dirs, stop_rx));
+            handle.wake();
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                handle.wait_processed(self.store.last_seq()),
+            )
+            .await
+            .expect("the writer processed every entry");
+            stop.send_replace(true);
+            task.await.unwrap().unwrap();
+            log
+        }
+
+        fn state(&self, seq: u64) -> EntryState {
+            self.store.state(seq).unwrap()
+        }
+    }
+
+    impl Drop for Journal {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_of_one_resource_apply_in_order_while_others_run_beside_them() {
+        let mut j = Journal::new();
+        let a: Vec<u64> = [60, 0, 30, 0, 10]
+            .into_iter()
+            .map(|d| j.user("a", d))
+            .collect();
+        let others: Vec<u64> = ["b", "c", "d"].into_iter().map(|u| j.user(u, 0)).collect();
+        let log = j.run(4).await;
+        for w in a.windows(2) {
+            let (before, after) = (log.of(w[0]), log.of(w[1]));
+            assert!(
+                before.end < after.start,
+                "{before:?} finished before {after:?} started"
+            );
+        }
+        // The others did not wait for the slow first entry of `a`.
+        for s in others {
+            assert!(log.of(s).end < log.of(a[0]).end, "{s} ran beside a");
+        }
+        for s in a {
+            assert_eq!(j.state(s), EntryState::Applied);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_naming_another_resource_waits_behind_its_earlier_write() {
+        let mut j = Journal::new();
+        let boss = j.user("boss", 50);
+        let filler = j.user("filler", 0);
+        let report = j.write(
+            "report",
+            json!({"dn": "uid=report,dc=x", "deps": ["boss"], "delay": 0}),
+        );
+        let log = j.run(4).await;
+        assert!(log.of(boss).end < log.of(report).start);
+        assert_eq!(log.of(report).lane, log.of(boss).lane, "queued behind it");
+        assert!(log.of(filler).end < log.of(boss).end);
+    }
+
+    #[tokio::test]
+    async fn entries_sharing_a_dn_go_to_the_same_lane_in_order() {
+        let mut j = Journal::new();
+        let old = j.write("old", json!({"dn": "uid=Same,dc=x", "delay": 40}));
+        let other = j.user("other", 0);
+        let new = j.write("new", json!({"dn": "UID=same, DC=X", "delay": 0}));
+        let log = j.run(4).await;
+        assert_eq!(log.of(new).lane, log.of(old).lane);
+        assert!(log.of(old).end < log.of(new).start);
+        assert_ne!(log.of(other).lane, log.of(old).lane);
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_keys_two_lanes_hold_waits_for_both() {
+        let mut j = Journal::new();
+        let a = j.user("a", 40);
+        let b = j.user("b", 60);
+        let group = j.write(
+            "both",
+            json!({"dn": "cn=both,dc=x", "deps": ["a", "b"], "delay": 0}),
+        );
+        let log = j.run(4).await;
+        assert_ne!(log.of(a).lane, log.of(b).lane, "a and b ran side by side");
+        assert!(log.of(a).end < log.of(group).start);
+        assert!(log.of(b).end < log.of(group).start);
+    }
+
+    #[tokio::test]
+    async fn a_parked_entry_blocks_its_resource_and_what_names_it_and_nothing_else() {
+        for lanes in [1, 4] {
+            let mut j = Journal::new();
+            let parked = j.write("p", json!({"dn": "uid=park-me,dc=x", "delay": 0}));
+            // Behind it in its lane: unrelated entries, handed back and
+            // applied after all.
+            let unrelated: Vec<u64> = ["u1", "u2"].into_iter().map(|u| j.user(u, 0)).collect();
+            let later = j.write("p", json!({"dn": "uid=p,dc=x", "delay": 0}));
+            let names = j.write(
+                "names-p",
+                json!({"dn": "uid=names-p,dc=x", "deps": ["p"], "delay": 0}),
+            );
+            let after_names = j.user("names-p", 0);
+            let last = j.user("u3", 0);
+            let log = j.run(lanes).await;
+            assert!(matches!(j.state(parked), EntryState::Failed(_)));
+            for s in [later, names, after_names] {
+                assert!(!log.tried(s), "{s} waits ({lanes} lanes)");
+                assert_eq!(j.state(s), EntryState::Pending);
+            }
+            for s in unrelated.into_iter().chain([last]) {
+                assert_eq!(j.state(s), EntryState::Applied, "{s} ({lanes} lanes)");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_that_cannot_be_worked_out_parks_the_entry() {
+        let mut j = Journal::new();
+        let bad = j.write("bad", json!({"badRoute": true}));
+        let later = j.user("bad", 0);
+        let other = j.user("other", 0);
+        let log = j.run(2).await;
+        match j.state(bad) {
+            EntryState::Failed(f) => {
+                assert_eq!(f.message, "mapping: no value for uid");
+                assert_eq!(f.code, None);
+            }
+            s => panic!("{s:?}"),
+        }
+        assert!(!log.tried(later));
+        assert_eq!(j.state(later), EntryState::Pending);
+        assert_eq!(j.state(other), EntryState::Applied);
+    }
+}
