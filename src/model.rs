@@ -425,6 +425,10 @@ impl Planner for MappingPlanner {
             model: &model,
         };
         let dn = match entry.op {
+            // The same error as `plan` gives.
+            Op::Upsert if entry.kind == Kind::Group && model.mapping.group.is_none() => {
+                return Err(PlanError::NoGroupTable);
+            }
             Op::Delete if entry.kind == Kind::User && model.mapping.delete_deactivates() => {
                 model
                     .desired(entry.kind, &deactivated(&entry.snapshot), &resolver)?
