@@ -20,11 +20,11 @@ use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
 use crate::config::LdapConfig;
-use crate::ldap::{ApplyError, Directory, WriterHandle};
 use crate::mapping::ResourceMapping;
 use crate::model::SharedModel;
 use crate::scim::filter::parse_filter;
 use crate::store::{now_rfc3339, Kind, Link, Store, WriteError};
+use crate::writer::{ApplyError, Directory, WriterHandle};
 
 /// Longest a lookup waits for the directory before the miss is answered
 /// from the store alone: identity providers time out their requests.
@@ -402,7 +402,7 @@ impl Adopter {
                 if res.rc != 0 && res.rc != 32 {
                     return Err(format!(
                         "searching {base}: {} ({}) {}",
-                        crate::ldap::rc_name(res.rc),
+                        crate::writer::rc_name(res.rc),
                         res.rc,
                         res.text
                     ));

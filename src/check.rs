@@ -12,9 +12,9 @@ use std::path::Path;
 use ldap3::{Scope, SearchEntry};
 
 use crate::config::Config;
-use crate::ldap::{ApplyError, Directory};
 use crate::mapping::{GroupMapping, Mapping, ResourceMapping};
 use crate::model::Model;
+use crate::writer::{ApplyError, Directory};
 
 /// What `check` found.
 #[derive(Debug, Default)]

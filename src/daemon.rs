@@ -16,10 +16,10 @@ use crate::adopt::Adopter;
 use crate::api::{Api, DirectorySyntaxes};
 use crate::config::Config;
 use crate::http::Edge;
-use crate::ldap::{Writer, WriterHandle};
 use crate::metrics::{Metrics, Probe};
 use crate::model::{MappingPlanner, Model, SharedModel};
 use crate::store::Store;
+use crate::writer::{Writer, WriterHandle};
 
 /// A running daemon.
 pub struct Running {
@@ -185,7 +185,7 @@ async fn read_syntaxes(
     if ldap.dry_run {
         return;
     }
-    let mut dir = crate::ldap::Directory::new(ldap);
+    let mut dir = crate::writer::Directory::new(ldap);
     loop {
         let outcome = match dir.conn().await {
             Ok(conn) => crate::check::read_schema(conn).await,

@@ -10,7 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod journal_cmd;
-pub mod ldap;
 pub mod logging;
 pub mod metrics;
 pub mod model;
@@ -18,6 +17,7 @@ pub mod notify;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod writer;
 
 // The pure core, re-exported so that `crate::scim::...` and
 // `scim2ldap::mapping::...` name the same modules everywhere.

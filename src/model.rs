@@ -7,11 +7,13 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
-use crate::ldap::{Desired, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, Planner};
 use crate::mapping::{is_inactive, LdapEntry, Mapping, MemberAttr, Reference, Resolver};
 use crate::scim::schema::SchemaRegistry;
 use crate::scim::ScimError;
 use crate::store::{JournalEntry, Kind, Op, Store};
+use crate::writer::{
+    Desired, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, PlanError, Planner, Route,
+};
 
 /// One consistent mapping plus the schemas derived from it.
 pub struct Model {
@@ -113,10 +115,10 @@ impl Model {
         kind: Kind,
         resource: &Value,
         resolver: &dyn Resolver,
-    ) -> Result<Desired, String> {
+    ) -> Result<Desired, PlanError> {
         let e = self
             .entry(kind, resource, resolver)
-            .map_err(|e| format!("mapping: {}", e.detail))?;
+            .map_err(|e| PlanError::Mapping(e.detail))?;
         let (managed, required): (Vec<String>, Vec<String>) = match kind {
             Kind::User => {
                 let managed: Vec<String> = self
@@ -133,11 +135,7 @@ impl Model {
                 (managed, required)
             }
             Kind::Group => {
-                let g = self
-                    .mapping
-                    .group
-                    .as_ref()
-                    .ok_or("the mapping has no [group] table")?;
+                let g = self.mapping.group.as_ref().ok_or(PlanError::NoGroupTable)?;
                 let managed: Vec<String> = g
                     .resource
                     .managed_attributes()
@@ -266,7 +264,7 @@ impl MappingPlanner {
         user: &Value,
         desired: &Desired,
         resolver: &StoreResolver<'_>,
-    ) -> Result<Vec<Membership>, String> {
+    ) -> Result<Vec<Membership>, PlanError> {
         let Some(g) = model.mapping.group.as_ref() else {
             return Ok(Vec::new());
         };
@@ -293,7 +291,11 @@ impl MappingPlanner {
             return Ok(Vec::new());
         }
         let mut out = Vec::new();
-        for gid in self.store.groups_of(&entry.id).map_err(|e| e.to_string())? {
+        for gid in self
+            .store
+            .groups_of(&entry.id)
+            .map_err(|e| PlanError::Store(e.to_string()))?
+        {
             if let Some(group_dn) = resolver.dn(&gid) {
                 for (attr, value, placeholder) in &values {
                     out.push(Membership {
@@ -314,12 +316,12 @@ impl MappingPlanner {
         model: &Model,
         entry: &JournalEntry,
         resolver: &StoreResolver<'_>,
-    ) -> Result<Plan, String> {
+    ) -> Result<Plan, PlanError> {
         let g = model
             .mapping
             .group
             .as_ref()
-            .ok_or("the mapping has no [group] table")?;
+            .ok_or(PlanError::NoGroupTable)?;
         let desired = model.desired(Kind::Group, &entry.snapshot, resolver)?;
         // The values of the ids in one attribute. `None` when one cannot be
         // worked out because it is gone (deleted since). A member that
@@ -389,14 +391,14 @@ impl MappingPlanner {
         model: &Model,
         gid: &str,
         resolver: &StoreResolver<'_>,
-    ) -> Result<Vec<Vec<String>>, String> {
+    ) -> Result<Vec<Vec<String>>, PlanError> {
         let Some(g) = model.mapping.group.as_ref() else {
             return Ok(Vec::new());
         };
         let ids: Vec<String> = self
             .store
             .members(gid)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| PlanError::Store(e.to_string()))?
             .into_iter()
             .map(|(id, _)| id)
             .filter(|id| !self.left_out(model, id))
@@ -414,7 +416,40 @@ impl MappingPlanner {
 }
 
 impl Planner for MappingPlanner {
-    fn plan(&self, entry: &JournalEntry) -> Result<Plan, String> {
+    /// Where the entry's plan goes, without its member lists: the same DN
+    /// as [`MappingPlanner::plan`] works out, the link, and what it names.
+    fn route(&self, entry: &JournalEntry) -> Result<Route, PlanError> {
+        let model = self.model.current();
+        let resolver = StoreResolver {
+            store: &self.store,
+            model: &model,
+        };
+        let dn = match entry.op {
+            // The same error as `plan` gives.
+            Op::Upsert if entry.kind == Kind::Group && model.mapping.group.is_none() => {
+                return Err(PlanError::NoGroupTable);
+            }
+            Op::Delete if entry.kind == Kind::User && model.mapping.delete_deactivates() => {
+                model
+                    .desired(entry.kind, &deactivated(&entry.snapshot), &resolver)?
+                    .dn
+            }
+            _ => model.desired(entry.kind, &entry.snapshot, &resolver)?.dn,
+        };
+        let linked = self
+            .store
+            .link(entry.kind, &entry.id)
+            .map_err(|e| PlanError::Store(e.to_string()))?
+            .map(|l| l.dn);
+        Ok(Route {
+            resource: (entry.kind, entry.id.clone()),
+            dn,
+            linked,
+            dependencies: self.dependencies(entry),
+        })
+    }
+
+    fn plan(&self, entry: &JournalEntry) -> Result<Plan, PlanError> {
         let model = self.model.current();
         let resolver = StoreResolver {
             store: &self.store,
@@ -432,11 +467,7 @@ impl Planner for MappingPlanner {
             }
             Op::Delete if entry.kind == Kind::User && model.mapping.delete_deactivates() => {
                 // The mapping keeps deleted users, deactivated.
-                let mut gone = entry.snapshot.clone();
-                if let Some(o) = gone.as_object_mut() {
-                    o.insert("active".into(), Value::Bool(false));
-                }
-                Plan::Upsert(model.desired(entry.kind, &gone, &resolver)?)
+                Plan::Upsert(model.desired(entry.kind, &deactivated(&entry.snapshot), &resolver)?)
             }
             Op::Delete => Plan::Delete {
                 dn: model.desired(entry.kind, &entry.snapshot, &resolver)?.dn,
@@ -444,7 +475,7 @@ impl Planner for MappingPlanner {
         })
     }
 
-    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<Vec<String>>, String> {
+    fn full_members(&self, entry: &JournalEntry) -> Result<Vec<Vec<String>>, PlanError> {
         let model = self.model.current();
         let resolver = StoreResolver {
             store: &self.store,
@@ -452,9 +483,13 @@ impl Planner for MappingPlanner {
         };
         self.member_lists(&model, &entry.id, &resolver)
     }
+}
 
+impl MappingPlanner {
     /// The users a user entry names through `resolve` rules (the
     /// enterprise manager): written as their DN, so they must exist first.
+    /// A group names the members it adds: they must be in the directory
+    /// first.
     fn dependencies(&self, entry: &JournalEntry) -> Vec<(Kind, String)> {
         if entry.op != Op::Upsert {
             return Vec::new();
@@ -493,4 +528,14 @@ impl Planner for MappingPlanner {
         }
         out
     }
+}
+
+/// A user's snapshot as a deleted user is kept when the mapping
+/// deactivates instead of deleting.
+fn deactivated(snapshot: &Value) -> Value {
+    let mut gone = snapshot.clone();
+    if let Some(o) = gone.as_object_mut() {
+        o.insert("active".into(), Value::Bool(false));
+    }
+    gone
 }

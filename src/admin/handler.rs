@@ -12,8 +12,8 @@ use serde_json::Value;
 use super::protocol::{Request, Response, StateFilter};
 use super::AdminError;
 use crate::adopt::Adopter;
-use crate::ldap::WriterHandle;
 use crate::store::{Change, EntryState, EntryView, Op, Store};
+use crate::writer::WriterHandle;
 
 /// What a request is run against: the daemon's parts, or a store the
 /// command opened itself (then `writer` is `None`).
@@ -354,7 +354,10 @@ fn show_text(v: &EntryView, link: Option<&crate::store::Link>) -> String {
             t.push_str(&format!("state:      failed (parked) since {}\n", f.at));
             t.push_str(&format!("error:      {}\n", f.message));
             if let Some(c) = f.code {
-                t.push_str(&format!("ldap code:  {c} ({})\n", crate::ldap::rc_name(c)));
+                t.push_str(&format!(
+                    "ldap code:  {c} ({})\n",
+                    crate::writer::rc_name(c)
+                ));
             }
             t.push_str(&format!(
                 "next:       fix the cause (mapping, directory schema or access rights), then `scim2ldap journal retry {}`; or `scim2ldap journal skip {}` to drop it\n",

@@ -13,9 +13,9 @@
 
 use serde_json::{json, Value};
 
-use scim2ldap::ldap::{Directory, Planner};
 use scim2ldap::model::{MappingPlanner, Model, SharedModel};
 use scim2ldap::store::{EntryState, Kind, Store};
+use scim2ldap::writer::{Directory, Planner};
 
 use crate::harness::{first, Harness};
 

@@ -286,7 +286,7 @@ impl Drop for Harness {
 /// progress channel closes, so its progress is checked afterwards.
 pub async fn writer_caught_up(
     store: &scim2ldap::store::Store,
-    writer: &scim2ldap::ldap::WriterHandle,
+    writer: &scim2ldap::writer::WriterHandle,
     limit: Duration,
 ) -> Result<(), String> {
     let seq = store.last_seq();

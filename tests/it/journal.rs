@@ -490,8 +490,8 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
-    use scim2ldap::ldap::{Directory, Planner};
     use scim2ldap::model::{MappingPlanner, Model, SharedModel};
+    use scim2ldap::writer::{Directory, Planner};
 
     let mut h = Harness::start().await;
     let r = h.send("POST", "/Users", Some(user("twice", "a"))).await;

@@ -1,0 +1,267 @@
+//! Comparing entries: the attribute diff between a plan and what the
+//! directory holds, value and DN normalisation, userAccountControl bits.
+//!
+//! Architecture invariant: pure functions over plans and read entries; no
+//! connection, no store, no dispatcher.
+
+use std::collections::{HashMap, HashSet};
+
+use ldap3::{Mod, SearchEntry};
+
+use super::plan::Desired;
+
+pub(super) const UAC: &str = "userAccountControl";
+
+/// The userAccountControl value with ACCOUNTDISABLE (bit 2) set or cleared,
+/// starting from what the entry has (else the mapped value, else 512, a
+/// normal account), all other bits kept.
+pub fn user_account_control(current: Option<&str>, disable: bool) -> String {
+    const ACCOUNTDISABLE: u32 = 2;
+    let base = current
+        .and_then(|c| c.trim().parse::<u32>().ok())
+        .unwrap_or(512);
+    let v = if disable {
+        base | ACCOUNTDISABLE
+    } else {
+        base & !ACCOUNTDISABLE
+    };
+    v.to_string()
+}
+
+/// A member value in comparable form: DNs parsed and lower-cased, other
+/// values lower-cased (member attributes compare case-insensitively).
+pub(super) fn norm_value(v: &str) -> String {
+    match crate::dn::parse_dn(v) {
+        Ok(dn) if v.contains('=') => dn
+            .iter()
+            .map(|rdn| {
+                rdn.iter()
+                    .map(|a| format!("{}={}", a.attr.to_lowercase(), a.value.to_lowercase()))
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => v.to_lowercase(),
+    }
+}
+
+/// The modifications that make `cur` match `want`, touching only managed
+/// attributes (and adding, never removing, object classes).
+pub fn diff(want: &Desired, cur: &SearchEntry) -> Vec<Mod<String>> {
+    let mut mods = Vec::new();
+    let have_oc: HashSet<String> = attr_ci(&cur.attrs, "objectClass")
+        .into_iter()
+        .flatten()
+        .map(|s| s.to_lowercase())
+        .collect();
+    let missing: HashSet<String> = want
+        .object_classes
+        .iter()
+        .filter(|oc| !have_oc.contains(&oc.to_lowercase()))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        mods.push(Mod::Add("objectClass".to_string(), missing));
+    }
+    for name in &want.managed {
+        let desired: HashSet<String> = want
+            .attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.iter().filter(|s| !s.is_empty()).cloned().collect())
+            .unwrap_or_default();
+        let current: HashSet<String> = attr_ci(&cur.attrs, name)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if desired == current {
+            continue;
+        }
+        if desired.is_empty() {
+            if want.required.iter().any(|r| r.eq_ignore_ascii_case(name)) || current.is_empty() {
+                continue;
+            }
+            mods.push(Mod::Delete(name.clone(), HashSet::new()));
+        } else {
+            mods.push(Mod::Replace(name.clone(), desired));
+        }
+    }
+    mods
+}
+
+pub(super) fn attr_ci<'a, V>(attrs: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
+    attrs.get(name).or_else(|| {
+        attrs
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    })
+}
+
+/// Splits a DN into its first RDN and the parent DN, honouring `\`
+/// escapes (RFC 4514).
+pub fn split_rdn(dn: &str) -> (&str, &str) {
+    let bytes = dn.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 2,
+            b',' => return (&dn[..i], dn[i + 1..].trim_start()),
+            _ => i += 1,
+        }
+    }
+    (dn, "")
+}
+
+/// Whether two DNs name the same entry: parsed (so `\,` and `\2C` are
+/// the same), attribute types and values compared case-insensitively, which
+/// is what the naming attributes in use (uid, cn, ou, dc) do. Unparseable
+/// DNs fall back to comparing the text.
+pub fn same_dn(a: &str, b: &str) -> bool {
+    fn norm(dn: &crate::dn::ParsedDn) -> Vec<Vec<(String, String)>> {
+        dn.iter()
+            .map(|rdn| {
+                let mut avas: Vec<(String, String)> = rdn
+                    .iter()
+                    .map(|a| (a.attr.to_lowercase(), a.value.to_lowercase()))
+                    .collect();
+                avas.sort();
+                avas
+            })
+            .collect()
+    }
+    if a == b {
+        return true;
+    }
+    match (crate::dn::parse_dn(a), crate::dn::parse_dn(b)) {
+        (Ok(x), Ok(y)) => norm(&x) == norm(&y),
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{HashMap, HashSet};
+
+    use ldap3::{Mod, SearchEntry};
+
+    use super::*;
+    use crate::writer::plan::Desired;
+
+    fn entry(attrs: &[(&str, &[&str])]) -> SearchEntry {
+        SearchEntry {
+            dn: "uid=a,ou=people,dc=x".into(),
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            bin_attrs: HashMap::new(),
+        }
+    }
+
+    fn desired(attrs: &[(&str, &[&str])], managed: &[&str], required: &[&str]) -> Desired {
+        Desired {
+            dn: "uid=a,ou=people,dc=x".into(),
+            object_classes: vec!["inetOrgPerson".into()],
+            attrs: attrs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            managed: managed.iter().map(|s| s.to_string()).collect(),
+            required: required.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn diff_touches_only_what_differs_among_managed_attributes() {
+        let cur = entry(&[
+            ("objectClass", &["top", "inetOrgPerson"]),
+            ("cn", &["A"]),
+            ("mail", &["a@x"]),
+            ("description", &["admin's note"]),
+        ]);
+        let want = desired(
+            &[("cn", &["A"]), ("mail", &["b@x"])],
+            &["cn", "mail", "title"],
+            &[],
+        );
+        let mods = diff(&want, &cur);
+        assert_eq!(
+            mods,
+            vec![Mod::Replace(
+                "mail".to_string(),
+                HashSet::from(["b@x".to_string()])
+            )]
+        );
+    }
+
+    #[test]
+    fn diff_removes_unset_attributes_but_never_required_ones() {
+        let cur = entry(&[
+            ("objectClass", &["inetOrgPerson"]),
+            ("cn", &["A"]),
+            ("sn", &["B"]),
+            ("title", &["Boss"]),
+        ]);
+        let want = desired(&[], &["cn", "sn", "title"], &["cn", "sn"]);
+        assert_eq!(
+            diff(&want, &cur),
+            vec![Mod::Delete("title".to_string(), HashSet::new())]
+        );
+    }
+
+    #[test]
+    fn diff_adds_missing_object_classes_case_insensitively() {
+        let cur = entry(&[("objectClass", &["InetOrgPerson"])]);
+        let mut want = desired(&[], &[], &[]);
+        want.object_classes = vec!["inetorgperson".into(), "posixAccount".into()];
+        assert_eq!(
+            diff(&want, &cur),
+            vec![Mod::Add(
+                "objectClass".to_string(),
+                HashSet::from(["posixAccount".to_string()])
+            )]
+        );
+    }
+
+    #[test]
+    fn split_rdn_honours_escapes() {
+        assert_eq!(
+            split_rdn(r"uid=a\,b\+c,ou=people,dc=x"),
+            (r"uid=a\,b\+c", "ou=people,dc=x")
+        );
+        assert_eq!(split_rdn("dc=x"), ("dc=x", ""));
+        assert!(same_dn("uid=A, ou=People,dc=x", "uid=a,ou=people,dc=x"));
+        assert!(same_dn(
+            r"uid=a\,b\+c\=d,ou=people,dc=x",
+            r"uid=a\2Cb\2Bc\3Dd,ou=people,dc=x"
+        ));
+        assert!(!same_dn("uid=a,ou=people,dc=x", "uid=b,ou=people,dc=x"));
+    }
+
+    #[test]
+    fn member_values_compare_as_dns() {
+        assert_eq!(
+            norm_value("uid=A\\2Cb,ou=People,dc=x"),
+            norm_value("UID=a\\,B, ou=people,dc=x")
+        );
+        assert_ne!(norm_value("uid=a,dc=x"), norm_value("uid=b,dc=x"));
+        assert_eq!(norm_value("Alice"), "alice");
+    }
+
+    #[test]
+    fn account_control_keeps_other_bits() {
+        assert_eq!(
+            user_account_control(Some("66048"), true),
+            "66050",
+            "DONT_EXPIRE_PASSWORD kept"
+        );
+        assert_eq!(user_account_control(Some("66050"), false), "66048");
+        assert_eq!(user_account_control(None, true), "514");
+        assert_eq!(user_account_control(Some("514"), true), "514");
+        assert_eq!(user_account_control(Some("junk"), false), "512");
+    }
+}

@@ -1,0 +1,549 @@
+//! The directory client: one connection (opened on first use, re-opened
+//! after a failure), reading an entry by its link, and converging one
+//! entry to a plan with add / modrdn / modify / delete.
+//!
+//! Architecture invariant: knows LDAP and plans, never SCIM JSON, the
+//! mapping, the journal's order or the dispatcher; only attributes named in
+//! a [`Desired`] are ever modified.
+
+use std::collections::HashSet;
+
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry,
+};
+use tracing::{debug, info};
+
+use super::diff::{attr_ci, diff, same_dn, split_rdn, user_account_control, UAC};
+use super::errors::{classify, ApplyError};
+use super::members::{full_lists, group_ldif, member_delta_mods};
+use super::plan::{Desired, FullMembers, GroupPlan, MemberPlan, Plan};
+use crate::config::LdapConfig;
+use crate::store::Link;
+
+/// RFC 4527's post-read control.
+/// RFC 4527's post-read control.
+const POST_READ_OID: &str = "1.3.6.1.1.13.2";
+
+/// A connection to the directory, opened on first use and re-opened after
+/// a failure; one connection serves every operation.
+pub struct Directory {
+    cfg: LdapConfig,
+    /// Attribute holding the directory's stable id (entryUUID, objectGUID).
+    uuid_attr: String,
+    ldap: Option<Ldap>,
+}
+
+impl Directory {
+    pub fn new(cfg: LdapConfig) -> Directory {
+        let uuid_attr = cfg.uuid_attribute.clone();
+        Directory {
+            cfg,
+            uuid_attr,
+            ldap: None,
+        }
+    }
+
+    /// The open connection, connecting and binding if needed.
+    pub async fn conn(&mut self) -> Result<&mut Ldap, ApplyError> {
+        if self.ldap.as_mut().is_some_and(|l| l.is_closed()) {
+            self.ldap = None;
+        }
+        if self.ldap.is_none() {
+            let mut settings = LdapConnSettings::new().set_conn_timeout(self.cfg.timeout);
+            let tls = self.cfg.url.starts_with("ldaps://") || self.cfg.starttls;
+            if tls {
+                let config = crate::tls::ldap_client_config(self.cfg.ca_file.as_deref())
+                    .map_err(ApplyError::Retry)?;
+                settings = settings.set_config(config).set_starttls(self.cfg.starttls);
+            }
+            let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.cfg.url)
+                .await
+                .map_err(|e| {
+                    let text = e.to_string();
+                    let hint = crate::tls::explain(&text)
+                        .map(|h| format!(" ({h})"))
+                        .unwrap_or_default();
+                    let how = if self.cfg.starttls {
+                        " with StartTLS"
+                    } else {
+                        ""
+                    };
+                    ApplyError::Retry(format!(
+                        "cannot connect to {}{how}: {text}{hint}",
+                        self.cfg.url
+                    ))
+                })?;
+            ldap3::drive!(conn);
+            ldap.with_timeout(self.cfg.timeout);
+            if !self.cfg.bind_dn.is_empty() {
+                ldap.simple_bind(&self.cfg.bind_dn, self.cfg.bind_password.expose())
+                    .await
+                    .and_then(|r| r.success())
+                    .map_err(|e| match classify(e) {
+                        ApplyError::Park { message, .. } => ApplyError::Retry(format!(
+                            "bind as {} failed: {message}",
+                            self.cfg.bind_dn
+                        )),
+                        r => r,
+                    })?;
+            }
+            debug!(url = %self.cfg.url, "connected to the directory");
+            self.ldap = Some(ldap);
+        }
+        match self.ldap.as_mut() {
+            Some(l) => {
+                l.with_timeout(self.cfg.timeout);
+                Ok(l)
+            }
+            None => Err(ApplyError::Retry("not connected".into())),
+        }
+    }
+
+    /// Drops the connection so the next operation reconnects.
+    pub fn reset(&mut self) {
+        self.ldap = None;
+    }
+
+    /// Reads one entry: through the link's stable id when there is one,
+    /// else at `dn`. `None` when it does not exist.
+    pub(super) async fn find(
+        &mut self,
+        link: Option<&Link>,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<SearchEntry>, ApplyError> {
+        let mut wanted: Vec<String> = attrs.to_vec();
+        wanted.push("objectClass".into());
+        wanted.push(self.uuid_attr.clone());
+        // The cheapest read first: the entry where it was linked, if it is
+        // still the same entry there (an administrator may have moved it).
+        if let Some(Link {
+            dn: at,
+            uuid: Some(uuid),
+        }) = link
+        {
+            if let Some(e) = self.read_at(at, &wanted).await? {
+                if self.uuid_of(&e).as_deref() == Some(uuid.as_str()) {
+                    return Ok(Some(e));
+                }
+            }
+        }
+        if let Some(uuid) = link.and_then(|l| l.uuid.as_deref()) {
+            let filter = format!("({}={})", self.uuid_attr, escape_uuid(uuid));
+            let base = self.cfg.base_dn.clone();
+            let ldap = self.conn().await?;
+            let (entries, _) = ldap
+                .search(&base, Scope::Subtree, &filter, &wanted)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
+            if let Some(e) = entries.into_iter().next() {
+                return Ok(Some(SearchEntry::construct(e)));
+            }
+        }
+        let mut dns = vec![dn.to_string()];
+        if let Some(l) = link {
+            if !same_dn(&l.dn, dn) {
+                dns.insert(0, l.dn.clone());
+            }
+        }
+        for dn in dns {
+            if let Some(e) = self.read_at(&dn, &wanted).await? {
+                return Ok(Some(e));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The entry at `dn`, if there is one.
+    async fn read_at(
+        &mut self,
+        dn: &str,
+        attrs: &[String],
+    ) -> Result<Option<SearchEntry>, ApplyError> {
+        let ldap = self.conn().await?;
+        match ldap
+            .search(dn, Scope::Base, "(objectClass=*)", attrs)
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok((entries, _)) => Ok(entries.into_iter().next().map(SearchEntry::construct)),
+            Err(LdapError::LdapResult { result }) if result.rc == 32 => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// The attribute that holds the directory's stable id.
+    pub fn uuid_attribute(&self) -> &str {
+        &self.uuid_attr
+    }
+
+    /// The stable id of an entry read with [`Self::uuid_attribute`].
+    pub fn uuid_of(&self, e: &SearchEntry) -> Option<String> {
+        if let Some(v) = attr_ci(&e.attrs, &self.uuid_attr).and_then(|v| v.first()) {
+            return Some(v.clone());
+        }
+        // objectGUID (AD) is binary: keep it as hex, searched with \xx escapes.
+        attr_ci(&e.bin_attrs, &self.uuid_attr)
+            .and_then(|v| v.first())
+            .map(|b| {
+                format!(
+                    "hex:{}",
+                    b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+                )
+            })
+    }
+
+    /// Converges the directory to `plan`. Returns the link to record
+    /// (`None` after a delete).
+    pub async fn apply(
+        &mut self,
+        plan: &Plan,
+        link: Option<&Link>,
+        full_members: FullMembers<'_>,
+    ) -> Result<Option<Link>, ApplyError> {
+        if self.cfg.dry_run {
+            // serve --dry-run: show the change as LDIF, send nothing.
+            // Written with `if let` so that a new kind of plan falls to the
+            // last branch instead of failing to compile here.
+            let (ldif, link) = if let Plan::Upsert(want) = plan {
+                (
+                    crate::ldif::add(&want.dn, &want.object_classes, &want.attrs),
+                    Some(Link {
+                        dn: want.dn.clone(),
+                        uuid: None,
+                    }),
+                )
+            } else if let Plan::Delete { dn } = plan {
+                (crate::ldif::delete(dn), None)
+            } else if let Plan::Group(g) = plan {
+                let link = Some(Link {
+                    dn: g.desired.dn.clone(),
+                    uuid: None,
+                });
+                (group_ldif(g), link)
+            } else {
+                (format!("# {plan:?}\n"), link.cloned())
+            };
+            info!(dry_run = true, "would converge the directory to:\n{ldif}");
+            return Ok(link);
+        }
+        match plan {
+            Plan::Delete { dn } => {
+                if let Some(cur) = self.find(link, dn, &[]).await? {
+                    let ldap = self.conn().await?;
+                    match ldap.delete(&cur.dn).await.and_then(|r| r.success()) {
+                        Ok(_)
+                        | Err(LdapError::LdapResult {
+                            result: ldap3::LdapResult { rc: 32, .. },
+                        }) => {}
+                        Err(e) => return Err(classify(e)),
+                    }
+                    info!(dn = %cur.dn, "deleted entry");
+                }
+                Ok(None)
+            }
+            Plan::Upsert(want) => self.upsert(want, link, None).await.map(Some),
+            Plan::Group(g) => self
+                .upsert(&g.desired, link, Some((g, full_members)))
+                .await
+                .map(Some),
+        }
+    }
+
+    async fn upsert(
+        &mut self,
+        want: &Desired,
+        link: Option<&Link>,
+        group: Option<(&GroupPlan, FullMembers<'_>)>,
+    ) -> Result<Link, ApplyError> {
+        // Fast path for an entry never linked: add it at once, with the
+        // post-read control asking for its stable id in the same answer. If
+        // it is there already (an earlier attempt, an existing entry), the
+        // converging path below takes over.
+        if let (Some(l), Some((g, _))) = (link, group) {
+            if g.only_members
+                && g.members
+                    .iter()
+                    .all(|m| matches!(m.values, MemberPlan::Delta { .. }))
+                && same_dn(&l.dn, &want.dn)
+            {
+                let mods = member_delta_mods(g);
+                if mods.is_empty() {
+                    return Ok(l.clone());
+                }
+                let ldap = self.conn().await?;
+                match ldap.modify(&l.dn, mods).await.and_then(|r| r.success()) {
+                    Ok(_) => return Ok(l.clone()),
+                    // Moved, or not in the state the delta assumes: converge.
+                    Err(LdapError::LdapResult { result })
+                        if [16, 20, 32, 65].contains(&result.rc) => {}
+                    Err(e) => return Err(classify(e)),
+                }
+            }
+        }
+        if link.is_none() {
+            if let Some(done) = self.add_entry(want, group).await? {
+                self.set_memberships(want).await?;
+                return Ok(done);
+            }
+        }
+        let mut read = want.managed.clone();
+        if want.ad_disable.is_some() {
+            read.push(UAC.to_string());
+        }
+        let Some(mut cur) = self.find(link, &want.dn, &read).await? else {
+            return match self.add_entry(want, group).await? {
+                Some(done) => {
+                    self.set_memberships(want).await?;
+                    Ok(done)
+                }
+                None => Err(ApplyError::Retry(format!(
+                    "{} appeared while it was being added",
+                    want.dn
+                ))),
+            };
+        };
+
+        // Values that group member attributes hold for this entry (memberUid
+        // = uid), read before a rename changes them.
+        let referenced: Vec<(String, Vec<String>, Vec<String>)> = want
+            .value_referrers
+            .iter()
+            .map(|(group_attr, own)| {
+                let old = attr_ci(&cur.attrs, own).cloned().unwrap_or_default();
+                let new = want
+                    .attrs
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case(own))
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                (group_attr.clone(), old, new)
+            })
+            .collect();
+
+        if !same_dn(&cur.dn, &want.dn) {
+            let (new_rdn, new_parent) = split_rdn(&want.dn);
+            let (_, old_parent) = split_rdn(&cur.dn);
+            let new_sup = (!same_dn(old_parent, new_parent)).then_some(new_parent);
+            let ldap = self.conn().await?;
+            ldap.modifydn(&cur.dn, new_rdn, true, new_sup)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
+            info!(from = %cur.dn, to = %want.dn, "renamed entry");
+            for attr in &want.dn_referrers {
+                self.rewrite_references(attr, &cur.dn, &want.dn).await?;
+            }
+            // Re-read: the RDN change altered the naming attribute's values.
+            cur = self
+                .find(None, &want.dn, &read)
+                .await?
+                .ok_or_else(|| ApplyError::Retry(format!("{} vanished after rename", want.dn)))?;
+        }
+
+        for (group_attr, old, new) in &referenced {
+            if let ([old], [new]) = (old.as_slice(), new.as_slice()) {
+                if old != new {
+                    self.rewrite_references(group_attr, old, new).await?;
+                }
+            }
+        }
+
+        let mut mods = diff(want, &cur);
+        if let Some(disable) = want.ad_disable {
+            mods.retain(|m| !matches!(m, Mod::Replace(a, _) | Mod::Delete(a, _) if a.eq_ignore_ascii_case(UAC)));
+            let current = attr_ci(&cur.attrs, UAC).and_then(|v| v.first()).cloned();
+            let value = user_account_control(current.as_deref(), disable);
+            if current.as_deref() != Some(value.as_str()) {
+                mods.push(Mod::Replace(UAC.to_string(), HashSet::from([value])));
+            }
+        }
+        if !mods.is_empty() {
+            let ldap = self.conn().await?;
+            ldap.modify(&cur.dn, mods)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
+            info!(dn = %cur.dn, "modified entry");
+        }
+        self.set_memberships(want).await?;
+        if let Some((g, full)) = group {
+            self.apply_members(&cur.dn, g, full).await?;
+        }
+        Ok(Link {
+            dn: cur.dn.clone(),
+            uuid: self
+                .uuid_of(&cur)
+                .or_else(|| link.and_then(|l| l.uuid.clone())),
+        })
+    }
+
+    /// Adds the entry `want` describes (a group with its members). `None`
+    /// when an entry is at that DN already.
+    async fn add_entry(
+        &mut self,
+        want: &Desired,
+        group: Option<(&GroupPlan, FullMembers<'_>)>,
+    ) -> Result<Option<Link>, ApplyError> {
+        let mut attrs: Vec<(String, HashSet<String>)> = Vec::new();
+        attrs.push((
+            "objectClass".into(),
+            want.object_classes.iter().cloned().collect(),
+        ));
+        for (name, values) in &want.attrs {
+            let set: HashSet<String> = values.iter().filter(|v| !v.is_empty()).cloned().collect();
+            if !set.is_empty() {
+                attrs.push((name.clone(), set));
+            }
+        }
+        if let Some(disable) = want.ad_disable {
+            let mapped = attrs.iter().position(|(k, _)| k.eq_ignore_ascii_case(UAC));
+            let current = mapped.and_then(|i| attrs[i].1.iter().next().cloned());
+            let value = user_account_control(current.as_deref(), disable);
+            if let Some(i) = mapped {
+                attrs.remove(i);
+            }
+            attrs.push((UAC.to_string(), HashSet::from([value])));
+        }
+        if let Some((g, full)) = group {
+            // A delta on a group that was not empty needs the whole list:
+            // asked once for every attribute.
+            let needs_full = g.members.iter().any(|m| {
+                matches!(
+                    m.values,
+                    MemberPlan::Delta {
+                        empty_before: false,
+                        ..
+                    }
+                )
+            });
+            let lists = if needs_full {
+                Some(full_lists(g, full)?)
+            } else {
+                None
+            };
+            for (i, m) in g.members.iter().enumerate() {
+                let values = match (&m.values, &lists) {
+                    (MemberPlan::Full(v), _) => v.clone(),
+                    (
+                        MemberPlan::Delta {
+                            add,
+                            empty_before: true,
+                            ..
+                        },
+                        _,
+                    ) => add.clone(),
+                    (MemberPlan::Delta { .. }, Some(lists)) => lists[i].clone(),
+                    (MemberPlan::Delta { .. }, None) => Vec::new(),
+                };
+                let values: HashSet<String> = if values.is_empty() {
+                    m.placeholder.iter().cloned().collect()
+                } else {
+                    values.into_iter().collect()
+                };
+                if !values.is_empty() {
+                    attrs.push((m.attr.clone(), values));
+                }
+            }
+        }
+        let uuid_attr = self.uuid_attr.clone();
+        let ldap = self.conn().await?;
+        let added = ldap
+            .with_controls(ldap3::controls::PostRead::new(vec![uuid_attr.as_str()]))
+            .add(&want.dn, attrs)
+            .await
+            .and_then(|r| r.success());
+        let result = match added {
+            Ok(r) => r,
+            Err(LdapError::LdapResult { result }) if result.rc == 68 => return Ok(None),
+            Err(e) => return Err(classify(e)),
+        };
+        info!(dn = %want.dn, "added entry");
+        let uuid = match post_read_value(&result, &uuid_attr) {
+            Some(u) => Some(u),
+            // The directory ignored the control (Active Directory does).
+            None => self
+                .find(None, &want.dn, &[])
+                .await?
+                .and_then(|e| self.uuid_of(&e)),
+        };
+        Ok(Some(Link {
+            dn: want.dn.clone(),
+            uuid,
+        }))
+    }
+    /// Replaces `old` with `new` in `attr` of every entry under the base
+    /// that holds it (group member values after a rename).
+    async fn rewrite_references(
+        &mut self,
+        attr: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<(), ApplyError> {
+        let filter = format!("({attr}={})", ldap_escape(old));
+        let base = self.cfg.base_dn.clone();
+        let ldap = self.conn().await?;
+        let (entries, _) = ldap
+            .search(&base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+            .and_then(|r| r.success())
+            .map_err(classify)?;
+        for e in entries {
+            let e = SearchEntry::construct(e);
+            let mods = vec![
+                Mod::Delete(attr.to_string(), HashSet::from([old.to_string()])),
+                Mod::Add(attr.to_string(), HashSet::from([new.to_string()])),
+            ];
+            let ldap = self.conn().await?;
+            match ldap.modify(&e.dn, mods).await.and_then(|r| r.success()) {
+                // Already rewritten (by a replay, or by the directory).
+                Ok(_)
+                | Err(LdapError::LdapResult {
+                    result: ldap3::LdapResult { rc: 16 | 20, .. },
+                }) => {}
+                Err(e) => return Err(classify(e)),
+            }
+            info!(group = %e.dn, %attr, "rewrote member value after rename");
+        }
+        Ok(())
+    }
+}
+
+/// The value of `attr` in a post-read response control, if the directory
+/// sent one.
+fn post_read_value(result: &ldap3::LdapResult, attr: &str) -> Option<String> {
+    let ctrl = result
+        .ctrls
+        .iter()
+        .find(|c| c.1.ctype == POST_READ_OID && c.1.val.is_some())?;
+    // The parser expects well-formed BER; a directory that sends anything
+    // else loses only this shortcut.
+    let parsed =
+        std::panic::catch_unwind(|| ctrl.1.parse::<ldap3::controls::PostReadResp>()).ok()?;
+    attr_ci(&parsed.attrs, attr).and_then(|v| v.first().cloned())
+}
+
+/// The stable id as a filter value: plain ids are escaped per RFC 4515,
+/// binary ones (kept as `hex:...`) become `\xx` byte escapes.
+fn escape_uuid(uuid: &str) -> String {
+    match uuid.strip_prefix("hex:") {
+        Some(hex) => hex
+            .as_bytes()
+            .chunks(2)
+            .map(|c| format!("\\{}", String::from_utf8_lossy(c)))
+            .collect(),
+        None => ldap_escape(uuid).into_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uuid_escaping() {
+        assert_eq!(escape_uuid("hex:0aff"), r"\0a\ff");
+        assert_eq!(escape_uuid("a*b"), r"a\2ab");
+    }
+}

@@ -1,0 +1,787 @@
+//! The writer: a dispatcher that reads pending journal entries oldest
+//! first and hands them out to the lanes, and the handle the rest of the
+//! daemon holds on it.
+//!
+//! The dispatcher is the one owner, in memory, of what is blocked: lanes
+//! report outcomes, the dispatcher decides which entries wait. The store's
+//! parked marks (`f` keys) are the durable record, read again every pass.
+//!
+//! Architecture invariant: knows the journal, routes and lanes; never
+//! LDAP operations (those are the lanes' and the directory client's), SCIM
+//! JSON or the mapping.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{watch, Notify};
+use tracing::{debug, info, warn};
+
+use super::backoff::Backoff;
+use super::diff::norm_value;
+use super::directory::Directory;
+use super::errors::{rc_name, ApplyError};
+use super::lane::{park, Apply, Lanes, Report, Work};
+use super::plan::{Planner, Route};
+use crate::config::LdapConfig;
+use crate::store::{EntryState, Kind, Link, Store, StoreError};
+
+/// How many pending entries the dispatcher reads from the store at a time.
+const BATCH: usize = 512;
+
+/// What orders entries against each other: while a lane holds an entry,
+/// every later entry sharing one of its keys goes to that lane, behind it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum LaneKey {
+    /// A resource: the entry's own, or one it names.
+    Resource(Kind, String),
+    /// A DN the entry targets or is linked to, normalised
+    /// (case-insensitive, escapes resolved).
+    Dn(String),
+}
+
+impl LaneKey {
+    /// The keys of an entry with this route: its resource, the resources
+    /// it names, the DN its plan targets and the DN it is linked to now.
+    fn of(route: &Route) -> Vec<LaneKey> {
+        let mut keys = vec![
+            LaneKey::Resource(route.resource.0, route.resource.1.clone()),
+            LaneKey::Dn(norm_value(&route.dn)),
+        ];
+        if let Some(linked) = &route.linked {
+            keys.push(LaneKey::Dn(norm_value(linked)));
+        }
+        keys.extend(
+            route
+                .dependencies
+                .iter()
+                .map(|(k, id)| LaneKey::Resource(*k, id.clone())),
+        );
+        let mut seen = HashSet::with_capacity(keys.len());
+        keys.retain(|k| seen.insert(k.clone()));
+        keys
+    }
+}
+
+/// Resources with a parked or waiting entry in this pass: their later
+/// entries wait behind it, and so do entries that name them.
+#[derive(Default)]
+struct Blocked(HashSet<(Kind, String)>);
+
+impl Blocked {
+    fn contains(&self, resource: &(Kind, String)) -> bool {
+        self.0.contains(resource)
+    }
+    fn insert(&mut self, resource: (Kind, String)) {
+        self.0.insert(resource);
+    }
+    /// What stops an entry with this route, if anything: its own resource,
+    /// or the first resource it names that is blocked.
+    fn stops<'a>(&self, route: &'a Route) -> Option<&'a (Kind, String)> {
+        if self.0.contains(&route.resource) {
+            return Some(&route.resource);
+        }
+        route.dependencies.iter().find(|d| self.0.contains(*d))
+    }
+}
+
+/// An entry read and routed, waiting for a lane.
+struct Ready {
+    work: Work,
+    keys: Vec<LaneKey>,
+}
+
+impl Ready {
+    fn new(work: Work) -> Ready {
+        let keys = LaneKey::of(&work.route);
+        Ready { work, keys }
+    }
+}
+
+/// Handle on the running writer.
+#[derive(Clone)]
+pub struct WriterHandle {
+    /// Starts a pass when the writer is idle.
+    wake: Arc<Notify>,
+    /// Tells a running pass that entries were accepted.
+    news: Arc<Notify>,
+    processed: watch::Receiver<u64>,
+    up: watch::Receiver<bool>,
+}
+
+impl WriterHandle {
+    /// Tells the writer that new entries are pending.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+        self.news.notify_one();
+    }
+    /// Highest seq such that every entry up to it is applied or parked.
+    pub fn processed(&self) -> u64 {
+        *self.processed.borrow()
+    }
+    /// False while the directory cannot be reached (after a failed attempt,
+    /// until the next success).
+    pub fn directory_up(&self) -> bool {
+        *self.up.borrow()
+    }
+    /// Waits until every entry up to `seq` is applied or parked.
+    pub async fn wait_processed(&self, seq: u64) {
+        let mut rx = self.processed.clone();
+        let _ = rx.wait_for(|p| *p >= seq).await;
+    }
+}
+
+pub struct Writer {
+    store: Store,
+    planner: Arc<dyn Planner>,
+    /// One connection per lane: resources are applied in parallel across
+    /// lanes, each resource's entries in order within its lane. Taken by
+    /// [`Writer::run`], which gives each to a lane task.
+    dirs: Vec<Directory>,
+    wake: Arc<Notify>,
+    news: Arc<Notify>,
+    processed: watch::Sender<u64>,
+    up: watch::Sender<bool>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+}
+
+/// What one pass knows besides the lanes.
+struct PassState {
+    /// The last seq this pass takes; moved on when entries are accepted
+    /// while it runs.
+    horizon: u64,
+    /// The last seq read from the store.
+    after: u64,
+    /// Seqs read and not yet looked at.
+    queue: VecDeque<u64>,
+    /// Entries a lane handed back untried, oldest first: they go before
+    /// anything read after them.
+    returned: VecDeque<Ready>,
+    /// The entry read last, waiting for a lane.
+    ready: Option<Ready>,
+    blocked: Blocked,
+    /// Set when a lane could not reach the directory: the pass ends.
+    retry: Option<String>,
+}
+
+impl Writer {
+    pub fn new(store: Store, planner: Arc<dyn Planner>, cfg: LdapConfig) -> (Writer, WriterHandle) {
+        let dirs = (0..cfg.connections.max(1))
+            .map(|_| Directory::new(cfg.clone()))
+            .collect();
+        Writer::with_dirs(store, planner, dirs)
+    }
+
+    fn with_dirs(
+        store: Store,
+        planner: Arc<dyn Planner>,
+        dirs: Vec<Directory>,
+    ) -> (Writer, WriterHandle) {
+        let wake = Arc::new(Notify::new());
+        let news = Arc::new(Notify::new());
+        let (tx, rx) = watch::channel(0);
+        let (up_tx, up_rx) = watch::channel(true);
+        (
+            Writer {
+                store,
+                planner,
+                dirs,
+                wake: wake.clone(),
+                news: news.clone(),
+                processed: tx,
+                up: up_tx,
+                metrics: None,
+            },
+            WriterHandle {
+                wake,
+                news,
+                processed: rx,
+                up: up_rx,
+            },
+        )
+    }
+
+    /// Counts every apply attempt, by result, into `metrics`.
+    pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        self.metrics = Some(metrics);
+    }
+
+    /// Applies pending entries until `shutdown` turns true, then returns
+    /// (after finishing the entries the lanes hold).
+    pub async fn run(mut self, shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
+        let dirs = std::mem::take(&mut self.dirs);
+        self.run_with(dirs, shutdown).await
+    }
+
+    /// [`Writer::run`] with these connections, one lane each.
+    async fn run_with<D: Apply>(
+        self,
+        dirs: Vec<D>,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let mut lanes = Lanes::start(dirs, self.planner.clone(), self.store.clone());
+        let result = self.run_lanes(&mut lanes, &mut shutdown).await;
+        // The lane tasks hold the store: they are gone before this returns.
+        lanes.stop().await;
+        result
+    }
+
+    async fn run_lanes(
+        &self,
+        lanes: &mut Lanes,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), StoreError> {
+        let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(60));
+        loop {
+            if *shutdown.borrow() {
+                return Ok(());
+            }
+            let wake = self.wake.clone();
+            let notified = wake.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            match self.pass(lanes, shutdown).await? {
+                Pass::Done => {
+                    backoff.reset();
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+                Pass::Retry(msg) => {
+                    self.up.send_if_modified(|u| std::mem::replace(u, false));
+                    let delay = backoff.next_delay();
+                    warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// One pass over the pending entries, oldest first, until none is left
+    /// that can be applied now. Entries are dispatched one by one to the
+    /// lanes, which apply them at once, each on its own connection; the
+    /// pass keeps taking entries accepted while it runs.
+    ///
+    /// Order: while an entry is in a lane, every later entry that shares
+    /// one of its keys (its resource, the resources it names, the DNs it
+    /// touches) goes to the same lane, behind it. An entry whose keys are
+    /// held by two lanes waits until one of them lets go. Whether an entry
+    /// is blocked is decided when it is handed out, so a park reported
+    /// meanwhile counts.
+    async fn pass(
+        &self,
+        lanes: &mut Lanes,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Pass, StoreError> {
+        let mut st = PassState {
+            horizon: self.store.last_seq(),
+            after: 0,
+            queue: VecDeque::new(),
+            returned: VecDeque::new(),
+            ready: None,
+            blocked: Blocked::default(),
+            retry: None,
+        };
+        loop {
+            while let Some((lane, report)) = lanes.try_report() {
+                self.absorb(lane, report?, lanes, &mut st);
+            }
+            if st.retry.is_some() || *shutdown.borrow() {
+                break;
+            }
+            // The next entry to hand out: one handed back first (it is
+            // older than anything read after it), else the one read last.
+            let Some(next) = st.returned.front().or(st.ready.as_ref()) else {
+                let Some(seq) = st.queue.pop_front() else {
+                    if self.read_more(&mut st)? {
+                        continue;
+                    }
+                    if lanes.idle() {
+                        break;
+                    }
+                    // Caught up, lanes busy: wait for a lane to report, for
+                    // new entries, or for shutdown.
+                    tokio::select! {
+                        (lane, report) = lanes.next_report() => {
+                            self.absorb(lane, report?, lanes, &mut st);
+                        }
+                        _ = self.news.notified() => {}
+                        _ = shutdown.changed() => {}
+                    }
+                    continue;
+                };
+                st.ready = self.prepare(seq, &mut st.blocked)?;
+                continue;
+            };
+            let handed_back = !st.returned.is_empty();
+            if let Some((k, id)) = st.blocked.stops(&next.work.route) {
+                let entry = &next.work.entry;
+                debug!(seq = entry.seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: an earlier write of its resource, or of one it names, is parked");
+                let resource = next.work.route.resource.clone();
+                st.blocked.insert(resource);
+                self.take_next(&mut st, handed_back);
+                continue;
+            }
+            match lanes.choose(&next.keys) {
+                Some(lane) => {
+                    let Ready { work, keys } = self.take_next(&mut st, handed_back);
+                    lanes.send(lane, work, keys);
+                }
+                None => {
+                    let (lane, report) = lanes.next_report().await;
+                    self.absorb(lane, report?, lanes, &mut st);
+                }
+            }
+        }
+        // Let the lanes finish what they hold before anything else.
+        while !lanes.idle() {
+            let (lane, report) = lanes.next_report().await;
+            self.absorb(lane, report?, lanes, &mut st);
+        }
+        if let Some(msg) = st.retry {
+            return Ok(Pass::Retry(msg));
+        }
+        if !*shutdown.borrow() {
+            self.processed.send_replace(st.horizon);
+        }
+        Ok(Pass::Done)
+    }
+
+    fn take_next(&self, st: &mut PassState, handed_back: bool) -> Ready {
+        let next = if handed_back {
+            st.returned.pop_front()
+        } else {
+            st.ready.take()
+        };
+        next.expect("looked at above")
+    }
+
+    /// Reads the next seqs up to the horizon, moving the horizon on when
+    /// entries were accepted meanwhile. False when there is nothing more.
+    fn read_more(&self, st: &mut PassState) -> Result<bool, StoreError> {
+        let seqs = self.store.pending_after(st.after, BATCH)?;
+        let fresh: Vec<u64> = seqs.into_iter().filter(|s| *s <= st.horizon).collect();
+        if let Some(&last) = fresh.last() {
+            st.after = last;
+            st.queue.extend(fresh);
+            return Ok(true);
+        }
+        let now = self.store.last_seq();
+        if now > st.horizon {
+            st.horizon = now;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Reads entry `seq` and works out its route; `None` when it is gone,
+    /// parked, or must wait for a later pass. A route that cannot be
+    /// worked out parks the entry, as a plan error does in a lane.
+    fn prepare(&self, seq: u64, blocked: &mut Blocked) -> Result<Option<Ready>, StoreError> {
+        let Some(entry) = self.store.entry(seq)? else {
+            return Ok(None);
+        };
+        let resource = (entry.kind, entry.id.clone());
+        if blocked.contains(&resource) {
+            return Ok(None);
+        }
+        if let EntryState::Failed(_) = self.store.state(seq)? {
+            blocked.insert(resource);
+            return Ok(None);
+        }
+        let route = match self.planner.route(&entry) {
+            Ok(r) => r,
+            Err(e) => {
+                let message = e.to_string();
+                park(&self.store, &entry, None, &message)?;
+                self.count(
+                    "plan",
+                    &Err(ApplyError::Park {
+                        code: None,
+                        message,
+                    }),
+                );
+                blocked.insert(resource);
+                return Ok(None);
+            }
+        };
+        if let Some((k, id)) = blocked.stops(&route) {
+            debug!(seq, kind = entry.kind.name(), id = %entry.id, waits_for_kind = k.name(), waits_for = %id, "waiting: it names a resource whose earlier write is parked");
+            blocked.insert(resource);
+            return Ok(None);
+        }
+        Ok(Some(Ready::new(Work { entry, route })))
+    }
+
+    /// Takes in what a lane reports, and decides what follows from it.
+    fn absorb(&self, lane: usize, report: Report, lanes: &mut Lanes, st: &mut PassState) {
+        match report {
+            Report::Tried {
+                resource,
+                op,
+                outcome,
+            } => {
+                self.count(op, &outcome);
+                match outcome {
+                    Ok(_) => {
+                        if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
+                            info!("directory reachable again; delivering queued writes");
+                        }
+                    }
+                    Err(ApplyError::Park { .. }) => {
+                        st.blocked.insert(resource);
+                        lanes.resume(lane);
+                    }
+                    Err(ApplyError::Retry(msg)) => {
+                        st.retry.get_or_insert(msg);
+                        lanes.resume(lane);
+                    }
+                }
+            }
+            // After "unreachable" the pass ends: the entry stays pending
+            // for the next one.
+            Report::Returned(_) if st.retry.is_some() => {}
+            Report::Returned(work) => st.returned.push_back(Ready::new(*work)),
+        }
+    }
+
+    fn count(&self, op: &'static str, outcome: &Result<Option<Link>, ApplyError>) {
+        if let Some(m) = &self.metrics {
+            match outcome {
+                Ok(_) => m.ldap(op, "success"),
+                Err(ApplyError::Retry(_)) => m.ldap(op, "unreachable"),
+                Err(ApplyError::Park { code: Some(rc), .. }) => m.ldap(op, rc_name(*rc)),
+                Err(ApplyError::Park { code: None, .. }) => m.ldap(op, "mappingError"),
+            }
+        }
+    }
+}
+
+enum Pass {
+    /// Everything pending was applied, parked or held back behind a
+    /// parked entry.
+    Done,
+    /// The directory is unreachable: back off.
+    Retry(String),
+}
+
+/// The dispatcher's ordering, with a planner that reads routes from the
+/// snapshot and a directory that only records what it was asked, when, on
+/// which lane.
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use serde_json::{json, Value};
+
+    use super::*;
+    use crate::writer::plan::{Desired, FullMembers, Plan, PlanError};
+
+    /// Snapshots carry `dn`, `deps` (user ids it names) and `delay` (ms the
+    /// fake directory takes); `badRoute` makes the route fail.
+    struct FakePlanner;
+
+    impl Planner for FakePlanner {
+        fn route(&self, e: &crate::store::JournalEntry) -> Result<Route, PlanError> {
+            if e.snapshot["badRoute"] == json!(true) {
+                return Err(PlanError::Mapping("no value for uid".into()));
+            }
+            Ok(Route {
+                resource: (e.kind, e.id.clone()),
+                dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
+                linked: None,
+                dependencies: e.snapshot["deps"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|d| (Kind::User, d.as_str().unwrap_or_default().to_string()))
+                    .collect(),
+            })
+        }
+        fn plan(&self, e: &crate::store::JournalEntry) -> Result<Plan, PlanError> {
+            let delay = e.snapshot["delay"].as_u64().unwrap_or(0);
+            Ok(Plan::Upsert(Desired {
+                dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
+                attrs: BTreeMap::from([
+                    ("seq".to_string(), vec![e.seq.to_string()]),
+                    ("delay".to_string(), vec![delay.to_string()]),
+                ]),
+                ..Desired::default()
+            }))
+        }
+        fn full_members(
+            &self,
+            _: &crate::store::JournalEntry,
+        ) -> Result<Vec<Vec<String>>, PlanError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// One apply: its seq, its lane, and when it started and ended on a
+    /// clock shared by every lane (a counter).
+    #[derive(Debug, Clone, Copy)]
+    struct Applied {
+        seq: u64,
+        lane: usize,
+        start: usize,
+        end: usize,
+    }
+
+    #[derive(Clone, Default)]
+    struct Log {
+        clock: Arc<AtomicUsize>,
+        applied: Arc<Mutex<Vec<Applied>>>,
+    }
+
+    impl Log {
+        fn of(&self, seq: u64) -> Applied {
+            let applied = self.applied.lock().unwrap();
+            let found = applied.iter().find(|a| a.seq == seq);
+            *found.unwrap_or_else(|| panic!("entry {seq} was not applied: {applied:?}"))
+        }
+        fn tried(&self, seq: u64) -> bool {
+            self.applied.lock().unwrap().iter().any(|a| a.seq == seq)
+        }
+    }
+
+    /// Applies after the plan's delay; parks an entry whose DN has `park`.
+    struct FakeDir {
+        lane: usize,
+        log: Log,
+    }
+
+    impl Apply for FakeDir {
+        async fn apply(
+            &mut self,
+            plan: &Plan,
+            _link: Option<&Link>,
+            _full: FullMembers<'_>,
+        ) -> Result<Option<Link>, ApplyError> {
+            let Plan::Upsert(d) = plan else {
+                panic!("the fake planner makes upserts only")
+            };
+            let seq: u64 = d.attrs["seq"][0].parse().unwrap();
+            let delay: u64 = d.attrs["delay"][0].parse().unwrap();
+            let start = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let end = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            self.log.applied.lock().unwrap().push(Applied {
+                seq,
+                lane: self.lane,
+                start,
+                end,
+            });
+            if d.dn.contains("park") {
+                return Err(ApplyError::Park {
+                    code: Some(65),
+                    message: "objectClassViolation (65)".into(),
+                });
+            }
+            Ok(Some(Link {
+                dn: d.dn.clone(),
+                uuid: None,
+            }))
+        }
+        fn reset(&mut self) {}
+    }
+
+    struct Journal {
+        dir: std::path::PathBuf,
+        store: Store,
+        seen: HashSet<String>,
+    }
+
+    impl Journal {
+        fn new() -> Journal {
+            let dir =
+                std::env::temp_dir().join(format!("scim2ldap-dispatch-{}", uuid::Uuid::new_v4()));
+            let store = Store::open(&dir).unwrap();
+            Journal {
+                dir,
+                store,
+                seen: HashSet::new(),
+            }
+        }
+
+        /// Journals a write of user `id`; returns its seq.
+        fn write(&mut self, id: &str, snapshot: Value) -> u64 {
+            let mut resource = snapshot;
+            resource["userName"] = json!(id);
+            let create = self.seen.insert(id.to_string());
+            let intent = if create {
+                crate::store::Intent::Create
+            } else {
+                crate::store::Intent::Update { if_version: None }
+            };
+            self.store
+                .write(crate::store::Write {
+                    kind: Kind::User,
+                    id,
+                    resource: &mut resource,
+                    intent,
+                    members: None,
+                })
+                .unwrap()
+        }
+
+        fn user(&mut self, id: &str, delay: u64) -> u64 {
+            self.write(id, json!({"dn": format!("uid={id},dc=x"), "delay": delay}))
+        }
+
+        /// Runs the writer with `lanes` fake connections until every entry
+        /// is processed, then stops it.
+        async fn run(&self, lanes: usize) -> Log {
+            let log = Log::default();
+            let (writer, handle) =
+                Writer::with_dirs(self.store.clone(), Arc::new(FakePlanner), Vec::new());
+            let dirs: Vec<FakeDir> = (0..lanes)
+                .map(|lane| FakeDir {
+                    lane,
+                    log: log.clone(),
+                })
+                .collect();
+            let (stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(writer.run_with(dirs, stop_rx));
+            handle.wake();
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                handle.wait_processed(self.store.last_seq()),
+            )
+            .await
+            .expect("the writer processed every entry");
+            stop.send_replace(true);
+            task.await.unwrap().unwrap();
+            log
+        }
+
+        fn state(&self, seq: u64) -> EntryState {
+            self.store.state(seq).unwrap()
+        }
+    }
+
+    impl Drop for Journal {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[tokio::test]
+    async fn entries_of_one_resource_apply_in_order_while_others_run_beside_them() {
+        let mut j = Journal::new();
+        let a: Vec<u64> = [60, 0, 30, 0, 10]
+            .into_iter()
+            .map(|d| j.user("a", d))
+            .collect();
+        let others: Vec<u64> = ["b", "c", "d"].into_iter().map(|u| j.user(u, 0)).collect();
+        let log = j.run(4).await;
+        for w in a.windows(2) {
+            let (before, after) = (log.of(w[0]), log.of(w[1]));
+            assert!(
+                before.end < after.start,
+                "{before:?} finished before {after:?} started"
+            );
+        }
+        // The others did not wait for the slow first entry of `a`.
+        for s in others {
+            assert!(log.of(s).end < log.of(a[0]).end, "{s} ran beside a");
+        }
+        for s in a {
+            assert_eq!(j.state(s), EntryState::Applied);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_entry_naming_another_resource_waits_behind_its_earlier_write() {
+        let mut j = Journal::new();
+        let boss = j.user("boss", 50);
+        let filler = j.user("filler", 0);
+        let report = j.write(
+            "report",
+            json!({"dn": "uid=report,dc=x", "deps": ["boss"], "delay": 0}),
+        );
+        let log = j.run(4).await;
+        assert!(log.of(boss).end < log.of(report).start);
+        assert_eq!(log.of(report).lane, log.of(boss).lane, "queued behind it");
+        assert!(log.of(filler).end < log.of(boss).end);
+    }
+
+    #[tokio::test]
+    async fn entries_sharing_a_dn_go_to_the_same_lane_in_order() {
+        let mut j = Journal::new();
+        let old = j.write("old", json!({"dn": "uid=Same,dc=x", "delay": 40}));
+        let other = j.user("other", 0);
+        let new = j.write("new", json!({"dn": "UID=same, DC=X", "delay": 0}));
+        let log = j.run(4).await;
+        assert_eq!(log.of(new).lane, log.of(old).lane);
+        assert!(log.of(old).end < log.of(new).start);
+        assert_ne!(log.of(other).lane, log.of(old).lane);
+    }
+
+    #[tokio::test]
+    async fn an_entry_whose_keys_two_lanes_hold_waits_for_both() {
+        let mut j = Journal::new();
+        let a = j.user("a", 40);
+        let b = j.user("b", 60);
+        let group = j.write(
+            "both",
+            json!({"dn": "cn=both,dc=x", "deps": ["a", "b"], "delay": 0}),
+        );
+        let log = j.run(4).await;
+        assert_ne!(log.of(a).lane, log.of(b).lane, "a and b ran side by side");
+        assert!(log.of(a).end < log.of(group).start);
+        assert!(log.of(b).end < log.of(group).start);
+    }
+
+    #[tokio::test]
+    async fn a_parked_entry_blocks_its_resource_and_what_names_it_and_nothing_else() {
+        for lanes in [1, 4] {
+            let mut j = Journal::new();
+            let parked = j.write("p", json!({"dn": "uid=park-me,dc=x", "delay": 0}));
+            // Behind it in its lane: unrelated entries, handed back and
+            // applied after all.
+            let unrelated: Vec<u64> = ["u1", "u2"].into_iter().map(|u| j.user(u, 0)).collect();
+            let later = j.write("p", json!({"dn": "uid=p,dc=x", "delay": 0}));
+            let names = j.write(
+                "names-p",
+                json!({"dn": "uid=names-p,dc=x", "deps": ["p"], "delay": 0}),
+            );
+            let after_names = j.user("names-p", 0);
+            let last = j.user("u3", 0);
+            let log = j.run(lanes).await;
+            assert!(matches!(j.state(parked), EntryState::Failed(_)));
+            for s in [later, names, after_names] {
+                assert!(!log.tried(s), "{s} waits ({lanes} lanes)");
+                assert_eq!(j.state(s), EntryState::Pending);
+            }
+            for s in unrelated.into_iter().chain([last]) {
+                assert_eq!(j.state(s), EntryState::Applied, "{s} ({lanes} lanes)");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_route_that_cannot_be_worked_out_parks_the_entry() {
+        let mut j = Journal::new();
+        let bad = j.write("bad", json!({"badRoute": true}));
+        let later = j.user("bad", 0);
+        let other = j.user("other", 0);
+        let log = j.run(2).await;
+        match j.state(bad) {
+            EntryState::Failed(f) => {
+                assert_eq!(f.message, "mapping: no value for uid");
+                assert_eq!(f.code, None);
+            }
+            s => panic!("{s:?}"),
+        }
+        assert!(!log.tried(later));
+        assert_eq!(j.state(later), EntryState::Pending);
+        assert_eq!(j.state(other), EntryState::Applied);
+    }
+}

@@ -1,0 +1,360 @@
+//! A group's member values: the delta modifications, converging whole
+//! lists when the directory disagrees with a delta, one entry's place in
+//! its groups (`remove_from_groups`), and the dry-run view of a group plan.
+//!
+//! Architecture invariant: knows LDAP and plans, never the store, the
+//! mapping or the dispatcher; the full member lists come through
+//! [`FullMembers`].
+
+use std::collections::{HashMap, HashSet};
+
+use ldap3::{LdapError, Mod};
+use tracing::debug;
+
+use super::diff::{attr_ci, norm_value};
+use super::directory::Directory;
+use super::errors::{classify, ApplyError};
+use super::plan::{Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership};
+
+impl Directory {
+    /// Applies a group's member change: the deltas alone (one modify for
+    /// every member attribute); if the directory disagrees with them (a
+    /// value already there or already gone, an emptiness the store did not
+    /// expect), converges every member attribute to the full current list
+    /// instead. Attributes planned as full lists are converged.
+    pub(super) async fn apply_members(
+        &mut self,
+        dn: &str,
+        g: &GroupPlan,
+        full: FullMembers<'_>,
+    ) -> Result<(), ApplyError> {
+        let mods = member_delta_mods(g);
+        if !mods.is_empty() {
+            let ldap = self.conn().await?;
+            match ldap.modify(dn, mods).await.and_then(|r| r.success()) {
+                Ok(_) => {
+                    debug!(%dn, "changed members");
+                }
+                // attributeOrValueExists, noSuchAttribute, objectClassViolation:
+                // the entry is not in the state the delta assumes (a replay, a
+                // change made by hand): converge to the whole list.
+                Err(LdapError::LdapResult { result }) if [16, 20, 65].contains(&result.rc) => {
+                    debug!(%dn, rc = result.rc, "member delta did not apply; converging the whole list");
+                    let lists = full_lists(g, full)?;
+                    let targets: Vec<(&MemberAttrPlan, &[String])> = g
+                        .members
+                        .iter()
+                        .zip(lists.iter().map(Vec::as_slice))
+                        .collect();
+                    return self.converge_members(dn, &targets).await;
+                }
+                Err(e) => return Err(classify(e)),
+            }
+        }
+        let targets: Vec<(&MemberAttrPlan, &[String])> = g
+            .members
+            .iter()
+            .filter_map(|m| match &m.values {
+                MemberPlan::Full(values) => Some((m, values.as_slice())),
+                MemberPlan::Delta { .. } => None,
+            })
+            .collect();
+        if targets.is_empty() {
+            return Ok(());
+        }
+        self.converge_members(dn, &targets).await
+    }
+
+    /// Makes each member attribute hold exactly its values (or its
+    /// placeholder when there are none, or nothing), reading them in one
+    /// search and sending only what differs in one modify.
+    async fn converge_members(
+        &mut self,
+        dn: &str,
+        targets: &[(&MemberAttrPlan, &[String])],
+    ) -> Result<(), ApplyError> {
+        let attrs: Vec<String> = targets.iter().map(|(m, _)| m.attr.clone()).collect();
+        let cur = self
+            .find(None, dn, &attrs)
+            .await?
+            .ok_or_else(|| ApplyError::Retry(format!("{dn} vanished")))?;
+        let mut mods = Vec::new();
+        for (m, values) in targets {
+            let have: Vec<String> = attr_ci(&cur.attrs, &m.attr).cloned().unwrap_or_default();
+            let mut want: Vec<String> = values.to_vec();
+            if want.is_empty() {
+                want.extend(m.placeholder.iter().cloned());
+            }
+            let have_n: HashMap<String, &String> =
+                have.iter().map(|v| (norm_value(v), v)).collect();
+            let want_n: HashMap<String, &String> =
+                want.iter().map(|v| (norm_value(v), v)).collect();
+            let add: HashSet<String> = want_n
+                .iter()
+                .filter(|(k, _)| !have_n.contains_key(*k))
+                .map(|(_, v)| (*v).clone())
+                .collect();
+            let del: HashSet<String> = have_n
+                .iter()
+                .filter(|(k, _)| !want_n.contains_key(*k))
+                .map(|(_, v)| (*v).clone())
+                .collect();
+            if !add.is_empty() {
+                mods.push(Mod::Add(m.attr.clone(), add));
+            }
+            if !del.is_empty() {
+                mods.push(Mod::Delete(m.attr.clone(), del));
+            }
+        }
+        if mods.is_empty() {
+            return Ok(());
+        }
+        let ldap = self.conn().await?;
+        ldap.modify(dn, mods)
+            .await
+            .and_then(|r| r.success())
+            .map_err(classify)?;
+        debug!(%dn, "converged members");
+        Ok(())
+    }
+
+    pub(super) async fn set_memberships(&mut self, want: &Desired) -> Result<(), ApplyError> {
+        for m in &want.memberships {
+            self.set_membership(m).await?;
+        }
+        Ok(())
+    }
+
+    /// Puts one member value into a group entry or takes it out, keeping
+    /// the group valid with its placeholder. Already so is fine.
+    async fn set_membership(&mut self, m: &Membership) -> Result<(), ApplyError> {
+        let value = HashSet::from([m.value.clone()]);
+        let mut attempts: Vec<Vec<Mod<String>>> = Vec::new();
+        if m.present {
+            attempts.push(vec![Mod::Add(m.attr.clone(), value.clone())]);
+            if let Some(p) = &m.placeholder {
+                attempts.push(vec![Mod::Delete(
+                    m.attr.clone(),
+                    HashSet::from([p.clone()]),
+                )]);
+            }
+        } else {
+            let mut remove = vec![Mod::Delete(m.attr.clone(), value.clone())];
+            attempts.push(remove.clone());
+            if let Some(p) = &m.placeholder {
+                // If that would empty the group, it fails (65): then swap in
+                // the placeholder in the same operation.
+                remove.push(Mod::Add(m.attr.clone(), HashSet::from([p.clone()])));
+                attempts.push(remove);
+            }
+        }
+        let mut i = 0;
+        while i < attempts.len() {
+            let mods = attempts[i].clone();
+            let ldap = self.conn().await?;
+            match ldap
+                .modify(&m.group_dn, mods)
+                .await
+                .and_then(|r| r.success())
+            {
+                Ok(_) => {
+                    debug!(group = %m.group_dn, present = m.present, "set membership");
+                    // Removal done: the placeholder swap is not needed.
+                    if !m.present {
+                        break;
+                    }
+                }
+                // Already in, already out, or the group is gone.
+                Err(LdapError::LdapResult { result }) if [16, 20, 32].contains(&result.rc) => {}
+                Err(LdapError::LdapResult { result }) if result.rc == 65 && !m.present => {}
+                Err(e) => return Err(classify(e)),
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+/// A group plan as `serve --dry-run` logs it: a comment line per member
+/// delta, then the entry as an add record with the member attributes
+/// planned as full lists (an empty one as its placeholder, or absent).
+pub(super) fn group_ldif(g: &GroupPlan) -> String {
+    let mut attrs = g.desired.attrs.clone();
+    let mut note = String::new();
+    for m in &g.members {
+        match &m.values {
+            MemberPlan::Full(values) if values.is_empty() => {
+                if let Some(p) = &m.placeholder {
+                    attrs.insert(m.attr.clone(), vec![p.clone()]);
+                }
+            }
+            MemberPlan::Full(values) => {
+                attrs.insert(m.attr.clone(), values.clone());
+            }
+            MemberPlan::Delta { add, remove, .. } => {
+                note += &format!("# {}: add {add:?}, remove {remove:?}\n", m.attr);
+            }
+        }
+    }
+    note + &crate::ldif::add(&g.desired.dn, &g.desired.object_classes, &attrs)
+}
+
+/// The modifications of a group's member deltas, every member attribute
+/// in one list: values added and removed, and the placeholder dropped or
+/// put back when the group stops or starts being empty. Attributes planned
+/// as full lists add nothing.
+pub(super) fn member_delta_mods(g: &GroupPlan) -> Vec<Mod<String>> {
+    let mut mods: Vec<Mod<String>> = Vec::new();
+    for m in &g.members {
+        let MemberPlan::Delta {
+            add,
+            remove,
+            empty_before,
+            empty_after,
+        } = &m.values
+        else {
+            continue;
+        };
+        if !add.is_empty() {
+            mods.push(Mod::Add(m.attr.clone(), add.iter().cloned().collect()));
+        }
+        if !remove.is_empty() {
+            mods.push(Mod::Delete(
+                m.attr.clone(),
+                remove.iter().cloned().collect(),
+            ));
+        }
+        if let Some(p) = &m.placeholder {
+            if *empty_before && !*empty_after {
+                mods.push(Mod::Delete(m.attr.clone(), HashSet::from([p.clone()])));
+            }
+            if *empty_after && !*empty_before {
+                mods.push(Mod::Add(m.attr.clone(), HashSet::from([p.clone()])));
+            }
+        }
+    }
+    mods
+}
+
+/// The group's full member lists, one per member attribute of the plan.
+/// A count that differs means the mapping was reloaded since the plan was
+/// made: the next pass plans again.
+pub(super) fn full_lists(
+    g: &GroupPlan,
+    full: FullMembers<'_>,
+) -> Result<Vec<Vec<String>>, ApplyError> {
+    let lists = full().map_err(|e| ApplyError::Park {
+        code: None,
+        message: e.to_string(),
+    })?;
+    if lists.len() != g.members.len() {
+        return Err(ApplyError::Retry(format!(
+            "the mapping's member attributes changed while {} was being written; planning it again",
+            g.desired.dn
+        )));
+    }
+    Ok(lists)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashSet};
+
+    use ldap3::Mod;
+
+    use super::*;
+
+    #[test]
+    fn member_deltas_of_every_attribute_go_in_one_modify() {
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        let placeholder = "cn=empty,dc=example,dc=com";
+        let plan = |add: &[&str], uid_add: &[&str], empty_before, empty_after| GroupPlan {
+            desired: Desired::default(),
+            members: vec![
+                MemberAttrPlan {
+                    attr: "member".into(),
+                    values: MemberPlan::Delta {
+                        add: add.iter().map(|s| s.to_string()).collect(),
+                        remove: Vec::new(),
+                        empty_before,
+                        empty_after,
+                    },
+                    placeholder: Some(placeholder.into()),
+                },
+                MemberAttrPlan {
+                    attr: "memberUid".into(),
+                    values: MemberPlan::Delta {
+                        add: uid_add.iter().map(|s| s.to_string()).collect(),
+                        remove: Vec::new(),
+                        empty_before,
+                        empty_after,
+                    },
+                    placeholder: None,
+                },
+            ],
+            only_members: true,
+        };
+        // First members of an empty group: both attributes, placeholder out.
+        assert_eq!(
+            member_delta_mods(&plan(&["uid=a,dc=x", "cn=g,dc=x"], &["a"], true, false)),
+            vec![
+                Mod::Add("member".into(), set(&["uid=a,dc=x", "cn=g,dc=x"])),
+                Mod::Delete("member".into(), set(&[placeholder])),
+                Mod::Add("memberUid".into(), set(&["a"])),
+            ]
+        );
+        // Only a nested group: memberUid has nothing to send.
+        assert_eq!(
+            member_delta_mods(&plan(&["cn=g,dc=x"], &[], false, false)),
+            vec![Mod::Add("member".into(), set(&["cn=g,dc=x"]))]
+        );
+        // A full list sends no delta.
+        let mut p = plan(&["uid=a,dc=x"], &["a"], false, false);
+        p.members[1].values = MemberPlan::Full(vec!["a".into()]);
+        assert_eq!(
+            member_delta_mods(&p),
+            vec![Mod::Add("member".into(), set(&["uid=a,dc=x"]))]
+        );
+    }
+
+    #[test]
+    fn dry_run_shows_every_member_attribute() {
+        let g = GroupPlan {
+            desired: Desired {
+                dn: "cn=unix,dc=x".into(),
+                object_classes: vec!["groupOfNames".into(), "posixGroup".into()],
+                attrs: BTreeMap::from([("cn".to_string(), vec!["unix".to_string()])]),
+                ..Desired::default()
+            },
+            members: vec![
+                MemberAttrPlan {
+                    attr: "member".into(),
+                    values: MemberPlan::Full(Vec::new()),
+                    placeholder: Some("cn=empty,dc=x".into()),
+                },
+                MemberAttrPlan {
+                    attr: "memberUid".into(),
+                    values: MemberPlan::Full(Vec::new()),
+                    placeholder: None,
+                },
+            ],
+            only_members: false,
+        };
+        assert_eq!(
+            group_ldif(&g),
+            "dn: cn=unix,dc=x\nchangetype: add\nobjectClass: groupOfNames\nobjectClass: posixGroup\ncn: unix\nmember: cn=empty,dc=x\n"
+        );
+        let mut g = g;
+        g.members[0].values = MemberPlan::Full(vec!["uid=a,dc=x".into()]);
+        g.members[1].values = MemberPlan::Delta {
+            add: vec!["a".into()],
+            remove: Vec::new(),
+            empty_before: true,
+            empty_after: false,
+        };
+        assert_eq!(
+            group_ldif(&g),
+            "# memberUid: add [\"a\"], remove []\ndn: cn=unix,dc=x\nchangetype: add\nobjectClass: groupOfNames\nobjectClass: posixGroup\ncn: unix\nmember: uid=a,dc=x\n"
+        );
+    }
+}

@@ -1,0 +1,41 @@
+//! The LDAP writer: takes journal entries in order and converges the
+//! directory to the state each one carries.
+//!
+//! For every entry a [`Planner`] (the mapping) says where it goes (a cheap
+//! [`Route`], when it is dispatched) and what the directory should hold (a
+//! [`Plan`], in the lane that applies it); the [`Directory`] client reads
+//! what the directory holds and sends the minimal add / modrdn / modify /
+//! delete. Because it converges to a state instead of replaying a delta,
+//! applying an entry twice leaves the directory as applying it once.
+//!
+//! - `plan`: plan and route types, the `Planner` trait (pure).
+//! - `errors`: retry or park, from an LDAP result; result-code names.
+//! - `directory`: the client: connect, find, converge one entry.
+//! - `diff`: attribute diff and value normalisation.
+//! - `members`: group member deltas, full lists, memberships.
+//! - `dispatch`: the writer's dispatcher and its handle.
+//! - `lane`: the lane tasks, one connection each.
+//! - `backoff`: exponential backoff with jitter.
+//!
+//! Architecture invariant: the writer knows LDAP and the journal, never
+//! SCIM JSON or the mapping file; only attributes named in a [`Desired`]
+//! are ever modified.
+
+mod backoff;
+mod diff;
+mod directory;
+mod dispatch;
+mod errors;
+mod lane;
+mod members;
+mod plan;
+
+pub use backoff::Backoff;
+pub use diff::{diff, same_dn, split_rdn, user_account_control};
+pub use directory::Directory;
+pub use dispatch::{Writer, WriterHandle};
+pub use errors::{rc_name, ApplyError};
+pub use plan::{
+    Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, PlanError,
+    Planner, Route,
+};
