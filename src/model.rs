@@ -12,7 +12,8 @@ use crate::scim::schema::SchemaRegistry;
 use crate::scim::ScimError;
 use crate::store::{JournalEntry, Kind, Op, Store};
 use crate::writer::{
-    Desired, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, PlanError, Planner, Route,
+    Claim, Desired, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, PlanError, Planner,
+    Route,
 };
 
 /// One consistent mapping plus the schemas derived from it.
@@ -39,6 +40,14 @@ impl Model {
             mapping,
             users,
             groups,
+        }
+    }
+
+    /// The mapping of one resource type (`None`: groups without `[group]`).
+    pub fn resource_mapping(&self, kind: Kind) -> Option<&crate::mapping::ResourceMapping> {
+        match kind {
+            Kind::User => Some(&self.mapping.user),
+            Kind::Group => self.mapping.group.as_ref().map(|g| &g.resource),
         }
     }
 
@@ -157,6 +166,7 @@ impl Model {
         Ok(Desired {
             ad_disable,
             memberships: Vec::new(),
+            claim: None,
             dn: e.dn,
             object_classes: e.object_classes,
             attrs: e.attrs,
@@ -455,7 +465,7 @@ impl Planner for MappingPlanner {
             store: &self.store,
             model: &model,
         };
-        Ok(match entry.op {
+        let mut plan = match entry.op {
             Op::Upsert if entry.kind == Kind::Group => self.group_plan(&model, entry, &resolver)?,
             Op::Upsert => {
                 let mut desired = model.desired(entry.kind, &entry.snapshot, &resolver)?;
@@ -472,7 +482,28 @@ impl Planner for MappingPlanner {
             Op::Delete => Plan::Delete {
                 dn: model.desired(entry.kind, &entry.snapshot, &resolver)?.dn,
             },
-        })
+        };
+        let desired = match &mut plan {
+            Plan::Upsert(d) => Some(d),
+            Plan::Group(g) => Some(&mut g.desired),
+            Plan::Delete { .. } => None,
+        };
+        if let (Some(d), Some(rm)) = (desired, model.resource_mapping(entry.kind)) {
+            d.claim = Some(Claim {
+                id: entry.id.clone(),
+                // The resource's creation, not this entry's: its add may
+                // have been made for an earlier entry of the resource.
+                accepted_at: entry
+                    .snapshot
+                    .pointer("/meta/created")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or(&entry.at)
+                    .to_string(),
+                id_attribute: rm.id_attribute().map(str::to_string),
+                policy: rm.adopt_policy().clone(),
+            });
+        }
+        Ok(plan)
     }
 
     fn full_members(&self, entry: &JournalEntry) -> Result<Vec<Vec<String>>, PlanError> {

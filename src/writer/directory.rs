@@ -31,6 +31,9 @@ pub struct Directory {
     /// Attribute holding the directory's stable id (entryUUID, objectGUID).
     uuid_attr: String,
     ldap: Option<Ldap>,
+    /// Counts adoptions of existing entries, when the daemon supplies its
+    /// metrics.
+    pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Directory {
@@ -40,6 +43,7 @@ impl Directory {
             cfg,
             uuid_attr,
             ldap: None,
+            metrics: None,
         }
     }
 
@@ -173,6 +177,110 @@ impl Directory {
         }
     }
 
+    /// Decides about an entry found at `want.dn` when the resource is not
+    /// linked and its add met `entryAlreadyExists`. It may be:
+    /// - this resource's own entry, whose add succeeded while its answer or
+    ///   its link was lost (a crash, a timeout): it carries the resource's
+    ///   id in the mapping's `id_attribute`, or it was created by the
+    ///   daemon's bind DN after the write was accepted;
+    /// - somebody else's entry: taken over only if the mapping's adoption
+    ///   policy allows it (its place, its `never` list, and its filters,
+    ///   which the directory evaluates); otherwise the write parks with a
+    ///   message that says what to do, and the entry is not touched.
+    ///
+    /// Returns true when the entry is somebody else's, now adopted.
+    async fn claim_existing(&mut self, want: &Desired) -> Result<bool, ApplyError> {
+        let Some(claim) = &want.claim else {
+            return Ok(false);
+        };
+        let mut attrs = vec![
+            self.uuid_attr.clone(),
+            "creatorsName".to_string(),
+            "createTimestamp".to_string(),
+            "whenCreated".to_string(),
+        ];
+        attrs.extend(claim.id_attribute.iter().cloned());
+        let Some(cur) = self.read_at(&want.dn, &attrs).await? else {
+            // Gone meanwhile: the converging path adds it.
+            return Ok(false);
+        };
+        let refuse = |message: String| ApplyError::Park {
+            code: Some(68),
+            message,
+        };
+        if let Some(a) = &claim.id_attribute {
+            if let Some(v) = attr_ci(&cur.attrs, a).and_then(|v| v.first()) {
+                if v == &claim.id {
+                    return Ok(false);
+                }
+                return Err(refuse(format!(
+                    "{} already exists and its {a} names another resource ({v}); it is not taken over. Give this resource another name at the identity provider, or remove the entry",
+                    cur.dn
+                )));
+            }
+        }
+        if self.created_by_daemon_since(&cur, &claim.accepted_at) {
+            debug!(dn = %cur.dn, id = %claim.id, "found this resource's own earlier add; converging it");
+            return Ok(false);
+        }
+        claim.policy.check_dn(&cur.dn).map_err(|why| {
+            refuse(format!(
+                "{} already exists and was not made by scim2ldap: {why}",
+                cur.dn
+            ))
+        })?;
+        if let Some(condition) = claim.policy.directory_condition() {
+            let ldap = self.conn().await?;
+            let matches = match ldap
+                .search(&cur.dn, Scope::Base, &condition, vec!["1.1"])
+                .await
+                .and_then(|r| r.success())
+            {
+                Ok((entries, _)) => !entries.is_empty(),
+                Err(LdapError::LdapResult { result }) if result.rc == 32 => false,
+                Err(e) => return Err(classify(e)),
+            };
+            if !matches {
+                let why = crate::mapping::Refusal::Filtered { dn: cur.dn.clone() };
+                return Err(refuse(format!(
+                    "{} already exists and was not made by scim2ldap: {why}",
+                    cur.dn
+                )));
+            }
+        }
+        info!(dn = %cur.dn, id = %claim.id, "adopted an existing directory entry: the identity provider created a resource where it stands, and the mapping's adoption policy allows taking it over; its mapped attributes now follow the identity provider");
+        if let Some(m) = &self.metrics {
+            m.adopted(claim.policy.kind.as_str());
+        }
+        Ok(true)
+    }
+
+    /// Whether `entry` was made by this daemon for the resource created at
+    /// `accepted_at`: created by the bind DN (where the directory says who
+    /// created it, as OpenLDAP and 389 DS do) in or after the second the
+    /// resource was accepted. An entry that existed before is never
+    /// mistaken for the daemon's own; a clock on the directory that runs
+    /// behind the daemon's errs the safe way (the entry is then judged by
+    /// the adoption policy).
+    fn created_by_daemon_since(&self, entry: &SearchEntry, accepted_at: &str) -> bool {
+        let creator = attr_ci(&entry.attrs, "creatorsName").and_then(|v| v.first());
+        if creator.is_some_and(|c| !same_dn(c, &self.cfg.bind_dn)) {
+            return false;
+        }
+        let created = attr_ci(&entry.attrs, "createTimestamp")
+            .or_else(|| attr_ci(&entry.attrs, "whenCreated"))
+            .and_then(|v| v.first())
+            .and_then(|t| generalized_time_secs(t));
+        let accepted = humantime::parse_rfc3339_weak(accepted_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64);
+        match (created, accepted) {
+            (Some(c), Some(a)) => c >= a,
+            _ => false,
+        }
+    }
+
     /// The attribute that holds the directory's stable id.
     pub fn uuid_attribute(&self) -> &str {
         &self.uuid_attr
@@ -282,11 +390,15 @@ impl Directory {
                 }
             }
         }
+        let mut adopted = false;
         if link.is_none() {
             if let Some(done) = self.add_entry(want, group).await? {
                 self.set_memberships(want).await?;
                 return Ok(done);
             }
+            // An entry is there already: converge it only if it is ours or
+            // the adoption policy lets the identity provider take it over.
+            adopted = self.claim_existing(want).await?;
         }
         let mut read = want.managed.clone();
         if want.ad_disable.is_some() {
@@ -369,7 +481,12 @@ impl Directory {
         }
         self.set_memberships(want).await?;
         if let Some((g, full)) = group {
-            self.apply_members(&cur.dn, g, full).await?;
+            let keep = adopted && want.claim.as_ref().is_some_and(|c| c.policy.keep_members);
+            if keep {
+                self.add_members_keeping(&cur.dn, g, full).await?;
+            } else {
+                self.apply_members(&cur.dn, g, full).await?;
+            }
         }
         Ok(Link {
             dn: cur.dn.clone(),
@@ -545,5 +662,40 @@ mod tests {
     fn uuid_escaping() {
         assert_eq!(escape_uuid("hex:0aff"), r"\0a\ff");
         assert_eq!(escape_uuid("a*b"), r"a\2ab");
+    }
+}
+
+/// Seconds since the Unix epoch of an LDAP GeneralizedTime
+/// (`20261203151000Z`, `20261203151000.0Z`); `None` if it is not one.
+fn generalized_time_secs(t: &str) -> Option<i64> {
+    let digits: String = t.chars().take_while(|c| c.is_ascii_digit()).collect();
+    if digits.len() < 14 || !t.ends_with('Z') {
+        return None;
+    }
+    let text = format!(
+        "{}-{}-{}T{}:{}:{}Z",
+        &digits[0..4],
+        &digits[4..6],
+        &digits[6..8],
+        &digits[8..10],
+        &digits[10..12],
+        &digits[12..14]
+    );
+    humantime::parse_rfc3339(&text)
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::generalized_time_secs;
+
+    #[test]
+    fn generalized_time_is_read() {
+        assert_eq!(generalized_time_secs("19700101000010Z"), Some(10));
+        assert_eq!(generalized_time_secs("19700101000010.0Z"), Some(10));
+        assert_eq!(generalized_time_secs("1970010100Z"), None);
+        assert_eq!(generalized_time_secs("19700101000010"), None);
     }
 }

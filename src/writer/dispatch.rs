@@ -203,6 +203,9 @@ impl Writer {
 
     /// Counts every apply attempt, by result, into `metrics`.
     pub fn set_metrics(&mut self, metrics: Arc<crate::metrics::Metrics>) {
+        for d in &mut self.dirs {
+            d.metrics = Some(metrics.clone());
+        }
         self.metrics = Some(metrics);
     }
 

@@ -46,7 +46,7 @@ impl Directory {
                         .iter()
                         .zip(lists.iter().map(Vec::as_slice))
                         .collect();
-                    return self.converge_members(dn, &targets).await;
+                    return self.converge_members(dn, &targets, false).await;
                 }
                 Err(e) => return Err(classify(e)),
             }
@@ -62,16 +62,37 @@ impl Directory {
         if targets.is_empty() {
             return Ok(());
         }
-        self.converge_members(dn, &targets).await
+        self.converge_members(dn, &targets, false).await
+    }
+
+    /// The members of a group entry just adopted with `keep_members`: the
+    /// identity provider's members are added, and the values already there
+    /// stay (whoever put them there).
+    pub(super) async fn add_members_keeping(
+        &mut self,
+        dn: &str,
+        g: &GroupPlan,
+        full: FullMembers<'_>,
+    ) -> Result<(), ApplyError> {
+        let lists = full_lists(g, full)?;
+        let targets: Vec<(&MemberAttrPlan, &[String])> = g
+            .members
+            .iter()
+            .zip(lists.iter().map(Vec::as_slice))
+            .collect();
+        self.converge_members(dn, &targets, true).await
     }
 
     /// Makes each member attribute hold exactly its values (or its
     /// placeholder when there are none, or nothing), reading them in one
     /// search and sending only what differs in one modify.
+    /// With `keep`, values the list does not name are left alone (an
+    /// adopted group's own members) and no placeholder is added.
     async fn converge_members(
         &mut self,
         dn: &str,
         targets: &[(&MemberAttrPlan, &[String])],
+        keep: bool,
     ) -> Result<(), ApplyError> {
         let attrs: Vec<String> = targets.iter().map(|(m, _)| m.attr.clone()).collect();
         let cur = self
@@ -82,7 +103,8 @@ impl Directory {
         for (m, values) in targets {
             let have: Vec<String> = attr_ci(&cur.attrs, &m.attr).cloned().unwrap_or_default();
             let mut want: Vec<String> = values.to_vec();
-            if want.is_empty() {
+            // Kept values stand in for the placeholder.
+            if want.is_empty() && (!keep || have.is_empty()) {
                 want.extend(m.placeholder.iter().cloned());
             }
             let have_n: HashMap<String, &String> =
@@ -94,8 +116,11 @@ impl Directory {
                 .filter(|(k, _)| !have_n.contains_key(*k))
                 .map(|(_, v)| (*v).clone())
                 .collect();
+            let placeholder = m.placeholder.as_deref().map(norm_value);
             let del: HashSet<String> = have_n
                 .iter()
+                // Kept: everything but the placeholder, once there are members.
+                .filter(|(k, _)| !keep || (placeholder.as_ref() == Some(*k) && !values.is_empty()))
                 .filter(|(k, _)| !want_n.contains_key(*k))
                 .map(|(_, v)| (*v).clone())
                 .collect();

@@ -36,6 +36,6 @@ pub use directory::Directory;
 pub use dispatch::{Writer, WriterHandle};
 pub use errors::{rc_name, ApplyError};
 pub use plan::{
-    Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan, PlanError,
-    Planner, Route,
+    Claim, Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan,
+    PlanError, Planner, Route,
 };

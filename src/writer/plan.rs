@@ -90,6 +90,24 @@ pub struct Desired {
     /// Group entries this entry must be in (`present`) or out of: a user
     /// left out of its groups while inactive, put back when reactivated.
     pub memberships: Vec<Membership>,
+    /// Whose entry this is, for when the resource is not linked yet and
+    /// its add finds an entry already there. `None`: not checked.
+    pub claim: Option<Claim>,
+}
+
+/// What decides whether an entry found where a new resource belongs may be
+/// taken over: it is the daemon's own earlier add (the answer or the link
+/// was lost), or an existing entry the adoption policy allows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    /// The resource's SCIM id.
+    pub id: String,
+    /// When the resource was created (accepted), RFC 3339.
+    pub accepted_at: String,
+    /// The attribute the mapping writes the SCIM id into, if any.
+    pub id_attribute: Option<String>,
+    /// The mapping's adoption policy for this resource type.
+    pub policy: crate::mapping::AdoptPolicy,
 }
 
 /// One group entry's member value for this entry.

@@ -130,3 +130,162 @@ async fn values_the_schema_forbids_are_refused_before_they_are_journaled() {
     let r = h.send("POST", "/Users", Some(user(&"y".repeat(200)))).await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+/// Entries made "before" a request must be older than it: LDAP timestamps
+/// have one-second resolution.
+async fn let_a_second_pass() {
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+}
+
+/// The parked journal entries' messages.
+fn parked_messages(h: &Harness) -> Vec<String> {
+    let store = &h.daemon().store;
+    store
+        .parked()
+        .unwrap()
+        .into_iter()
+        .map(|seq| match store.state(seq).unwrap() {
+            scim2ldap::store::EntryState::Failed(f) => f.message,
+            other => panic!("entry {seq} is listed as parked but is {other:?}"),
+        })
+        .collect()
+}
+
+/// An existing directory group is not taken over by a SCIM group of the
+/// same name (groups are not adopted unless the mapping allows it): its
+/// members stay, and the write parks with a message that says what to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_group_is_not_taken_over() {
+    let h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    let groups = h.slapd.groups_dn();
+    let rootish = format!("uid=rootish,{people}");
+    h.ldap_add(
+        &rootish,
+        &[
+            ("objectClass", &["inetOrgPerson"]),
+            ("uid", &["rootish"]),
+            ("cn", &["Root Ish"]),
+            ("sn", &["Ish"]),
+        ],
+    )
+    .await;
+    let sudo = format!("cn=sudo,{groups}");
+    h.ldap_add(
+        &sudo,
+        &[
+            ("objectClass", &["groupOfNames"]),
+            ("cn", &["sudo"]),
+            ("member", &[rootish.as_str()]),
+        ],
+    )
+    .await;
+    let_a_second_pass().await;
+
+    let r = h.send("POST", "/Users", Some(user("attacker"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let attacker = r.body["id"].as_str().unwrap().to_string();
+    // The lookup Okta and Entra make first adopts nothing.
+    let r = h
+        .send("GET", "/Groups?filter=displayName%20eq%20%22sudo%22", None)
+        .await;
+    assert_eq!(r.body["totalResults"], 0, "{}", r.body);
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                "displayName": "sudo",
+                "members": [{"value": attacker}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+
+    let e = h.ldap_get(&sudo).await.expect("the group is still there");
+    assert_eq!(
+        e["member"],
+        vec![rootish.clone()],
+        "members unchanged: {e:?}"
+    );
+    let parked = parked_messages(&h);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(
+        parked[0].contains("cn=sudo") && parked[0].contains("[group.adopt]"),
+        "{}",
+        parked[0]
+    );
+    // The rest flows: a later user lands.
+    let r = h.send("POST", "/Users", Some(user("bystander"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+    assert!(h
+        .ldap_get(&format!("uid=bystander,{people}"))
+        .await
+        .is_some());
+}
+
+/// An existing user the policy does not allow (on the `never` list) keeps
+/// its attributes; one it allows (the default: inside the DN template's
+/// parent) is adopted once, linked to exactly one id, and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn existing_users_are_adopted_only_as_the_policy_says() {
+    let never = MAPPING.replacen(
+        "\n[user.attributes]\n",
+        "\n[user.adopt]\nnever = [\"uid=localops,ou=people,dc=example,dc=com\"]\n\n[user.attributes]\n",
+        1,
+    );
+    assert_ne!(never, MAPPING);
+    for (mapping, allowed) in [(never.as_str(), false), (MAPPING, true)] {
+        let h = Harness::start_with(Default::default(), mapping).await;
+        let people = h.slapd.people_dn();
+        let dn = format!("uid=localops,{people}");
+        h.ldap_add(
+            &dn,
+            &[
+                ("objectClass", &["inetOrgPerson"]),
+                ("uid", &["localops"]),
+                ("cn", &["Local Ops"]),
+                ("sn", &["original"]),
+            ],
+        )
+        .await;
+        let_a_second_pass().await;
+        let mut body = user("localops");
+        body["name"] = json!({"givenName": "Local", "familyName": "pwned"});
+        let r = h.send("POST", "/Users", Some(body)).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        h.settle().await;
+        let e = h.ldap_get(&dn).await.expect("entry");
+        let store = &h.daemon().store;
+        let link = store.link(scim2ldap::store::Kind::User, &id).unwrap();
+        if allowed {
+            assert_eq!(e["sn"], vec!["pwned"], "adopted: the IdP's value: {e:?}");
+            let link = link.expect("linked");
+            assert!(link.dn.eq_ignore_ascii_case(&dn), "{link:?}");
+            let uuid = link.uuid.expect("stable id");
+            assert_eq!(
+                store
+                    .linked_id(scim2ldap::store::Kind::User, &uuid)
+                    .unwrap()
+                    .as_deref(),
+                Some(id.as_str())
+            );
+            assert!(parked_messages(&h).is_empty());
+            let metrics = h.daemon().edge.metrics.render(None);
+            assert!(
+                metrics.contains("scim2ldap_adoptions_total{kind=\"User\"} 1"),
+                "{metrics}"
+            );
+        } else {
+            assert_eq!(e["sn"], vec!["original"], "not touched: {e:?}");
+            assert!(link.is_none(), "{link:?}");
+            let parked = parked_messages(&h);
+            assert_eq!(parked.len(), 1, "{parked:?}");
+            assert!(parked[0].contains("never"), "{}", parked[0]);
+        }
+    }
+}
