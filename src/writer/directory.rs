@@ -14,7 +14,7 @@ use ldap3::{
 use tracing::{debug, info};
 
 use super::diff::{attr_ci, diff, same_dn, split_rdn, user_account_control, UAC};
-use super::errors::{classify, ApplyError};
+use super::errors::{classify, permissive_modify, ApplyError};
 use super::members::{full_lists, group_ldif, member_delta_mods};
 use super::plan::{Desired, FullMembers, GroupPlan, MemberPlan, Plan};
 use crate::config::LdapConfig;
@@ -381,7 +381,12 @@ impl Directory {
                     return Ok(l.clone());
                 }
                 let ldap = self.conn().await?;
-                match ldap.modify(&l.dn, mods).await.and_then(|r| r.success()) {
+                match ldap
+                    .with_controls(permissive_modify())
+                    .modify(&l.dn, mods)
+                    .await
+                    .and_then(|r| r.success())
+                {
                     Ok(_) => return Ok(l.clone()),
                     // Moved, or not in the state the delta assumes: converge.
                     Err(LdapError::LdapResult { result })
@@ -473,7 +478,8 @@ impl Directory {
         }
         if !mods.is_empty() {
             let ldap = self.conn().await?;
-            ldap.modify(&cur.dn, mods)
+            ldap.with_controls(permissive_modify())
+                .modify(&cur.dn, mods)
                 .await
                 .and_then(|r| r.success())
                 .map_err(classify)?;
@@ -613,11 +619,20 @@ impl Directory {
                 Mod::Add(attr.to_string(), HashSet::from([new.to_string()])),
             ];
             let ldap = self.conn().await?;
-            match ldap.modify(&e.dn, mods).await.and_then(|r| r.success()) {
-                // Already rewritten (by a replay, or by the directory).
+            match ldap
+                .with_controls(permissive_modify())
+                .modify(&e.dn, mods)
+                .await
+                .and_then(|r| r.success())
+            {
+                // Already rewritten (by a replay, or by the directory), or
+                // the group was deleted since the search.
                 Ok(_)
                 | Err(LdapError::LdapResult {
-                    result: ldap3::LdapResult { rc: 16 | 20, .. },
+                    result:
+                        ldap3::LdapResult {
+                            rc: 16 | 20 | 32, ..
+                        },
                 }) => {}
                 Err(e) => return Err(classify(e)),
             }

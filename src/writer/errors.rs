@@ -40,6 +40,22 @@ pub(super) fn classify(e: LdapError) -> ApplyError {
     }
 }
 
+/// The Permissive Modify control (OID 1.2.840.113556.1.4.1413, supported
+/// by OpenLDAP, 389 DS and Active Directory), not critical: adding a value
+/// that is there already, or deleting one that is gone, succeeds instead
+/// of failing the whole modify with attributeOrValueExists (20) or
+/// noSuchAttribute (16). Member writes race with the directory's own
+/// referential integrity and with administrators; with this, they are
+/// idempotent. A server that does not know the control ignores it, and the
+/// writer's fallbacks (converge to the whole list) remain.
+pub(super) fn permissive_modify() -> Vec<ldap3::controls::RawControl> {
+    vec![ldap3::controls::RawControl {
+        ctype: "1.2.840.113556.1.4.1413".to_string(),
+        crit: false,
+        val: None,
+    }]
+}
+
 /// Names of the LDAP result codes an administrator is likely to see.
 pub fn rc_name(rc: u32) -> &'static str {
     match rc {

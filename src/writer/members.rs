@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::diff::{attr_ci, norm_value};
 use super::directory::Directory;
-use super::errors::{classify, ApplyError};
+use super::errors::{classify, permissive_modify, ApplyError};
 use super::plan::{Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership};
 
 impl Directory {
@@ -31,7 +31,12 @@ impl Directory {
         let mods = member_delta_mods(g);
         if !mods.is_empty() {
             let ldap = self.conn().await?;
-            match ldap.modify(dn, mods).await.and_then(|r| r.success()) {
+            match ldap
+                .with_controls(permissive_modify())
+                .modify(dn, mods)
+                .await
+                .and_then(|r| r.success())
+            {
                 Ok(_) => {
                     debug!(%dn, "changed members");
                 }
@@ -135,7 +140,8 @@ impl Directory {
             return Ok(());
         }
         let ldap = self.conn().await?;
-        ldap.modify(dn, mods)
+        ldap.with_controls(permissive_modify())
+            .modify(dn, mods)
             .await
             .and_then(|r| r.success())
             .map_err(classify)?;
@@ -178,6 +184,7 @@ impl Directory {
             let mods = attempts[i].clone();
             let ldap = self.conn().await?;
             match ldap
+                .with_controls(permissive_modify())
                 .modify(&m.group_dn, mods)
                 .await
                 .and_then(|r| r.success())

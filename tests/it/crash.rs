@@ -475,7 +475,6 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
 /// Users and groups (members added and removed, groups deleted, members
 /// renamed and deleted).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known failing: issue 12 (Safe where it touches the directory): a member delta applied again after a crash parks with noSuchAttribute (16) (member writes not idempotent), and a user's rename parks with noSuchObject (32) (its member rewrite meets a group deleted meanwhile, most likely)"]
 async fn sigkill_under_load_with_groups_loses_nothing_acknowledged() {
     sigkill_under_load(true).await
 }
