@@ -604,6 +604,10 @@ impl Api {
             restamp(&mut resource, &old, kind, req, id);
             if ops.is_none() && strip_meta(&resource) == strip_meta(&old) {
                 // Nothing changed: nothing to journal (Okta re-sends state).
+                // What is reported must be durable all the same: the write
+                // that made `old` may still wait for its flush, and it is
+                // no later than the last seq assigned.
+                self.durable(self.store.last_seq()).await?;
                 return self.patched(kind, old, req);
             }
             let version = crate::store::version_of(&old);
@@ -750,12 +754,22 @@ impl Api {
     }
 
     async fn commit(&self, seq: u64) -> Result<(), ScimError> {
-        self.store
-            .commit(seq)
-            .await
-            .map_err(|e| ScimError::internal(format!("journal write failed: {e}")))?;
+        self.durable(seq).await?;
         self.writer.wake();
         Ok(())
+    }
+
+    /// Waits until every write up to `seq` is on disk. A store that cannot
+    /// flush answers 503: the daemon exits and its service manager
+    /// restarts it, so the client's retry can succeed.
+    async fn durable(&self, seq: u64) -> Result<(), ScimError> {
+        self.store.commit(seq).await.map_err(|e| {
+            ScimError::new(
+                503,
+                None,
+                format!("the journal could not be written to disk ({e}); this write may not have been kept: retry it later"),
+            )
+        })
     }
 
     /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page,

@@ -2,14 +2,24 @@
 //! writer and the HTTP edge, and stops them in order. `main` only parses
 //! the command line and waits for signals; tests call [`start`] with a
 //! listener bound to port 0.
+//!
+//! A daemon whose writer has stopped is not a daemon: when the writer task
+//! ends (an error, a panic in a lane or in the dispatcher) while the daemon
+//! is not stopping, or when the store cannot flush to disk, the daemon
+//! records why ([`Running::failed`]), answers `/readyz` with 503, reports
+//! `scim2ldap_writer_running 0`, and `main` stops feeding the watchdog and
+//! exits non-zero so that the service manager restarts it. The journal
+//! makes that safe: what was acknowledged is on disk and is applied after
+//! the restart.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::admin::AdminCtx;
 use crate::adopt::Adopter;
@@ -33,8 +43,52 @@ pub struct Running {
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     writer_task: JoinHandle<()>,
-    /// The admin socket, the compactor and the schema reader.
+    /// The admin socket, the compactor, the schema reader and the flush
+    /// watch.
     background: Vec<JoinHandle<()>>,
+    /// Why the daemon must exit, once it must.
+    fatal: watch::Receiver<Option<String>>,
+}
+
+/// Hooks for the tests, never set in normal operation: in-process tests
+/// set them from Rust code ([`start_with`]); the binary reads them once,
+/// at start, from the environment ([`TestHooks::from_env`]).
+#[doc(hidden)]
+#[derive(Debug, Clone, Default)]
+pub struct TestHooks {
+    /// The first entry a writer lane applies panics there, as a panic in
+    /// the LDAP client would.
+    pub panic_in_lane: bool,
+}
+
+impl TestHooks {
+    /// `SCIM2LDAP_TEST_PANIC_LANE=1` sets [`TestHooks::panic_in_lane`];
+    /// any other value does nothing.
+    pub const PANIC_LANE_ENV: &'static str = "SCIM2LDAP_TEST_PANIC_LANE";
+
+    /// The hooks the environment asks for (read by `serve`).
+    pub fn from_env() -> TestHooks {
+        TestHooks {
+            panic_in_lane: std::env::var(Self::PANIC_LANE_ENV).is_ok_and(|v| v == "1"),
+        }
+    }
+}
+
+/// Records the first reason the daemon must exit.
+#[derive(Clone)]
+struct Fatal(Arc<watch::Sender<Option<String>>>);
+
+impl Fatal {
+    fn set(&self, why: String) {
+        error!(error = %why, "the daemon is not ready and exits, so that its service manager restarts it (every acknowledged write is in the journal)");
+        self.0.send_if_modified(|f| {
+            if f.is_some() {
+                return false;
+            }
+            *f = Some(why);
+            true
+        });
+    }
 }
 
 /// Why the daemon could not start or reload; each message names the key
@@ -61,6 +115,16 @@ pub enum DaemonError {
 
 /// Starts serving on `listener` with `config`.
 pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, DaemonError> {
+    start_with(config, listener, TestHooks::default()).await
+}
+
+/// [`start`], with test hooks.
+#[doc(hidden)]
+pub async fn start_with(
+    config: &Config,
+    listener: TcpListener,
+    hooks: TestHooks,
+) -> Result<Running, DaemonError> {
     let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
     let model = SharedModel::new(model);
     let store =
@@ -85,12 +149,23 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
     let metrics = Arc::new(Metrics::new());
     let (mut writer, writer_handle) = Writer::new(store.clone(), planner, config.ldap.clone());
     writer.set_metrics(metrics.clone());
-    let writer_stop = stop_rx.clone();
-    let writer_task = tokio::spawn(async move {
-        if let Err(e) = writer.run(writer_stop).await {
-            error!(error = %e, "the writer stopped: the store failed; restart the daemon");
-        }
-    });
+    if hooks.panic_in_lane {
+        warn!(
+            "test hook {}: the first directory write panics in its writer lane",
+            TestHooks::PANIC_LANE_ENV
+        );
+        writer.inject_lane_panic();
+    }
+    let (fatal_tx, fatal_rx) = watch::channel(None);
+    let fatal = Fatal(Arc::new(fatal_tx));
+    let writer_running = Arc::new(AtomicBool::new(true));
+    let writer_task = tokio::spawn(watch_writer(
+        writer,
+        stop_rx.clone(),
+        fatal.clone(),
+        writer_running.clone(),
+    ));
+    let flush_watch = tokio::spawn(watch_flush(store.clone(), stop_rx.clone(), fatal.clone()));
 
     let adopter = Arc::new(
         Adopter::new(
@@ -142,6 +217,8 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
         store: store.clone(),
         writer: writer_handle.clone(),
         queue: config.ldap.when_down == crate::config::WhenDirectoryDown::Queue,
+        fatal: fatal_rx.clone(),
+        writer_running,
     });
     let edge = Arc::new(
         Edge::new(api, config.server.clone(), config.tokens.clone())
@@ -168,8 +245,50 @@ pub async fn start(config: &Config, listener: TcpListener) -> Result<Running, Da
         http,
         writer_task,
         syntaxes,
-        background: vec![admin, compactor, schema_reader],
+        background: vec![admin, compactor, schema_reader, flush_watch],
+        fatal: fatal_rx,
     })
+}
+
+/// Runs the writer and watches it: if it ends while the daemon is not
+/// stopping, or with an error, or panics, the daemon must exit.
+async fn watch_writer(
+    writer: Writer,
+    stop: watch::Receiver<bool>,
+    fatal: Fatal,
+    running: Arc<AtomicBool>,
+) {
+    let outcome = tokio::spawn(writer.run(stop.clone())).await;
+    let why = match outcome {
+        Ok(Ok(())) if *stop.borrow() => return,
+        Ok(Ok(())) => "the writer ended".to_string(),
+        Ok(Err(e)) => format!("the writer stopped: {e}"),
+        Err(e) if e.is_panic() => {
+            format!("the writer panicked: {}", panic_message(e.into_panic()))
+        }
+        Err(e) => format!("the writer stopped: {e}"),
+    };
+    running.store(false, Ordering::SeqCst);
+    fatal.set(why);
+}
+
+/// Waits for the store's flusher to fail (or for `stop`): nothing more
+/// can be acknowledged, so the daemon must exit.
+async fn watch_flush(store: Store, mut stop: watch::Receiver<bool>, fatal: Fatal) {
+    tokio::select! {
+        _ = stop.wait_for(|s| *s) => {}
+        e = store.flush_failure() => fatal.set(format!("the store cannot write to disk: {e}")),
+    }
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
 }
 
 /// Reads the directory's attribute syntaxes once, retrying every 30 s
@@ -242,6 +361,17 @@ async fn compact_periodically(
 }
 
 impl Running {
+    /// Why the daemon must exit (the writer stopped, the store cannot
+    /// flush), once it must: `main` waits on it beside the signals.
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.fatal.clone()
+    }
+
+    /// [`Running::failed`]'s current value.
+    pub fn failure(&self) -> Option<String> {
+        self.fatal.borrow().clone()
+    }
+
     /// Re-reads the mapping and the tokens; on any error keeps the old ones.
     pub fn reload(&self, config_path: &std::path::Path) -> Result<(), DaemonError> {
         let config = Config::load(config_path)?;
@@ -284,6 +414,11 @@ struct DaemonProbe {
     writer: WriterHandle,
     /// Writes are queued while the directory is down (`when_down = "queue"`).
     queue: bool,
+    /// Why the daemon must exit, once it must.
+    fatal: watch::Receiver<Option<String>>,
+    /// False once the writer task has ended while the daemon was not
+    /// stopping.
+    writer_running: Arc<AtomicBool>,
 }
 
 /// Parked entries are counted by scanning the pending ones; beyond this
@@ -292,6 +427,16 @@ const PARKED_SCAN_LIMIT: usize = 100_000;
 
 impl Probe for DaemonProbe {
     fn readiness(&self) -> Result<(), String> {
+        let why = self.fatal.borrow().clone().or_else(|| {
+            self.store
+                .flush_error()
+                .map(|e| format!("the store cannot write to disk: {e}"))
+        });
+        if let Some(why) = why {
+            return Err(format!(
+                "{why}; the daemon is exiting so that its service manager restarts it"
+            ));
+        }
         if self.writer.directory_up() || self.queue {
             Ok(())
         } else {
@@ -329,6 +474,24 @@ impl Probe for DaemonProbe {
                 "scim2ldap_directory_up",
                 "1 while the writer can reach the directory.",
                 if self.writer.directory_up() { 1.0 } else { 0.0 },
+            ),
+            (
+                "scim2ldap_writer_running",
+                "1 while the writer runs; 0 once it stopped (the daemon then exits).",
+                if self.writer_running.load(Ordering::SeqCst) {
+                    1.0
+                } else {
+                    0.0
+                },
+            ),
+            (
+                "scim2ldap_store_writable",
+                "1 while the store flushes to disk; 0 once a flush failed (the daemon then exits).",
+                if self.store.flush_error().is_none() {
+                    1.0
+                } else {
+                    0.0
+                },
             ),
         ]
     }

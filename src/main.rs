@@ -218,14 +218,25 @@ async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<
         .with_context(|| format!("cannot listen on {} (server.listen)", cfg.server.listen))?;
     let mut term = signal(SignalKind::terminate())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let running = scim2ldap::daemon::start(&cfg, listener).await?;
+    // Test hooks (`SCIM2LDAP_TEST_PANIC_LANE`), read once; unset in use.
+    let hooks = scim2ldap::daemon::TestHooks::from_env();
+    let running = scim2ldap::daemon::start_with(&cfg, listener, hooks).await?;
     // Listening, the store open, the writer started: ready.
     notifier.ready(&format!("serving on {}", running.addr));
-    let watchdog = notifier.spawn_watchdog();
-    loop {
+    let mut watchdog = notifier.spawn_watchdog();
+    let mut failed = running.failed();
+    let fatal = loop {
         tokio::select! {
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = term.recv() => break None,
+            _ = tokio::signal::ctrl_c() => break None,
+            // The writer stopped or the store cannot flush: stop feeding
+            // the watchdog at once, and exit non-zero below.
+            why = async { failed.wait_for(Option::is_some).await.ok().and_then(|w| w.clone()) } => {
+                if let Some(w) = watchdog.take() {
+                    w.abort();
+                }
+                break Some(why.unwrap_or_else(|| "the daemon failed".into()));
+            }
             _ = hup.recv() => {
                 notifier.reloading();
                 match running.reload(&path) {
@@ -240,12 +251,35 @@ async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<
                 }
             }
         }
+    };
+    match &fatal {
+        None => {
+            tracing::info!("shutting down");
+            notifier.stopping();
+            running.shutdown().await;
+        }
+        Some(why) => {
+            notifier.send(&format!("STOPPING=1\nSTATUS=exiting: {why}"));
+            // In-flight requests finish; a shutdown that hangs all the same
+            // must not keep a broken daemon alive.
+            if tokio::time::timeout(std::time::Duration::from_secs(30), running.shutdown())
+                .await
+                .is_err()
+            {
+                tracing::error!("shutdown did not finish within 30 s; exiting anyway");
+            }
+        }
     }
-    tracing::info!("shutting down");
-    notifier.stopping();
-    running.shutdown().await;
     if let Some(w) = watchdog {
         w.abort();
     }
-    Ok(())
+    // A failure during shutdown (the writer's last entry hit a store
+    // error) counts as well.
+    let fatal = fatal.or_else(|| failed.borrow_and_update().clone());
+    match fatal {
+        None => Ok(()),
+        Some(why) => {
+            anyhow::bail!("{why}; exiting so that the service manager restarts the daemon (every acknowledged write is in the journal)")
+        }
+    }
 }

@@ -27,8 +27,9 @@ struct Histogram {
 
 /// What the daemon knows at scrape time that the edge does not.
 pub trait Probe: Send + Sync {
-    /// `Ok` when the daemon can take writes: the store is open and the
-    /// directory answers, or writes are queued while it does not.
+    /// `Ok` when the daemon can take writes: the store flushes, the writer
+    /// runs, and the directory answers or writes are queued while it does
+    /// not. The `Err` text says why not (the body of `/readyz`'s 503).
     fn readiness(&self) -> Result<(), String>;
     /// Gauges: (name, help, value).
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)>;

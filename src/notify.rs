@@ -105,7 +105,9 @@ impl Notifier {
 
     /// Sends `WATCHDOG=1` every [`Notifier::watchdog_interval`] until the
     /// task is aborted. The keep-alive comes from the runtime that serves
-    /// requests, so a wedged runtime stops it and systemd restarts us.
+    /// requests, so a wedged runtime stops it and systemd restarts us;
+    /// `serve` aborts it as soon as the daemon must exit (the writer
+    /// stopped, the store cannot flush), before draining.
     pub fn spawn_watchdog(&self) -> Option<tokio::task::JoinHandle<()>> {
         let interval = self.watchdog_interval()?;
         self.target.as_ref()?;

@@ -81,6 +81,10 @@ pub enum StoreError {
     /// by the writer, which reports through the store's error type).
     #[error("writer: every lane stopped")]
     WriterStopped,
+    /// A writer lane panicked (reported by the lane's guard, so that the
+    /// dispatcher stops instead of waiting for the lane's report).
+    #[error("writer: lane {lane} panicked: {message}")]
+    LanePanicked { lane: usize, message: String },
 }
 
 /// A write refused by the store's own rules.

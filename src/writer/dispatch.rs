@@ -11,6 +11,7 @@
 //! JSON or the mapping.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use super::backoff::Backoff;
 use super::diff::norm_value;
 use super::directory::Directory;
 use super::errors::{rc_name, ApplyError};
-use super::lane::{park, Apply, Lanes, Report, Work};
+use super::lane::{park, Apply, Lanes, PanicHook, Report, Work};
 use super::plan::{Planner, Route};
 use crate::config::LdapConfig;
 use crate::store::{EntryState, Kind, Link, Store, StoreError};
@@ -143,6 +144,8 @@ pub struct Writer {
     processed: watch::Sender<u64>,
     up: watch::Sender<bool>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Test hook: the first entry a lane applies panics there.
+    inject_lane_panic: bool,
 }
 
 /// What one pass knows besides the lanes.
@@ -191,6 +194,7 @@ impl Writer {
                 processed: tx,
                 up: up_tx,
                 metrics: None,
+                inject_lane_panic: false,
             },
             WriterHandle {
                 wake,
@@ -209,8 +213,17 @@ impl Writer {
         self.metrics = Some(metrics);
     }
 
+    /// A test hook: makes the first entry a lane applies panic in the
+    /// lane, as a panic in the LDAP client would. Only Rust code can set
+    /// it (the daemon's `TestHooks`).
+    pub fn inject_lane_panic(&mut self) {
+        self.inject_lane_panic = true;
+    }
+
     /// Applies pending entries until `shutdown` turns true, then returns
-    /// (after finishing the entries the lanes hold).
+    /// (after finishing the entries the lanes hold). Returns an error, and
+    /// never waits for ever, when the store fails or a lane panics: the
+    /// daemon then stops being ready and exits.
     pub async fn run(mut self, shutdown: watch::Receiver<bool>) -> Result<(), StoreError> {
         let dirs = std::mem::take(&mut self.dirs);
         self.run_with(dirs, shutdown).await
@@ -222,7 +235,12 @@ impl Writer {
         dirs: Vec<D>,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<(), StoreError> {
-        let mut lanes = Lanes::start(dirs, self.planner.clone(), self.store.clone());
+        let armed = Arc::new(AtomicBool::new(self.inject_lane_panic));
+        let dirs = dirs.into_iter().map(|inner| PanicHook {
+            inner,
+            armed: armed.clone(),
+        });
+        let mut lanes = Lanes::start(dirs.collect(), self.planner.clone(), self.store.clone());
         let result = self.run_lanes(&mut lanes, &mut shutdown).await;
         // The lane tasks hold the store: they are gone before this returns.
         lanes.stop().await;
@@ -786,5 +804,39 @@ mod tests {
         assert!(!log.tried(later));
         assert_eq!(j.state(later), EntryState::Pending);
         assert_eq!(j.state(other), EntryState::Applied);
+    }
+
+    #[tokio::test]
+    async fn a_lane_that_panics_ends_the_writer_with_an_error() {
+        for lanes in [1, 4] {
+            let mut j = Journal::new();
+            let first = j.user("a", 0);
+            j.user("b", 20);
+            let (mut writer, handle) =
+                Writer::with_dirs(j.store.clone(), Arc::new(FakePlanner), Vec::new());
+            writer.inject_lane_panic();
+            let dirs: Vec<FakeDir> = (0..lanes)
+                .map(|lane| FakeDir {
+                    lane,
+                    log: Log::default(),
+                })
+                .collect();
+            let (_stop, stop_rx) = watch::channel(false);
+            let task = tokio::spawn(writer.run_with(dirs, stop_rx));
+            handle.wake();
+            let ended = tokio::time::timeout(Duration::from_secs(10), task)
+                .await
+                .expect("the writer ends instead of waiting for the lane")
+                .expect("the dispatcher itself did not panic");
+            match ended {
+                Err(StoreError::LanePanicked { message, .. }) => {
+                    assert_eq!(message, "injected lane panic (test hook)")
+                }
+                other => panic!("{other:?} ({lanes} lanes)"),
+            }
+            // The entry in the panicked lane stays pending, for after the
+            // restart.
+            assert_eq!(j.state(first), EntryState::Pending, "{lanes} lanes");
+        }
     }
 }

@@ -12,10 +12,11 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::directory::Directory;
 use super::dispatch::LaneKey;
@@ -107,14 +108,15 @@ impl Lanes {
         for (i, dir) in dirs.into_iter().enumerate() {
             let (tx, rx) = mpsc::unbounded_channel();
             senders.push(tx);
-            tasks.push(tokio::spawn(lane_task(
+            let lane = tokio::spawn(lane_task(
                 i,
                 dir,
                 planner.clone(),
                 store.clone(),
                 rx,
                 report_tx.clone(),
-            )));
+            ));
+            tasks.push(tokio::spawn(guard(i, lane, report_tx.clone())));
         }
         Lanes {
             tasks,
@@ -170,8 +172,9 @@ impl Lanes {
             .send(ToLane::Work(Box::new(work)))
             .is_err()
         {
-            // The lane task ended (it reported a store error): its
-            // report is waiting in the channel.
+            // The lane task ended (it reported a store error, or
+            // panicked and its guard reported that): the report is
+            // waiting in the channel.
             warn!(lane, "writer lane stopped");
         }
     }
@@ -215,6 +218,63 @@ impl Lanes {
             }
             None => (0, Err(StoreError::WriterStopped)),
         }
+    }
+}
+
+/// Watches a lane task: if it panics, reports that in its place, so that
+/// the dispatcher, which would otherwise wait for the lane's report for
+/// ever, stops the writer with an error. A lane ends on its own only when
+/// told to (its channel closed) or after reporting a store error.
+async fn guard(
+    lane: usize,
+    task: tokio::task::JoinHandle<()>,
+    reports: mpsc::UnboundedSender<LaneReport>,
+) {
+    let Err(e) = task.await else {
+        return;
+    };
+    let message = if e.is_panic() {
+        panic_message(e.into_panic())
+    } else {
+        e.to_string()
+    };
+    error!(lane, panic = %message, "a writer lane panicked: the writer stops");
+    let _ = reports.send((lane, Err(StoreError::LanePanicked { lane, message })));
+}
+
+/// The text of a panic's payload.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_string(), |s| s.to_string()),
+    }
+}
+
+/// A test hook around a lane's directory: when armed, the first entry any
+/// lane applies panics there, as a panic in the LDAP client would. Armed
+/// only from Rust code ([`super::Writer::inject_lane_panic`]).
+pub(super) struct PanicHook<D> {
+    pub inner: D,
+    /// Shared by every lane; taken by the first apply.
+    pub armed: Arc<AtomicBool>,
+}
+
+impl<D: Apply> Apply for PanicHook<D> {
+    fn apply<'a>(
+        &'a mut self,
+        plan: &'a Plan,
+        link: Option<&'a Link>,
+        full: FullMembers<'a>,
+    ) -> impl Future<Output = Result<Option<Link>, ApplyError>> + Send + 'a {
+        if self.armed.swap(false, Ordering::SeqCst) {
+            panic!("injected lane panic (test hook)");
+        }
+        self.inner.apply(plan, link, full)
+    }
+    fn reset(&mut self) {
+        self.inner.reset()
     }
 }
 

@@ -10,6 +10,7 @@ mod groups;
 mod harness;
 mod journal;
 mod layering;
+mod loud;
 mod protocol;
 mod safety;
 mod service;
