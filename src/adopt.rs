@@ -452,7 +452,7 @@ fn wanted(
 fn err_text(e: ApplyError) -> String {
     match e {
         ApplyError::Retry(m) => m,
-        ApplyError::Park { message, .. } => message,
+        ApplyError::Refused { message, .. } | ApplyError::Park { message, .. } => message,
     }
 }
 

@@ -389,7 +389,8 @@ pub async fn run(path: &Path) -> Report {
     let mut dir = Directory::new(config.ldap.clone());
     let ldap = match dir.conn().await {
         Ok(l) => l,
-        Err(ApplyError::Retry(m) | ApplyError::Park { message: m, .. }) => {
+        Err(e) => {
+            let m = e.message();
             r.fail(format!(
                 "{}: [ldap] url / bind_dn: {m}",
                 config.file.display()

@@ -83,12 +83,13 @@ impl Directory {
                 ldap.simple_bind(&self.cfg.bind_dn, self.cfg.bind_password.expose())
                     .await
                     .and_then(|r| r.success())
-                    .map_err(|e| match classify(e) {
-                        ApplyError::Park { message, .. } => ApplyError::Retry(format!(
-                            "bind as {} failed: {message}",
-                            self.cfg.bind_dn
-                        )),
-                        r => r,
+                    .map_err(|e| {
+                        // A refused bind refuses every write: not this entry's.
+                        ApplyError::Retry(format!(
+                            "bind as {} failed: {}",
+                            self.cfg.bind_dn,
+                            classify(e).message()
+                        ))
                     })?;
             }
             debug!(url = %self.cfg.url, "connected to the directory");

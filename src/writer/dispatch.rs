@@ -15,6 +15,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use tokio::sync::{watch, Notify};
 use tracing::{debug, info, warn};
 
@@ -146,6 +148,13 @@ pub struct Writer {
     metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Test hook: the first entry a lane applies panics there.
     inject_lane_panic: bool,
+    /// Entries the directory refused, by seq: how many times, and when to
+    /// try again. They wait (and so does what follows them for their
+    /// resource) while the rest flows; after [`MAX_REFUSALS`] they park.
+    refused: std::sync::Mutex<std::collections::HashMap<u64, (u32, Instant)>>,
+    /// Where to probe the directory while it is unreachable, so writes
+    /// resume within a second of its return. `None` with fake directories.
+    probe: Option<LdapConfig>,
 }
 
 /// What one pass knows besides the lanes.
@@ -172,7 +181,11 @@ impl Writer {
         let dirs = (0..cfg.connections.max(1))
             .map(|_| Directory::new(cfg.clone()))
             .collect();
-        Writer::with_dirs(store, planner, dirs)
+        let (mut writer, handle) = Writer::with_dirs(store, planner, dirs);
+        if !cfg.dry_run {
+            writer.probe = Some(cfg);
+        }
+        (writer, handle)
     }
 
     fn with_dirs(
@@ -194,6 +207,8 @@ impl Writer {
                 processed: tx,
                 up: up_tx,
                 metrics: None,
+                refused: Default::default(),
+                probe: None,
                 inject_lane_panic: false,
             },
             WriterHandle {
@@ -265,17 +280,28 @@ impl Writer {
             match self.pass(lanes, shutdown).await? {
                 Pass::Done => {
                     backoff.reset();
+                    let due = self.next_refusal_due();
                     tokio::select! {
                         _ = &mut notified => {}
                         _ = shutdown.changed() => {}
+                        _ = async {
+                            match due {
+                                Some(at) => tokio::time::sleep_until(at).await,
+                                None => std::future::pending().await,
+                            }
+                        } => {}
                     }
                 }
                 Pass::Retry(msg) => {
                     self.up.send_if_modified(|u| std::mem::replace(u, false));
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
+                    // A new write, `journal retry` or the directory
+                    // answering again cuts the wait short.
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
+                        _ = &mut notified => {}
+                        _ = self.directory_back() => {}
                         _ = shutdown.changed() => {}
                     }
                 }
@@ -299,6 +325,10 @@ impl Writer {
         lanes: &mut Lanes,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<Pass, StoreError> {
+        // Refused entries an administrator skipped or retried meanwhile
+        // are no longer waiting.
+        self.refused_lock()
+            .retain(|seq, _| matches!(self.store.state(*seq), Ok(EntryState::Pending)));
         let mut st = PassState {
             horizon: self.store.last_seq(),
             after: 0,
@@ -368,7 +398,17 @@ impl Writer {
             return Ok(Pass::Retry(msg));
         }
         if !*shutdown.borrow() {
-            self.processed.send_replace(st.horizon);
+            // Not past an entry that waits to be tried again: "processed"
+            // means applied or parked.
+            let done = match self.below_refused() {
+                Some(below) => st.horizon.min(below),
+                None => st.horizon,
+            };
+            self.processed.send_if_modified(|p| {
+                let moved = done > *p;
+                *p = (*p).max(done);
+                moved
+            });
         }
         Ok(Pass::Done)
     }
@@ -415,6 +455,16 @@ impl Writer {
             blocked.insert(resource);
             return Ok(None);
         }
+        let refusals = match self.refused_lock().get(&seq) {
+            Some((_, at)) if *at > Instant::now() => {
+                // Refused a moment ago: it waits for its turn, and so do
+                // the later entries of its resource.
+                blocked.insert(resource);
+                return Ok(None);
+            }
+            Some((n, _)) => *n,
+            None => 0,
+        };
         let route = match self.planner.route(&entry) {
             Ok(r) => r,
             Err(e) => {
@@ -436,19 +486,34 @@ impl Writer {
             blocked.insert(resource);
             return Ok(None);
         }
-        Ok(Some(Ready::new(Work { entry, route })))
+        Ok(Some(Ready::new(Work {
+            entry,
+            route,
+            refusals,
+        })))
     }
 
     /// Takes in what a lane reports, and decides what follows from it.
     fn absorb(&self, lane: usize, report: Report, lanes: &mut Lanes, st: &mut PassState) {
         match report {
             Report::Tried {
+                seq,
                 resource,
                 op,
                 outcome,
             } => {
                 self.count(op, &outcome);
+                if !matches!(outcome, Err(ApplyError::Refused { .. })) {
+                    self.refused_lock().remove(&seq);
+                }
                 match outcome {
+                    Err(ApplyError::Refused { .. }) => {
+                        let mut refused = self.refused_lock();
+                        let n = refused.get(&seq).map_or(0, |(n, _)| *n) + 1;
+                        refused.insert(seq, (n, Instant::now() + refusal_delay(n)));
+                        st.blocked.insert(resource);
+                        lanes.resume(lane);
+                    }
                     Ok(_) => {
                         if self.up.send_if_modified(|u| !std::mem::replace(u, true)) {
                             info!("directory reachable again; delivering queued writes");
@@ -478,6 +543,52 @@ impl Writer {
                 Err(ApplyError::Retry(_)) => m.ldap(op, "unreachable"),
                 Err(ApplyError::Park { code: Some(rc), .. }) => m.ldap(op, rc_name(*rc)),
                 Err(ApplyError::Park { code: None, .. }) => m.ldap(op, "mappingError"),
+                Err(ApplyError::Refused { code, .. }) => m.ldap(op, rc_name(*code)),
+            }
+        }
+    }
+}
+
+/// How long an entry the directory refused `n` times waits before its
+/// next try.
+fn refusal_delay(n: u32) -> Duration {
+    match n {
+        0 | 1 => Duration::from_secs(1),
+        _ => Duration::from_secs(4),
+    }
+}
+
+impl Writer {
+    fn refused_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<u64, (u32, Instant)>> {
+        self.refused.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// When the next refused entry is due, if one waits.
+    fn next_refusal_due(&self) -> Option<Instant> {
+        self.refused_lock().values().map(|(_, at)| *at).min()
+    }
+
+    /// The highest seq below every refused entry still waiting.
+    fn below_refused(&self) -> Option<u64> {
+        self.refused_lock()
+            .keys()
+            .min()
+            .map(|s| s.saturating_sub(1))
+    }
+
+    /// Returns once the directory answers a connection and bind (probed
+    /// every second); never, without a configuration to probe.
+    async fn directory_back(&self) {
+        let Some(cfg) = &self.probe else {
+            return std::future::pending().await;
+        };
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let mut dir = Directory::new(cfg.clone());
+            if dir.conn().await.is_ok() {
+                return;
             }
         }
     }

@@ -10,32 +10,51 @@ use ldap3::LdapError;
 /// Why an entry could not be applied.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ApplyError {
-    /// The directory could not be reached or was busy: retry later.
+    /// The directory could not be reached (connection refused or lost, a
+    /// timeout) or said it is busy or unavailable: every write waits, and
+    /// the writer backs off.
     Retry(String),
-    /// Retrying cannot fix it (schema violation, access, bad mapping):
-    /// park the entry.
+    /// The directory refused this entry (any other LDAP result): the entry
+    /// is tried again a few times on its own backoff, then parked, while
+    /// every other resource goes on.
+    Refused { code: u32, message: String },
+    /// Retrying cannot fix it (a mapping error, an entry the adoption
+    /// policy protects): park the entry now.
     Park { code: Option<u32>, message: String },
 }
 
-/// LDAP result codes worth retrying: busy, unavailable, and limits that a
-/// later attempt may not hit.
-const RETRYABLE: &[u32] = &[3, 11, 51, 52, 80];
+impl ApplyError {
+    /// The text an administrator reads.
+    pub fn message(&self) -> &str {
+        match self {
+            ApplyError::Retry(m)
+            | ApplyError::Refused { message: m, .. }
+            | ApplyError::Park { message: m, .. } => m,
+        }
+    }
+}
+
+/// LDAP results that say the directory, not the entry, is the problem:
+/// busy (51) and unavailable (52).
+const UNREACHABLE: &[u32] = &[51, 52];
 
 pub(super) fn classify(e: LdapError) -> ApplyError {
     match e {
-        LdapError::LdapResult { result } if !RETRYABLE.contains(&result.rc) => ApplyError::Park {
-            code: Some(result.rc),
-            message: format!(
-                "{} ({}){}",
-                rc_name(result.rc),
-                result.rc,
-                if result.text.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {}", result.text)
-                }
-            ),
-        },
+        LdapError::LdapResult { result } if !UNREACHABLE.contains(&result.rc) => {
+            ApplyError::Refused {
+                code: result.rc,
+                message: format!(
+                    "{} ({}){}",
+                    rc_name(result.rc),
+                    result.rc,
+                    if result.text.is_empty() {
+                        String::new()
+                    } else {
+                        format!(": {}", result.text)
+                    }
+                ),
+            }
+        }
         other => ApplyError::Retry(other.to_string()),
     }
 }
@@ -103,9 +122,18 @@ mod tests {
             },
         };
         assert!(matches!(classify(res(51)), ApplyError::Retry(_)));
+        assert!(matches!(classify(res(52)), ApplyError::Retry(_)));
+        // "other" (80) is what slapd answers for an RDN too long for its
+        // database: this entry's problem, not the directory's.
+        for rc in [65, 80, 3, 11, 16, 21] {
+            assert!(
+                matches!(classify(res(rc)), ApplyError::Refused { code, .. } if code == rc),
+                "{rc}"
+            );
+        }
         assert!(matches!(
-            classify(res(65)),
-            ApplyError::Park { code: Some(65), .. }
+            classify(LdapError::EndOfStream),
+            ApplyError::Retry(_)
         ));
     }
 }

@@ -55,10 +55,15 @@ impl Apply for Directory {
     }
 }
 
+/// How many times the directory may refuse one entry before it is parked.
+pub(super) const MAX_REFUSALS: u32 = 3;
+
 /// An entry given to a lane, with its route.
 pub(super) struct Work {
     pub entry: JournalEntry,
     pub route: Route,
+    /// How many times the directory refused it already.
+    pub refusals: u32,
 }
 
 /// What a lane reports for each entry it was given, in order.
@@ -66,6 +71,7 @@ pub(super) enum Report {
     /// Tried: the entry's resource, the kind of operation and the outcome
     /// (already recorded in the store).
     Tried {
+        seq: u64,
         resource: (Kind, String),
         op: &'static str,
         outcome: Result<Option<Link>, ApplyError>,
@@ -324,15 +330,19 @@ async fn apply_one<D: Apply>(
     dir: &mut D,
     planner: &Arc<dyn Planner>,
     store: &Store,
-    Work { entry, .. }: Work,
+    Work {
+        entry, refusals, ..
+    }: Work,
 ) -> Result<Report, StoreError> {
     let resource = (entry.kind, entry.id.clone());
+    let seq = entry.seq;
     let plan = match planner.plan(&entry) {
         Ok(p) => p,
         Err(e) => {
             let message = e.to_string();
             park(store, &entry, None, &message)?;
             return Ok(Report::Tried {
+                seq,
                 resource,
                 op: "plan",
                 outcome: Err(ApplyError::Park {
@@ -349,9 +359,20 @@ async fn apply_one<D: Apply>(
     };
     let link = store.link(entry.kind, &entry.id)?;
     let full = || planner.full_members(&entry);
-    let outcome = dir.apply(&plan, link.as_ref(), &full).await;
+    let mut outcome = dir.apply(&plan, link.as_ref(), &full).await;
+    // Refused once too often: parked with the directory's answer.
+    if let Err(ApplyError::Refused { code, message }) = &outcome {
+        if refusals + 1 >= MAX_REFUSALS {
+            outcome = Err(ApplyError::Park {
+                code: Some(*code),
+                message: message.clone(),
+            });
+        } else {
+            warn!(seq, kind = entry.kind.name(), id = %entry.id, code, error = %message, attempt = refusals + 1, "the directory refused this entry; trying it again shortly, the other writes go on");
+        }
+    }
     match &outcome {
-        Err(ApplyError::Retry(_)) => {}
+        Err(ApplyError::Retry(_)) | Err(ApplyError::Refused { .. }) => {}
         Err(ApplyError::Park { code, message }) => {
             park(store, &entry, *code, message)?;
         }
@@ -361,6 +382,7 @@ async fn apply_one<D: Apply>(
         }
     }
     Ok(Report::Tried {
+        seq,
         resource,
         op,
         outcome,

@@ -289,3 +289,49 @@ async fn existing_users_are_adopted_only_as_the_policy_says() {
         }
     }
 }
+
+/// An entry the directory refuses (slapd answers "other" (80) for an RDN
+/// too long for its database: `uid=` and 250 characters, within the
+/// schema's bound of 256) is tried a few times on its own and parked with
+/// the directory's answer; meanwhile every other write lands at once.
+/// Before, the writer took the refusal for an outage and backed off
+/// globally, for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_entry_parks_alone_while_the_rest_flows() {
+    let h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    let long = "l".repeat(250);
+    let r = h.send("POST", "/Users", Some(user(&long))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let r = h
+            .send("POST", "/Users", Some(user(&format!("later{i}"))))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    // All 20 land within a few seconds, while the refused one waits.
+    loop {
+        let landed = h.ldap_search("(uid=later*)", &["uid"]).await.len();
+        if landed == 20 {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "only {landed} of 20 later users landed within 4 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        h.daemon().writer.directory_up(),
+        "a refusal is not an outage"
+    );
+    h.settle().await;
+    let parked = parked_messages(&h);
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    assert!(parked[0].contains("(80)"), "{}", parked[0]);
+    assert!(h.ldap_get(&format!("uid={long},{people}")).await.is_none());
+    // The refusals are counted by result.
+    let metrics = h.daemon().edge.metrics.render(None);
+    assert!(metrics.contains("result=\"other\"} 3"), "{metrics}");
+}
