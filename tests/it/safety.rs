@@ -335,3 +335,32 @@ async fn a_refused_entry_parks_alone_while_the_rest_flows() {
     let metrics = h.daemon().edge.metrics.render(None);
     assert!(metrics.contains("result=\"other\"} 3"), "{metrics}");
 }
+
+/// While the directory is down writes are queued and the writer backs off
+/// (up to a minute between tries); when it comes back, queued writes land
+/// within about a second, not at the next backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_writes_resume_within_a_second_of_the_directory_returning() {
+    let mut h = Harness::start().await;
+    h.slapd.stop().unwrap();
+    // Several failed tries, so that the backoff has grown past a few seconds.
+    for i in 0..6 {
+        let r = h.send("POST", "/Users", Some(user(&format!("queued{i}")))).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    }
+    assert!(!h.daemon().writer.directory_up());
+    tokio::task::block_in_place(|| h.slapd.restart()).expect("slapd restarts");
+    let back = std::time::Instant::now();
+    loop {
+        if h.ldap_search("(uid=queued*)", &["uid"]).await.len() == 6 {
+            break;
+        }
+        assert!(
+            back.elapsed() < std::time::Duration::from_millis(2500),
+            "queued writes did not land within 2.5 s of the directory's return"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    h.settle().await;
+}
