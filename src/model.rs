@@ -114,6 +114,23 @@ impl Model {
                 }
             }
         }
+        // Users' attributes that name other users (`manager`, resolved to
+        // a DN or to an attribute of the referenced entry) follow renames
+        // too; a directory's referential integrity rarely covers them.
+        for rule in self.mapping.user.rules() {
+            match &rule.resolve {
+                Some(Reference::Dn)
+                    if !dn.iter().any(|d| d.eq_ignore_ascii_case(&rule.attribute)) =>
+                {
+                    dn.push(rule.attribute.clone());
+                }
+                Some(Reference::Dn) => {}
+                Some(Reference::Attribute(own)) => {
+                    value.push((rule.attribute.clone(), own.clone()));
+                }
+                None => {}
+            }
+        }
         (dn, value)
     }
 

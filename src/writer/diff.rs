@@ -119,6 +119,22 @@ pub fn split_rdn(dn: &str) -> (&str, &str) {
 /// the same), attribute types and values compared case-insensitively, which
 /// is what the naming attributes in use (uid, cn, ou, dc) do. Unparseable
 /// DNs fall back to comparing the text.
+/// Whether the leaf RDN values of two DNs that are the same entry differ
+/// in case (or other bytes LDAP matching ignores): a rename the directory
+/// must still be told of (`Case.Only` → `case.only`), as a modrdn.
+pub fn rdn_spelled_differently(a: &str, b: &str) -> bool {
+    match (crate::dn::parse_dn(a), crate::dn::parse_dn(b)) {
+        (Ok(x), Ok(y)) => match (x.first(), y.first()) {
+            (Some(p), Some(q)) => {
+                p.iter().map(|v| &v.value).collect::<Vec<_>>()
+                    != q.iter().map(|v| &v.value).collect::<Vec<_>>()
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
 pub fn same_dn(a: &str, b: &str) -> bool {
     fn norm(dn: &crate::dn::ParsedDn) -> Vec<Vec<(String, String)>> {
         dn.iter()
@@ -263,5 +279,24 @@ mod tests {
         assert_eq!(user_account_control(None, true), "514");
         assert_eq!(user_account_control(Some("514"), true), "514");
         assert_eq!(user_account_control(Some("junk"), false), "512");
+    }
+}
+
+#[cfg(test)]
+mod rename_tests {
+    use super::*;
+
+    #[test]
+    fn a_case_only_change_of_the_rdn_is_a_rename() {
+        let a = "uid=Case.Only,ou=people,dc=example,dc=com";
+        let b = "uid=case.only,ou=people,dc=example,dc=com";
+        assert!(same_dn(a, b));
+        assert!(rdn_spelled_differently(a, b));
+        assert!(!rdn_spelled_differently(a, a));
+        // Only the parent's spelling differs: nothing to rename.
+        assert!(!rdn_spelled_differently(
+            a,
+            "uid=Case.Only,OU=People,dc=example,dc=com"
+        ));
     }
 }

@@ -13,7 +13,9 @@ use ldap3::{
 };
 use tracing::{debug, info};
 
-use super::diff::{attr_ci, diff, same_dn, split_rdn, user_account_control, UAC};
+use super::diff::{
+    attr_ci, diff, rdn_spelled_differently, same_dn, split_rdn, user_account_control, UAC,
+};
 use super::errors::{classify, permissive_modify, ApplyError};
 use super::members::{full_lists, group_ldif, member_delta_mods};
 use super::plan::{Desired, FullMembers, GroupPlan, MemberPlan, Plan};
@@ -440,7 +442,7 @@ impl Directory {
             })
             .collect();
 
-        if !same_dn(&cur.dn, &want.dn) {
+        if !same_dn(&cur.dn, &want.dn) || rdn_spelled_differently(&cur.dn, &want.dn) {
             let (new_rdn, new_parent) = split_rdn(&want.dn);
             let (_, old_parent) = split_rdn(&cur.dn);
             let new_sup = (!same_dn(old_parent, new_parent)).then_some(new_parent);

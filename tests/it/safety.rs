@@ -345,7 +345,9 @@ async fn queued_writes_resume_within_a_second_of_the_directory_returning() {
     h.slapd.stop().unwrap();
     // Several failed tries, so that the backoff has grown past a few seconds.
     for i in 0..6 {
-        let r = h.send("POST", "/Users", Some(user(&format!("queued{i}")))).await;
+        let r = h
+            .send("POST", "/Users", Some(user(&format!("queued{i}"))))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         tokio::time::sleep(std::time::Duration::from_millis(700)).await;
     }
@@ -363,4 +365,63 @@ async fn queued_writes_resume_within_a_second_of_the_directory_returning() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     h.settle().await;
+}
+
+/// Renames reach every reference: a user's `manager` (resolved to a DN)
+/// and group members follow the manager's rename, including a rename that
+/// changes only the case of the userName (sent as a modrdn).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_reach_managers_and_members_even_case_only() {
+    let h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    let groups = h.slapd.groups_dn();
+    let r = h.send("POST", "/Users", Some(user("Case.Only"))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let boss = r.body["id"].as_str().unwrap().to_string();
+    let mut report = user("report");
+    report["schemas"] = json!([
+        "urn:ietf:params:scim:schemas:core:2.0:User",
+        "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
+    ]);
+    report["urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"] =
+        json!({"manager": {"value": boss}});
+    let r = h.send("POST", "/Users", Some(report)).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "bosses", "members": [{"value": boss}]})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    h.settle().await;
+    let report_dn = format!("uid=report,{people}");
+    let group_dn = format!("cn=bosses,{groups}");
+    let e = h.ldap_get(&report_dn).await.unwrap();
+    assert_eq!(e["manager"], vec![format!("uid=Case.Only,{people}")]);
+
+    for (name, expect) in [("case.only", "uid=case.only"), ("chief", "uid=chief")] {
+        let r = h
+            .send(
+                "PATCH",
+                &format!("/Users/{boss}"),
+                Some(json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "replace", "path": "userName", "value": name}]
+                })),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        h.settle().await;
+        let want = format!("{expect},{people}");
+        let found = h.ldap_search(&format!("(uid={name})"), &["uid"]).await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].dn, want, "the DN itself follows, case included");
+        let e = h.ldap_get(&report_dn).await.unwrap();
+        assert_eq!(e["manager"], vec![want.clone()], "manager follows {name}");
+        let g = h.ldap_get(&group_dn).await.unwrap();
+        assert_eq!(g["member"], vec![want.clone()], "member follows {name}");
+    }
+    assert!(parked_messages(&h).is_empty());
 }
