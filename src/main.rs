@@ -162,10 +162,12 @@ fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Res
     let dir = dir.canonicalize()?;
     let slapd = Slapd::start_in(
         &dir.join("ldap"),
-        // memberof and refint as `scim2ldap dev` has always run them.
+        // A plain slapd, like a production one: no refint or memberof
+        // overlay, agreeing with the example mapping's `refint = false`
+        // (scim2ldap rewrites and removes member values itself).
         SlapdOptions {
             port: Some(ldap_port),
-            ..SlapdOptions::with_overlays()
+            ..SlapdOptions::default()
         },
     )
     .context("starting the throwaway OpenLDAP (is another one running in this folder?)")?;

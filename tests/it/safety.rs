@@ -425,3 +425,75 @@ async fn renames_reach_managers_and_members_even_case_only() {
     }
     assert!(parked_messages(&h).is_empty());
 }
+
+/// A group never freezes after its members are deleted while the
+/// directory's own referential integrity removes their values too (300
+/// members, 150 deleted from 4 clients; slapd
+/// with refint and memberof, the mapping also removing them): before, the
+/// group's next write failed with noSuchAttribute (16) and parked, and
+/// every later write of the group waited behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_members_under_refint_never_freezes_a_group() {
+    let h = Harness::start_with(
+        scim2ldap_slapd::SlapdOptions::with_overlays(),
+        crate::harness::MAPPING,
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..300 {
+        let r = h.send("POST", "/Users", Some(user(&format!("m{i}")))).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        ids.push(r.body["id"].as_str().unwrap().to_string());
+    }
+    let members: Vec<_> = ids.iter().map(|id| json!({"value": id})).collect();
+    let r = h
+        .send(
+            "POST",
+            "/Groups",
+            Some(json!({"displayName": "everyone", "members": members})),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let gid = r.body["id"].as_str().unwrap().to_string();
+    h.settle().await;
+    // Delete half of them from 4 clients at once.
+    let doomed: Vec<String> = ids.iter().take(150).cloned().collect();
+    let h = &h;
+    let delete_all = |chunk: Vec<String>| async move {
+        for id in chunk {
+            let r = h.send("DELETE", &format!("/Users/{id}"), None).await;
+            assert_eq!(r.status, 204, "{}", r.body);
+        }
+    };
+    let c: Vec<Vec<String>> = doomed.chunks(38).map(|c| c.to_vec()).collect();
+    tokio::join!(
+        delete_all(c[0].clone()),
+        delete_all(c[1].clone()),
+        delete_all(c[2].clone()),
+        delete_all(c[3].clone())
+    );
+    // A later member change still reaches the directory.
+    let r = h.send("POST", "/Users", Some(user("latecomer"))).await;
+    let late = r.body["id"].as_str().unwrap().to_string();
+    let r = h
+        .send(
+            "PATCH",
+            &format!("/Groups/{gid}"),
+            Some(json!({
+                "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                "Operations": [{"op": "add", "path": "members", "value": [{"value": late}]}]
+            })),
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    h.settle().await;
+    assert!(parked_messages(&h).is_empty(), "{:?}", parked_messages(&h));
+    let g = h
+        .ldap_get(&format!("cn=everyone,{}", h.slapd.groups_dn()))
+        .await
+        .unwrap();
+    assert_eq!(g["member"].len(), 151, "150 left plus the latecomer");
+    assert!(g["member"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(&format!("uid=latecomer,{}", h.slapd.people_dn()))));
+}
