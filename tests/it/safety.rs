@@ -487,7 +487,7 @@ async fn deleting_members_under_refint_never_freezes_a_group() {
         .await;
     assert_eq!(r.status, 204, "{}", r.body);
     h.settle().await;
-    assert!(parked_messages(&h).is_empty(), "{:?}", parked_messages(&h));
+    assert!(parked_messages(h).is_empty(), "{:?}", parked_messages(h));
     let g = h
         .ldap_get(&format!("cn=everyone,{}", h.slapd.groups_dn()))
         .await
