@@ -528,8 +528,105 @@ pub async fn run(path: &Path) -> Report {
                 )),
             }
         }
+        match dir.conn().await {
+            Ok(ldap) => adoption_census(&mut r, ldap, section, res, &at).await,
+            Err(e) => r.fail(format!("[{section}.adopt]: {}", e.message())),
+        }
     }
     r
+}
+
+/// `[<section>.adopt]`: how many entries that exist now the policy would
+/// let the identity provider take over, and how many it protects. Runs the
+/// policy's filters once, so the directory checks their syntax.
+async fn adoption_census(
+    r: &mut Report,
+    ldap: &mut ldap3::Ldap,
+    section: &str,
+    res: &ResourceMapping,
+    at: &dyn Fn(&str, &str) -> String,
+) {
+    use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
+    let policy = res.adopt_policy();
+    let class = format!(
+        "(objectClass={})",
+        crate::dn::escape_filter_value(res.search_class())
+    );
+    let table = format!("{section}.adopt");
+    // Counted under the subtrees the policy names, or the DN template's
+    // parent when adoption is off.
+    let bases = if policy.enabled {
+        policy.under.clone()
+    } else {
+        vec![res.parent_dn().to_string()]
+    };
+    let filter = if policy.enabled {
+        policy.narrow(&class)
+    } else {
+        class
+    };
+    let (mut allowed, mut protected) = (0usize, 0usize);
+    for base in &bases {
+        let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
+            Box::new(EntriesOnly::new()),
+            Box::new(PagedResults::new(500)),
+        ];
+        let mut stream = match ldap
+            .streaming_search_with(adapters, base, Scope::Subtree, &filter, vec!["1.1"])
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => {
+                r.fail(format!(
+                    "{}: [{table}] searching {base} with {filter}: {e}",
+                    at(&table, "under")
+                ));
+                return;
+            }
+        };
+        loop {
+            match stream.next().await {
+                Ok(Some(e)) => {
+                    let e = SearchEntry::construct(e);
+                    if policy.enabled && policy.check_dn(&e.dn).is_ok() {
+                        allowed += 1;
+                    } else {
+                        protected += 1;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    r.fail(format!(
+                        "{}: [{table}] reading {base}: {e}",
+                        at(&table, "under")
+                    ));
+                    return;
+                }
+            }
+        }
+        let res = stream.finish().await;
+        if res.rc != 0 && res.rc != 32 {
+            r.fail(format!(
+                "{}: [{table}] searching {base} with {filter}: {} ({}) {}",
+                at(&table, "filter"),
+                crate::writer::rc_name(res.rc),
+                res.rc,
+                res.text
+            ));
+            return;
+        }
+    }
+    if policy.enabled {
+        r.pass(format!(
+            "[{table}] {allowed} existing entries under {} may be adopted (their mapped attributes then follow the identity provider); {protected} protected by `never`",
+            bases.join("; ")
+        ));
+    } else {
+        r.pass(format!(
+            "[{table}] adoption is off: {protected} existing entries under {} are never taken over (a resource with one of their names parks until you allow it)",
+            bases.join("; ")
+        ));
+    }
 }
 
 /// The group's member attributes (`[group.members]` and its `also`): each

@@ -497,3 +497,50 @@ async fn deleting_members_under_refint_never_freezes_a_group() {
         .iter()
         .any(|m| m.eq_ignore_ascii_case(&format!("uid=latecomer,{}", h.slapd.people_dn()))));
 }
+
+/// `scim2ldap check` says how many existing entries each adoption policy
+/// would let the identity provider take over, and how many it protects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_counts_what_each_adoption_policy_would_adopt() {
+    let mapping = MAPPING.replacen(
+        "\n[user.attributes]\n",
+        "\n[user.adopt]\nnever = [\"uid=root2,ou=people,dc=example,dc=com\"]\n\n[user.attributes]\n",
+        1,
+    );
+    let h = Harness::start_with(Default::default(), &mapping).await;
+    let people = h.slapd.people_dn();
+    for uid in ["old1", "old2", "root2"] {
+        h.ldap_add(
+            &format!("uid={uid},{people}"),
+            &[
+                ("objectClass", &["inetOrgPerson"]),
+                ("uid", &[uid]),
+                ("cn", &[uid]),
+                ("sn", &[uid]),
+            ],
+        )
+        .await;
+    }
+    h.ldap_add(
+        &format!("cn=legacy,{}", h.slapd.groups_dn()),
+        &[
+            ("objectClass", &["groupOfNames"]),
+            ("cn", &["legacy"]),
+            ("member", &["cn=x,dc=example,dc=com"]),
+        ],
+    )
+    .await;
+    let report = scim2ldap::check::run(&h.dir.join("config.toml")).await;
+    let text = report.to_string();
+    assert!(report.ok(), "{text}");
+    assert!(
+        text.contains(
+            "[user.adopt] 2 existing entries under ou=people,dc=example,dc=com may be adopted"
+        ) && text.contains("1 protected by `never`"),
+        "{text}"
+    );
+    assert!(
+        text.contains("[group.adopt] adoption is off: 1 existing entries"),
+        "{text}"
+    );
+}
