@@ -6,6 +6,7 @@ mod concurrency;
 mod crash;
 mod crash_windows;
 mod documented;
+mod edge;
 mod groups;
 mod harness;
 mod journal;
