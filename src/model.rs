@@ -250,9 +250,25 @@ impl StoreResolver<'_> {
 }
 
 impl Resolver for StoreResolver<'_> {
+    /// Where the entry of `id` is, as a reference to it should name it:
+    /// where it is linked, unless its latest state puts it under the same
+    /// parent with another RDN — a rename the directory has not seen yet
+    /// (or, during a replay, one undone and redone). Then the new name:
+    /// it is where the entry ends up, and a group or manager written in
+    /// another lane meanwhile would otherwise keep the old one, racing the
+    /// rename's own rewrite of references. A link elsewhere (an entry
+    /// adopted in another subtree, a deactivated user moved away) is kept.
     fn dn(&self, id: &str) -> Option<String> {
         for kind in [Kind::User, Kind::Group] {
             if let Ok(Some(link)) = self.store.link(kind, id) {
+                if let Some(latest) = self.mapped(id) {
+                    let (_, latest_parent) = crate::writer::split_rdn(&latest.dn);
+                    let (_, linked_parent) = crate::writer::split_rdn(&link.dn);
+                    if latest.dn != link.dn && crate::writer::same_dn(latest_parent, linked_parent)
+                    {
+                        return Some(latest.dn);
+                    }
+                }
                 return Some(link.dn);
             }
         }
