@@ -1,6 +1,9 @@
 //! The SCIM core: pure, no I/O.
+pub mod attr_path;
+pub mod datetime;
 pub mod discovery;
 pub mod error;
+pub mod eval;
 pub mod filter;
 pub mod json;
 pub mod members;
