@@ -215,6 +215,9 @@ const RULES: &[(&str, &[&str])] = &[
             "crate::adopt",
         ],
     ),
+    // Adoption reads the directory and writes the store; the endpoints call
+    // it (through `api::Adoption`), never the other way round.
+    ("adopt", &["hyper", "crate::api", "crate::http"]),
     // The store knows SCIM JSON and journal entries, never LDAP, HTTP or
     // the mapping.
     (

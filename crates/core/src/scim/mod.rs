@@ -8,6 +8,7 @@ pub mod filter;
 pub mod json;
 pub mod kind;
 pub mod members;
+pub mod meta;
 pub mod patch;
 pub mod path;
 pub mod project;
