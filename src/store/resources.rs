@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::journal::{journal_into, JournalEntry, Op};
+use super::journal::{journal_into, new_entry, Op};
 use super::keys::{self, index_prefix, kind_prefix, res_key, KindByte, INDEX, RESOURCE};
 use super::members::MemberOps;
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
@@ -340,7 +340,7 @@ impl Store {
         };
         journal_into(
             &mut batch,
-            &JournalEntry::new(seq, kind, id, Op::Upsert, resource.clone(), change),
+            &new_entry(seq, kind, id, Op::Upsert, resource.clone(), change),
         )?;
         self.inner
             .tree
@@ -432,7 +432,7 @@ impl Store {
             let change = self.member_changes(&mut batch, &gid, &ops)?;
             journal_into(
                 &mut batch,
-                &JournalEntry::new(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
+                &new_entry(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
             )?;
         }
         if kind == Kind::Group {
@@ -441,10 +441,7 @@ impl Store {
         seq += 1;
         index_changes(&mut batch, kind, id, Some(&old), None);
         batch.remove(res_key(RESOURCE, kind, id));
-        journal_into(
-            &mut batch,
-            &JournalEntry::new(seq, kind, id, Op::Delete, old, None),
-        )?;
+        journal_into(&mut batch, &new_entry(seq, kind, id, Op::Delete, old, None))?;
         self.inner
             .tree
             .apply_batch(batch)
