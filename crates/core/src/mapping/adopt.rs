@@ -18,12 +18,12 @@ use std::fmt;
 
 use crate::dn::{parse_dn, rdn_key};
 
-use crate::scim::Kind;
+use super::ResourceKind;
 
 /// A validated adoption policy for one resource type.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdoptPolicy {
-    pub kind: Kind,
+    pub kind: ResourceKind,
     /// Adoption is allowed at all.
     pub enabled: bool,
     /// Subtrees (canonical DNs) inside which entries may be adopted.
@@ -43,7 +43,7 @@ pub struct AdoptPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     Disabled {
-        kind: Kind,
+        kind: ResourceKind,
     },
     Outside {
         dn: String,
@@ -61,9 +61,9 @@ pub enum Refusal {
 
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let table = |k: &Kind| match k {
-            Kind::User => "user",
-            Kind::Group => "group",
+        let table = |k: &ResourceKind| match k {
+            ResourceKind::User => "user",
+            ResourceKind::Group => "group",
         };
         match self {
             Refusal::Disabled { kind } => write!(
@@ -123,10 +123,10 @@ pub fn within(dn: &str, base: &str) -> bool {
 impl AdoptPolicy {
     /// The policy when the mapping has no adopt table: users inside the DN
     /// template's parent, no groups.
-    pub fn default_for(kind: Kind, parent_dn: &str) -> AdoptPolicy {
+    pub fn default_for(kind: ResourceKind, parent_dn: &str) -> AdoptPolicy {
         AdoptPolicy {
             kind,
-            enabled: kind == Kind::User,
+            enabled: kind == ResourceKind::User,
             under: vec![parent_dn.to_string()],
             filter: None,
             never: Vec::new(),
@@ -217,7 +217,7 @@ mod tests {
     use super::*;
 
     fn users() -> AdoptPolicy {
-        AdoptPolicy::default_for(Kind::User, "ou=people,dc=example,dc=com")
+        AdoptPolicy::default_for(ResourceKind::User, "ou=people,dc=example,dc=com")
     }
 
     #[test]
@@ -239,11 +239,16 @@ mod tests {
 
     #[test]
     fn groups_are_not_adopted_by_default() {
-        let p = AdoptPolicy::default_for(Kind::Group, "ou=groups,dc=example,dc=com");
+        let p = AdoptPolicy::default_for(ResourceKind::Group, "ou=groups,dc=example,dc=com");
         let e = p
             .check_dn("cn=sudo,ou=groups,dc=example,dc=com")
             .unwrap_err();
-        assert_eq!(e, Refusal::Disabled { kind: Kind::Group });
+        assert_eq!(
+            e,
+            Refusal::Disabled {
+                kind: ResourceKind::Group
+            }
+        );
         assert!(e.to_string().contains("[group.adopt]"), "{e}");
         assert!(p.keep_members);
     }

@@ -25,7 +25,6 @@ mod tests;
 use std::collections::BTreeMap;
 
 use crate::scim::schema::{AttrDef, AttrType, Schema, SchemaRegistry};
-use crate::scim::Kind;
 
 pub use crate::dn::{
     dn_to_string, escape_dn_value, escape_filter_value, is_attribute_description, parse_dn, Ava,
@@ -53,10 +52,26 @@ pub struct Mapping {
     pub extensions: Vec<ExtensionDecl>,
 }
 
+/// Which SCIM resource type a mapping or extension is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    User,
+    Group,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::User => "User",
+            ResourceKind::Group => "Group",
+        }
+    }
+}
+
 /// How one resource type (User or Group) maps to LDAP entries.
 #[derive(Debug, Clone)]
 pub struct ResourceMapping {
-    pub(crate) kind: Kind,
+    pub(crate) kind: ResourceKind,
     pub(crate) rdn_attr: String,
     /// The RDN value template; literals are unescaped text, the whole value
     /// is escaped once rendered.
@@ -215,7 +230,7 @@ pub enum DeleteAction {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExtensionDecl {
     pub urn: String,
-    pub resource: Kind,
+    pub resource: ResourceKind,
     pub attributes: Vec<ExtensionAttribute>,
 }
 
@@ -239,7 +254,7 @@ impl ExtensionDecl {
             name,
             description: format!(
                 "Custom {} extension declared in the mapping file",
-                self.resource.name()
+                self.resource.as_str()
             ),
             attributes: self
                 .attributes
@@ -264,7 +279,7 @@ impl Mapping {
     }
 
     /// The extension schemas declared for one resource type.
-    pub fn extension_schemas(&self, kind: Kind) -> Vec<Schema> {
+    pub fn extension_schemas(&self, kind: ResourceKind) -> Vec<Schema> {
         self.extensions
             .iter()
             .filter(|e| e.resource == kind)
@@ -275,12 +290,12 @@ impl Mapping {
     /// The SCIM core's registry for users: core, enterprise, and the
     /// file's user extensions.
     pub fn user_registry(&self) -> SchemaRegistry {
-        SchemaRegistry::users(self.extension_schemas(Kind::User))
+        SchemaRegistry::users(self.extension_schemas(ResourceKind::User))
     }
 
     /// The SCIM core's registry for groups.
     pub fn group_registry(&self) -> SchemaRegistry {
-        SchemaRegistry::groups(self.extension_schemas(Kind::Group))
+        SchemaRegistry::groups(self.extension_schemas(ResourceKind::Group))
     }
 }
 
@@ -304,7 +319,7 @@ impl ResourceMapping {
     }
 
     /// The resource type this maps.
-    pub fn kind(&self) -> Kind {
+    pub fn kind(&self) -> ResourceKind {
         self.kind
     }
 

@@ -206,7 +206,7 @@ fn example_extension_block_is_valid_when_uncommented() {
     let m = parse(&text);
     assert_eq!(m.extensions.len(), 1);
     let ext = &m.extensions[0];
-    assert_eq!(ext.resource, Kind::User);
+    assert_eq!(ext.resource, ResourceKind::User);
     assert_eq!(
         ext.attributes[1].kind,
         crate::scim::schema::AttrType::Integer

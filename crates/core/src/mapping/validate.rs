@@ -12,14 +12,13 @@ use super::raw::{OneOrMany, RawAdopt, RawEmpty, RawFile, RawRule, Str};
 use super::template::{parse_source, parse_template, Segment, Source, Transform};
 use super::{
     AdoptPolicy, AttributeRule, DeactivatePolicy, DeleteAction, EmptyGroup, ExtensionAttribute,
-    ExtensionDecl, GroupMapping, Mapping, MemberAttribute, Members, Reference, ResourceMapping,
-    UserPolicy,
+    ExtensionDecl, GroupMapping, Mapping, MemberAttribute, Members, Reference, ResourceKind,
+    ResourceMapping, UserPolicy,
 };
 use crate::dn::{dn_to_string, is_attribute_description, is_descriptor, parse_dn};
 use crate::scim::schema::{
     AttrType, SchemaRegistry, CORE_GROUP_URN, CORE_USER_URN, ENTERPRISE_USER_URN,
 };
-use crate::scim::Kind;
 
 pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| from_toml(text, file, e))?;
@@ -33,14 +32,14 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
             .map(ExtensionDecl::to_schema)
             .collect()
     };
-    let user_reg = SchemaRegistry::users(schemas(Kind::User));
-    let group_reg = SchemaRegistry::groups(schemas(Kind::Group));
+    let user_reg = SchemaRegistry::users(schemas(ResourceKind::User));
+    let group_reg = SchemaRegistry::groups(schemas(ResourceKind::Group));
 
     let u = raw.user.get_ref();
     let user = resource(
         &mut p,
         "user",
-        Kind::User,
+        ResourceKind::User,
         Parts {
             dn: &u.dn,
             object_classes: &u.object_classes,
@@ -57,7 +56,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
         let resource = resource(
             &mut p,
             "group",
-            Kind::Group,
+            ResourceKind::Group,
             Parts {
                 dn: &g.dn,
                 object_classes: &g.object_classes,
@@ -107,7 +106,7 @@ struct Parts<'a> {
 fn resource(
     p: &mut Problems,
     prefix: &str,
-    kind: Kind,
+    kind: ResourceKind,
     parts: Parts,
     registry: SchemaRegistry,
 ) -> Option<ResourceMapping> {
@@ -200,7 +199,7 @@ fn resource(
                 &dn_key,
                 format!(
                     "the RDN attribute {rdn_attr} has no rule in [{prefix}.attributes]; add one, e.g. {rdn_attr} = \"{}\"",
-                    if kind == Kind::User { "userName" } else { "displayName" }
+                    if kind == ResourceKind::User { "userName" } else { "displayName" }
                 ),
             );
         }
@@ -258,7 +257,7 @@ fn resource(
 fn adopt_policy(
     p: &mut Problems,
     prefix: &str,
-    kind: Kind,
+    kind: ResourceKind,
     parent_dn: &str,
     raw: Option<&Spanned<RawAdopt>>,
 ) -> AdoptPolicy {
@@ -318,7 +317,7 @@ fn adopt_policy(
         }
     }
     if let Some(k) = &table.keep_members {
-        if kind == Kind::Group {
+        if kind == ResourceKind::Group {
             policy.keep_members = *k.get_ref();
         } else {
             p.add(
@@ -1015,15 +1014,15 @@ fn extensions(p: &mut Problems, raw: &[Spanned<super::raw::RawExtension>]) -> Ve
             );
         }
         let resource = match e.resource.get_ref().to_ascii_lowercase().as_str() {
-            "user" => Kind::User,
-            "group" => Kind::Group,
+            "user" => ResourceKind::User,
+            "group" => ResourceKind::Group,
             other => {
                 p.add(
                     e.resource.span(),
                     format!("{key}.resource"),
                     format!("unknown resource {other:?} (expected User or Group)"),
                 );
-                Kind::User
+                ResourceKind::User
             }
         };
         let mut attributes: Vec<ExtensionAttribute> = Vec::new();
