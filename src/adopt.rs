@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::{Scope, SearchEntry};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::sync::Mutex;
 use tracing::{debug, info, warn};
 
@@ -23,6 +23,7 @@ use crate::config::LdapConfig;
 use crate::mapping::ResourceMapping;
 use crate::model::SharedModel;
 use crate::scim::filter::parse_filter;
+use crate::scim::meta::Meta;
 use crate::store::{now_rfc3339, Kind, Link, Store, WriteError};
 use crate::writer::{ApplyError, Directory, WriterHandle};
 
@@ -298,15 +299,16 @@ impl Adopter {
         let now = now_rfc3339();
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.clone()));
-            let mut meta = json!({
-                "resourceType": kind.name(),
-                "created": now,
-                "lastModified": now,
-            });
-            if let Some(base) = base_url.or(self.base_url.as_deref()) {
-                meta["location"] = Value::String(crate::api::location(base, kind, &id));
-            }
-            obj.insert("meta".into(), meta);
+        }
+        Meta {
+            kind,
+            id: &id,
+            base_url: base_url.or(self.base_url.as_deref()),
+            created: &now,
+            last_modified: &now,
+        }
+        .stamp(&mut resource);
+        if let Some(obj) = resource.as_object_mut() {
             if let Some(key) = crate::dn::first_rdn_key(&entry.dn) {
                 obj.insert(crate::store::RDN_KEY.into(), Value::String(key));
             }

@@ -6,13 +6,14 @@
 //! comes in as an [`ApiRequest`] and leaves as an [`ApiResponse`]; the
 //! directory is only reached through the journal and the writer.
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tracing::{debug, info};
 
 use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
 use crate::scim::discovery;
 use crate::scim::members::{split_member_ops, take_members, MemberEdit};
+use crate::scim::meta::{self, location, Meta};
 use crate::scim::patch::{apply_operations, parse_patch_request};
 use crate::scim::project::Projection;
 use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
@@ -439,7 +440,14 @@ impl Api {
         self.validate(kind, &mut resource, None)?;
         let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
         let now = now_rfc3339();
-        set_meta(&mut resource, kind, &req.base_url, &id, Some(&now), &now);
+        Meta {
+            kind,
+            id: &id,
+            base_url: Some(&req.base_url),
+            created: &now,
+            last_modified: &now,
+        }
+        .stamp(&mut resource);
         let seq = self
             .store
             .write(Write {
@@ -998,66 +1006,17 @@ fn etag_listed(list: &str, version: &str) -> bool {
     })
 }
 
-pub fn location(base_url: &str, kind: Kind, id: &str) -> String {
-    let seg = match kind {
-        Kind::User => "Users",
-        Kind::Group => "Groups",
-    };
-    format!("{base_url}/{seg}/{id}")
-}
-
-fn set_meta(
-    resource: &mut Value,
-    kind: Kind,
-    base_url: &str,
-    id: &str,
-    created: Option<&str>,
-    now: &str,
-) {
-    let Some(obj) = resource.as_object_mut() else {
-        return;
-    };
-    let mut meta = Map::new();
-    meta.insert("resourceType".into(), Value::String(kind.name().into()));
-    meta.insert(
-        "created".into(),
-        Value::String(created.unwrap_or(now).into()),
-    );
-    meta.insert("lastModified".into(), Value::String(now.into()));
-    meta.insert(
-        "location".into(),
-        Value::String(location(base_url, kind, id)),
-    );
-    obj.insert("meta".into(), Value::Object(meta));
-    let core = match kind {
-        Kind::User => USER_SCHEMA,
-        Kind::Group => GROUP_SCHEMA,
-    };
-    let schemas = obj.entry("schemas").or_insert_with(|| json!([]));
-    if let Some(list) = schemas.as_array_mut() {
-        if !list
-            .iter()
-            .any(|s| s.as_str().is_some_and(|s| s.eq_ignore_ascii_case(core)))
-        {
-            list.insert(0, Value::String(core.into()));
-        }
-    }
-}
-
 /// `meta` of an updated resource: `created` kept from `old`, the rest new.
 fn restamp(resource: &mut Value, old: &Value, kind: Kind, req: &ApiRequest, id: &str) {
-    let created = old
-        .pointer("/meta/created")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    set_meta(
-        resource,
+    let now = now_rfc3339();
+    Meta {
         kind,
-        &req.base_url,
         id,
-        created.as_deref(),
-        &now_rfc3339(),
-    );
+        base_url: Some(&req.base_url),
+        created: meta::created(old).unwrap_or(&now),
+        last_modified: &now,
+    }
+    .stamp(resource);
 }
 
 fn strip_meta(v: &Value) -> Value {

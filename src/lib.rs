@@ -21,4 +21,4 @@ pub mod writer;
 
 // The pure core, re-exported so that `crate::scim::...` and
 // `scim2ldap::mapping::...` name the same modules everywhere.
-pub use scim2ldap_core::{dn, ldapprep, ldif, mapping, scim, syntax};
+pub use scim2ldap_core::{dn, journal, ldapprep, ldif, mapping, plan, scim, syntax};

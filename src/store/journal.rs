@@ -15,57 +15,28 @@ use super::keys::{
     kind_prefix, res_key, seq_key, seq_of, JOURNAL, LINK, META_COMPACTION, META_SEQ, PARKED,
     PENDING, RESOURCE, SKIPPED,
 };
+pub use crate::journal::{JournalEntry, MemberChange, Op};
+
 use super::links::Link;
 use super::{decode, encode, now_rfc3339, Kind, Store, StoreError};
 
-/// What an accepted write asks of the directory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Op {
-    /// Make the entry match `snapshot` (create or update).
-    Upsert,
-    /// Remove the resource; `snapshot` is its last state, so the writer can
-    /// find the entry even if it was never linked.
-    Delete,
-}
-
-/// One accepted operation. Immutable once written; its state lives in the
-/// `q` / `f` keys so that changing state never rewrites the snapshot.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct JournalEntry {
-    pub seq: u64,
-    /// RFC 3339 time of acceptance.
-    pub at: String,
-    pub kind: Kind,
-    pub id: String,
-    pub op: Op,
-    /// The full SCIM resource after the operation (before it, for Delete):
-    /// the writer converges the directory to this, which makes applying an
-    /// entry twice harmless. A group's snapshot has no members.
-    pub snapshot: Value,
-    /// For groups: the membership change this operation made.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub members: Option<MemberChange>,
-}
-
-impl JournalEntry {
-    /// An entry accepted now.
-    pub(super) fn new(
-        seq: u64,
-        kind: Kind,
-        id: &str,
-        op: Op,
-        snapshot: Value,
-        members: Option<MemberChange>,
-    ) -> JournalEntry {
-        JournalEntry {
-            seq,
-            at: now_rfc3339(),
-            kind,
-            id: id.to_string(),
-            op,
-            snapshot,
-            members,
-        }
+/// An entry accepted now.
+pub(super) fn new_entry(
+    seq: u64,
+    kind: Kind,
+    id: &str,
+    op: Op,
+    snapshot: Value,
+    members: Option<MemberChange>,
+) -> JournalEntry {
+    JournalEntry {
+        seq,
+        at: now_rfc3339(),
+        kind,
+        id: id.to_string(),
+        op,
+        snapshot,
+        members,
     }
 }
 
@@ -78,24 +49,6 @@ struct EntryHead {
     kind: Kind,
     id: String,
     op: Op,
-}
-
-/// The effective change to a group's members (ids), with whether the group
-/// was empty before and is empty after: enough for the writer to send only
-/// the delta, and to add or drop an empty-group placeholder.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberChange {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub add: Vec<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub remove: Vec<String>,
-    pub empty_before: bool,
-    pub empty_after: bool,
-    /// Nothing but the members changed (the group's attributes are as the
-    /// directory last got them): the writer can send the delta without
-    /// reading the entry.
-    #[serde(default)]
-    pub only_members: bool,
 }
 
 /// Why the writer parked an entry.

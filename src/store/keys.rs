@@ -20,7 +20,7 @@
 //! | `n`    | `n` kind attribute          | next number to allocate (u64 big-endian)       |
 //!
 //! `kind` is one byte (`u` / `g`); `attr-no` is the position of the
-//! attribute in [`Kind::indexes`](super::Kind::indexes). The metadata keys
+//! attribute in [`indexes`](super::resources::indexes). The metadata keys
 //! are `mformat` (format version, checked at start-up), `mseq` (the last
 //! seq assigned), `mlinkidx` (the `a` index has been built), `mindex` (how the `i`
 //! keys were computed: [`super::INDEX_VERSION`] and the Unicode tables of
@@ -55,15 +55,22 @@ pub(super) const MEMBER: u8 = b'M';
 pub(super) const MEMBER_OF: u8 = b'B';
 pub(super) const COUNTER: u8 = b'n';
 
-impl Kind {
-    pub(super) fn byte(self) -> u8 {
+/// How keys spell a [`Kind`]: one byte, `u` or `g`.
+pub(super) trait KindByte {
+    fn byte(self) -> u8;
+    /// Anything but `g` is a user.
+    fn from_byte(b: u8) -> Self;
+}
+
+impl KindByte for Kind {
+    fn byte(self) -> u8 {
         match self {
             Kind::User => b'u',
             Kind::Group => b'g',
         }
     }
 
-    pub(super) fn from_byte(b: u8) -> Kind {
+    fn from_byte(b: u8) -> Kind {
         if b == b'g' {
             Kind::Group
         } else {

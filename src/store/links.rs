@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::journal::{journal_into, JournalEntry, Op};
+use super::journal::{journal_into, new_entry, Op};
 use super::keys::{res_key, seq_key, LINK, LINKED_ID, META_LINK_INDEX, PENDING, RESOURCE};
 use super::resources::{index_changes, set_version};
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
@@ -132,7 +132,7 @@ impl Store {
         );
         journal_into(
             &mut batch,
-            &JournalEntry::new(seq, kind, id, Op::Upsert, resource.clone(), None),
+            &new_entry(seq, kind, id, Op::Upsert, resource.clone(), None),
         )?;
         // Applied from the start: the entry is in the directory already.
         batch.remove(seq_key(PENDING, seq));

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::journal::MemberChange;
-use super::keys::{pair_key, pair_prefix, MEMBER, MEMBER_OF};
+use super::keys::{pair_key, pair_prefix, KindByte, MEMBER, MEMBER_OF};
 use super::{Kind, Store, StoreError};
 
 /// What a request asks of a group's members (before the store works out

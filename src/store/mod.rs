@@ -35,8 +35,11 @@ mod tests;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{de::DeserializeOwned, Serialize};
 
+/// The two SCIM resource types, from the core; how keys spell them is
+/// `keys::KindByte`.
+pub use crate::scim::Kind;
 pub use journal::{
     Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op, Stats,
 };
@@ -116,22 +119,6 @@ pub enum WriteError {
     VersionMismatch { current: String },
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// The two SCIM resource types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Kind {
-    User,
-    Group,
-}
-
-impl Kind {
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::User => "User",
-            Kind::Group => "Group",
-        }
-    }
 }
 
 /// A handle on the store; clones share it.

@@ -10,8 +10,8 @@ use std::collections::HashMap;
 
 use serde_json::Value;
 
-use super::journal::{journal_into, JournalEntry, Op};
-use super::keys::{self, index_prefix, kind_prefix, res_key, INDEX, RESOURCE};
+use super::journal::{journal_into, new_entry, Op};
+use super::keys::{self, index_prefix, kind_prefix, res_key, KindByte, INDEX, RESOURCE};
 use super::members::MemberOps;
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
 
@@ -51,53 +51,51 @@ impl Matching {
 /// refused like two users with one userName. Never shown to clients.
 pub const RDN_KEY: &str = "scim2ldap:rdn";
 
-impl Kind {
-    /// The indexed attributes of this kind. Changing this list (or how one
-    /// compares) needs the indexes rebuilt: bump [`super::INDEX_VERSION`].
-    pub fn indexes(self) -> &'static [IndexDef] {
-        match self {
-            Kind::User => &[
-                IndexDef {
-                    attr: "userName",
-                    matching: Matching::Ldap,
-                    unique: true,
-                },
-                IndexDef {
-                    attr: "externalId",
-                    matching: Matching::Exact,
-                    unique: false,
-                },
-                IndexDef {
-                    attr: "emails.value",
-                    matching: Matching::Ldap,
-                    unique: false,
-                },
-                IndexDef {
-                    attr: RDN_KEY,
-                    matching: Matching::Exact,
-                    unique: true,
-                },
-            ],
-            // displayName is unique: a group's DN is usually built from it,
-            // and two groups cannot share a DN.
-            Kind::Group => &[
-                IndexDef {
-                    attr: "displayName",
-                    matching: Matching::Ldap,
-                    unique: true,
-                },
-                IndexDef {
-                    attr: "externalId",
-                    matching: Matching::Exact,
-                    unique: false,
-                },
-                IndexDef {
-                    attr: RDN_KEY,
-                    matching: Matching::Exact,
-                    unique: true,
-                },
-            ],
-        }
+/// The indexed attributes of `kind`. Changing this list (or how one
+/// compares) needs the indexes rebuilt: bump [`super::INDEX_VERSION`].
+pub fn indexes(kind: Kind) -> &'static [IndexDef] {
+    match kind {
+        Kind::User => &[
+            IndexDef {
+                attr: "userName",
+                matching: Matching::Ldap,
+                unique: true,
+            },
+            IndexDef {
+                attr: "externalId",
+                matching: Matching::Exact,
+                unique: false,
+            },
+            IndexDef {
+                attr: "emails.value",
+                matching: Matching::Ldap,
+                unique: false,
+            },
+            IndexDef {
+                attr: RDN_KEY,
+                matching: Matching::Exact,
+                unique: true,
+            },
+        ],
+        // displayName is unique: a group's DN is usually built from it,
+        // and two groups cannot share a DN.
+        Kind::Group => &[
+            IndexDef {
+                attr: "displayName",
+                matching: Matching::Ldap,
+                unique: true,
+            },
+            IndexDef {
+                attr: "externalId",
+                matching: Matching::Exact,
+                unique: false,
+            },
+            IndexDef {
+                attr: RDN_KEY,
+                matching: Matching::Exact,
+                unique: true,
+            },
+        ],
     }
 }
 
@@ -186,8 +184,7 @@ impl Store {
         attr: &str,
         value: &str,
     ) -> Result<Option<Vec<String>>, StoreError> {
-        let Some((n, def)) = kind
-            .indexes()
+        let Some((n, def)) = indexes(kind)
             .iter()
             .enumerate()
             .find(|(_, d)| d.attr.eq_ignore_ascii_case(attr))
@@ -343,7 +340,7 @@ impl Store {
         };
         journal_into(
             &mut batch,
-            &JournalEntry::new(seq, kind, id, Op::Upsert, resource.clone(), change),
+            &new_entry(seq, kind, id, Op::Upsert, resource.clone(), change),
         )?;
         self.inner
             .tree
@@ -369,7 +366,7 @@ impl Store {
         old: Option<&Value>,
         resource: &Value,
     ) -> Result<(), WriteError> {
-        for (n, def) in kind.indexes().iter().enumerate() {
+        for (n, def) in indexes(kind).iter().enumerate() {
             if !def.unique {
                 continue;
             }
@@ -435,7 +432,7 @@ impl Store {
             let change = self.member_changes(&mut batch, &gid, &ops)?;
             journal_into(
                 &mut batch,
-                &JournalEntry::new(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
+                &new_entry(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
             )?;
         }
         if kind == Kind::Group {
@@ -444,10 +441,7 @@ impl Store {
         seq += 1;
         index_changes(&mut batch, kind, id, Some(&old), None);
         batch.remove(res_key(RESOURCE, kind, id));
-        journal_into(
-            &mut batch,
-            &JournalEntry::new(seq, kind, id, Op::Delete, old, None),
-        )?;
+        journal_into(&mut batch, &new_entry(seq, kind, id, Op::Delete, old, None))?;
         self.inner
             .tree
             .apply_batch(batch)
@@ -466,7 +460,7 @@ pub(super) fn index_changes(
     old: Option<&Value>,
     new: Option<&Value>,
 ) {
-    for (n, def) in kind.indexes().iter().enumerate() {
+    for (n, def) in indexes(kind).iter().enumerate() {
         let before = old.map(|o| index_values(o, def)).unwrap_or_default();
         let after = new.map(|o| index_values(o, def)).unwrap_or_default();
         for v in before.iter().filter(|v| !after.contains(v)) {
@@ -586,7 +580,7 @@ pub(super) fn rebuild_indexes(tree: &sled::Tree) -> Result<(), StoreError> {
         let kind = Kind::from_byte(kb);
         let id = String::from_utf8_lossy(&k[2..]).into_owned();
         let resource: Value = decode(&v, || format!("{} {id}", kind.name()))?;
-        for (n, def) in kind.indexes().iter().enumerate() {
+        for (n, def) in indexes(kind).iter().enumerate() {
             for value in index_values(&resource, def) {
                 let prefix = index_prefix(kind, n, &value);
                 if def.unique {

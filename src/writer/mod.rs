@@ -8,7 +8,7 @@
 //! delete. Because it converges to a state instead of replaying a delta,
 //! applying an entry twice leaves the directory as applying it once.
 //!
-//! - `plan`: plan and route types, the `Planner` trait (pure).
+//! - `plan` (from the core): plan and route types, the `Planner` trait.
 //! - `errors`: retry or park, from an LDAP result; result-code names.
 //! - `directory`: the client: connect, find, converge one entry.
 //! - `diff`: attribute diff and value normalisation.
@@ -28,7 +28,9 @@ mod dispatch;
 mod errors;
 mod lane;
 mod members;
-mod plan;
+// The plan types are pure and live in the core; `super::plan` in the
+// files below names them.
+use crate::plan;
 
 pub use backoff::Backoff;
 pub use diff::{diff, same_dn, split_rdn, user_account_control};

@@ -7,6 +7,10 @@
 //!   back, validated with file, line and key for every problem.
 //! - [`dn`]: RFC 4514 DNs and RFC 4515 filter-value escaping.
 //! - [`ldif`]: RFC 2849 LDIF lines for `serve --dry-run`.
+//! - [`journal`]: journal entries, what one accepted write asks of the
+//!   directory.
+//! - [`plan`]: what the directory should hold for a journal entry (plans,
+//!   routes) and the `Planner` trait the daemon's mapping layer implements.
 //! - [`ldapprep`]: RFC 4518 string preparation, so that names LDAP treats
 //!   as equal are equal to the daemon's uniqueness checks.
 //! - [`syntax`]: LDAP attribute syntaxes (RFC 4517), to refuse a value the
@@ -20,8 +24,10 @@
 //! `std::` I/O modules.
 
 pub mod dn;
+pub mod journal;
 pub mod ldapprep;
 pub mod ldif;
 pub mod mapping;
+pub mod plan;
 pub mod scim;
 pub mod syntax;

@@ -40,7 +40,7 @@ impl ScimPath {
     /// The values at this path (multi-valued attributes flattened, nulls
     /// skipped).
     pub(crate) fn select<'a>(&self, resource: &'a Value, reg: &SchemaRegistry) -> Vec<&'a Value> {
-        crate::scim::path::select(resource, &self.parsed, reg)
+        crate::scim::eval::select(resource, &self.parsed, reg)
     }
 
     pub(crate) fn simple(&self) -> Option<&SimplePath> {

@@ -1,4 +1,5 @@
-//! SCIM filters (RFC 7644 §3.4.2.2): parsing, printing and evaluation.
+//! SCIM filters (RFC 7644 §3.4.2.2): the grammar, parsing and printing.
+//! Evaluation against a resource is in [`eval`](crate::scim::eval).
 //!
 //! Grammar handled (operators and keywords case-insensitive):
 //!
@@ -13,17 +14,13 @@
 //! The parser is recursive descent with an explicit depth limit and an input
 //! length limit, so hostile input cannot exhaust the stack.
 
-use std::cmp::Ordering;
 use std::fmt;
 
 use serde_json::Value;
 
+use crate::scim::attr_path::AttrPath;
 use crate::scim::error::ScimError;
-use crate::scim::json::{get_ci, is_empty_value, parse_bool_str, values_of};
-use crate::scim::path::{select_attr, AttrPath};
-use crate::scim::schema::{AttrType, SchemaRegistry};
 
-/// Longest filter accepted, in bytes.
 pub const MAX_FILTER_LEN: usize = 8 * 1024;
 /// Deepest nesting of parentheses, `not` and value paths accepted.
 pub const MAX_FILTER_DEPTH: usize = 50;
@@ -75,7 +72,7 @@ impl CompareOp {
             .find(|op| op.as_str().eq_ignore_ascii_case(w))
     }
 
-    fn is_ordering(self) -> bool {
+    pub(crate) fn is_ordering(self) -> bool {
         matches!(
             self,
             CompareOp::Gt | CompareOp::Ge | CompareOp::Lt | CompareOp::Le
@@ -523,21 +520,6 @@ impl std::str::FromStr for Filter {
 }
 
 impl Filter {
-    /// Whether `resource` matches, with RFC 7644 §3.4.2.2 semantics: a
-    /// comparison on a multi-valued attribute holds when any value satisfies
-    /// it; a complex attribute named without a sub-attribute is compared by
-    /// its `value`; string comparisons respect the schema's caseExact.
-    pub fn matches(&self, resource: &Value, reg: &SchemaRegistry) -> bool {
-        self.eval(resource, None, reg)
-    }
-
-    /// Whether one value of the multi-valued attribute `parent` matches this
-    /// filter, whose paths name sub-attributes of `parent` (the inside of
-    /// `emails[type eq "work"]`).
-    pub fn matches_sub(&self, element: &Value, parent: &AttrPath, reg: &SchemaRegistry) -> bool {
-        self.eval(element, Some(parent), reg)
-    }
-
     /// The attribute and value when the whole filter is `attr eq "string"`,
     /// so the store can answer it from an index.
     pub fn eq_lookup(&self) -> Option<(&AttrPath, &str)> {
@@ -550,312 +532,10 @@ impl Filter {
             _ => None,
         }
     }
-
-    /// Checks the filter against the schema: RFC 7644 §3.4.2.2 makes
-    /// ordering comparisons on boolean and binary attributes an
-    /// invalidFilter error rather than a silent non-match.
-    pub fn validate(&self, reg: &SchemaRegistry) -> Result<(), ScimError> {
-        self.validate_in(None, reg)
-    }
-
-    fn validate_in(
-        &self,
-        parent: Option<&AttrPath>,
-        reg: &SchemaRegistry,
-    ) -> Result<(), ScimError> {
-        match self {
-            Filter::And(a, b) | Filter::Or(a, b) => {
-                a.validate_in(parent, reg)?;
-                b.validate_in(parent, reg)
-            }
-            Filter::Not(a) => a.validate_in(parent, reg),
-            Filter::Present(_) => Ok(()),
-            Filter::ValuePath { attr, filter } => filter.validate_in(Some(attr), reg),
-            Filter::Compare { path, op, .. } => {
-                let full = effective_path(path, parent);
-                let ty = reg.leaf(&full).map(|d| d.ty);
-                let bad = match ty {
-                    Some(AttrType::Boolean) => *op != CompareOp::Eq && *op != CompareOp::Ne,
-                    Some(AttrType::Binary) => op.is_ordering(),
-                    _ => false,
-                };
-                if bad {
-                    Err(ScimError::invalid_filter(format!(
-                        "'{}' cannot be used on '{full}', a {} attribute",
-                        op.as_str(),
-                        ty.map(AttrType::as_str).unwrap_or("")
-                    )))
-                } else {
-                    Ok(())
-                }
-            }
-        }
-    }
-
-    fn eval(&self, node: &Value, parent: Option<&AttrPath>, reg: &SchemaRegistry) -> bool {
-        match self {
-            Filter::And(a, b) => a.eval(node, parent, reg) && b.eval(node, parent, reg),
-            Filter::Or(a, b) => a.eval(node, parent, reg) || b.eval(node, parent, reg),
-            Filter::Not(a) => !a.eval(node, parent, reg),
-            Filter::Present(path) => {
-                let (values, _) = candidates(node, path, parent, reg);
-                values.iter().any(|v| !is_empty_value(v))
-            }
-            Filter::ValuePath { attr, filter } => {
-                if parent.is_some() {
-                    // The grammar does not nest value paths; an AST built by
-                    // hand that does simply matches nothing.
-                    return false;
-                }
-                let whole = attr.parent();
-                select_attr(node, &whole, reg)
-                    .into_iter()
-                    .any(|e| filter.eval(e, Some(&whole), reg))
-            }
-            Filter::Compare { path, op, value } => {
-                let (values, full) = candidates(node, path, parent, reg);
-                let values = comparable(values);
-                let ty = reg.leaf(&full).and_then(|d| match d.ty {
-                    AttrType::Complex => d.sub("value").map(|v| v.ty),
-                    t => Some(t),
-                });
-                let case_exact = reg.case_exact(&full);
-                let any =
-                    |op: CompareOp| values.iter().any(|v| compare(op, v, value, ty, case_exact));
-                match (op, value) {
-                    (CompareOp::Eq, Value::Null) => values.iter().all(|v| is_empty_value(v)),
-                    (CompareOp::Ne, Value::Null) => values.iter().any(|v| !is_empty_value(v)),
-                    // "ne" is the negation of "eq": true when no value equals,
-                    // including when the attribute is absent.
-                    (CompareOp::Ne, _) => !any(CompareOp::Eq),
-                    (op, _) => any(*op),
-                }
-            }
-        }
-    }
-}
-
-/// The path relative to the resource: inside `emails[...]`, `type` is
-/// `emails.type`.
-fn effective_path(path: &AttrPath, parent: Option<&AttrPath>) -> AttrPath {
-    match parent {
-        Some(p) => p.child(&path.name),
-        None => path.clone(),
-    }
-}
-
-/// The values a path selects (multi-valued attributes flattened, nulls
-/// skipped), and the path that names them in the schema.
-fn candidates<'a>(
-    node: &'a Value,
-    path: &AttrPath,
-    parent: Option<&AttrPath>,
-    reg: &SchemaRegistry,
-) -> (Vec<&'a Value>, AttrPath) {
-    let full = effective_path(path, parent);
-    let values: Vec<&Value> = match parent {
-        None => select_attr(node, path, reg),
-        Some(_) => {
-            let Some(obj) = node.as_object() else {
-                return (Vec::new(), full);
-            };
-            let mut vals = get_ci(obj, &path.name).map(values_of).unwrap_or_default();
-            if let Some(sub) = &path.sub {
-                vals = vals
-                    .into_iter()
-                    .filter_map(Value::as_object)
-                    .filter_map(|o| get_ci(o, sub))
-                    .flat_map(values_of)
-                    .collect();
-            }
-            vals
-        }
-    };
-    (values, full)
-}
-
-/// What a comparison compares: a complex value named without a
-/// sub-attribute (`emails co "x"`) stands for its `value` sub-attribute.
-fn comparable(values: Vec<&Value>) -> Vec<&Value> {
-    values
-        .into_iter()
-        .filter_map(|v| match v {
-            Value::Object(o) => get_ci(o, "value").filter(|v| !v.is_null()),
-            other => Some(other),
-        })
-        .collect()
-}
-
-fn fold(s: &str, case_exact: bool) -> String {
-    if case_exact {
-        s.to_string()
-    } else {
-        s.to_lowercase()
-    }
-}
-
-fn compare_strings(op: CompareOp, actual: &str, expected: &str, case_exact: bool) -> bool {
-    let a = fold(actual, case_exact);
-    let e = fold(expected, case_exact);
-    match op {
-        CompareOp::Eq => a == e,
-        CompareOp::Ne => a != e,
-        CompareOp::Co => a.contains(&e),
-        CompareOp::Sw => a.starts_with(&e),
-        CompareOp::Ew => a.ends_with(&e),
-        CompareOp::Gt => a > e,
-        CompareOp::Ge => a >= e,
-        CompareOp::Lt => a < e,
-        CompareOp::Le => a <= e,
-    }
-}
-
-fn ordering_holds(op: CompareOp, ord: Ordering) -> bool {
-    match op {
-        CompareOp::Eq => ord == Ordering::Equal,
-        CompareOp::Ne => ord != Ordering::Equal,
-        CompareOp::Gt => ord == Ordering::Greater,
-        CompareOp::Ge => ord != Ordering::Less,
-        CompareOp::Lt => ord == Ordering::Less,
-        CompareOp::Le => ord != Ordering::Greater,
-        CompareOp::Co | CompareOp::Sw | CompareOp::Ew => false,
-    }
-}
-
-fn compare_numbers(a: &serde_json::Number, b: &serde_json::Number) -> Option<Ordering> {
-    match (a.as_i64(), b.as_i64()) {
-        (Some(x), Some(y)) => Some(x.cmp(&y)),
-        _ => a.as_f64()?.partial_cmp(&b.as_f64()?),
-    }
-}
-
-/// One value against the filter's value.
-fn compare(
-    op: CompareOp,
-    actual: &Value,
-    expected: &Value,
-    ty: Option<AttrType>,
-    case_exact: bool,
-) -> bool {
-    match (actual, expected) {
-        (Value::String(a), Value::String(e)) => {
-            if ty == Some(AttrType::DateTime) {
-                if let (Some(x), Some(y)) = (parse_datetime(a), parse_datetime(e)) {
-                    return ordering_holds(op, x.cmp(&y));
-                }
-            }
-            compare_strings(op, a, e, case_exact)
-        }
-        (Value::Number(a), Value::Number(e)) => {
-            compare_numbers(a, e).is_some_and(|o| ordering_holds(op, o))
-        }
-        (Value::Number(a), Value::String(e)) => e
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .and_then(|y| a.as_f64()?.partial_cmp(&y))
-            .is_some_and(|o| ordering_holds(op, o)),
-        // A string attribute compared with a number (employeeNumber eq 42)
-        // compares the number's text.
-        (Value::String(a), Value::Number(e)) => compare_strings(op, a, &e.to_string(), case_exact),
-        (Value::Bool(a), Value::Bool(e)) => match op {
-            CompareOp::Eq => a == e,
-            CompareOp::Ne => a != e,
-            _ => false,
-        },
-        (Value::Bool(a), Value::String(e)) => match (op, parse_bool_str(e)) {
-            (CompareOp::Eq, Some(e)) => *a == e,
-            (CompareOp::Ne, Some(e)) => *a != e,
-            _ => false,
-        },
-        (Value::String(a), Value::Bool(e)) => match (op, parse_bool_str(a)) {
-            (CompareOp::Eq, Some(a)) => a == *e,
-            (CompareOp::Ne, Some(a)) => a != *e,
-            _ => false,
-        },
-        _ => false,
-    }
-}
-
-/// An xsd:dateTime (RFC 7643 §2.3.5) as nanoseconds since the Unix epoch:
-/// `YYYY-MM-DDThh:mm:ss[.fraction][Z|±hh:mm]`; no zone means UTC.
-pub fn parse_datetime(s: &str) -> Option<i128> {
-    let b = s.trim().as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = b.get(r)?;
-        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        std::str::from_utf8(part).ok()?.parse().ok()
-    };
-    if b.len() < 19
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || !matches!(b[10], b'T' | b't')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return None;
-    }
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
-    let month_len = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return None,
-    };
-    if day < 1 || day > month_len || hour > 23 || minute > 59 || second > 60 {
-        return None;
-    }
-    let mut i = 19;
-    let mut nanos: i128 = 0;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start {
-            return None;
-        }
-        for (k, d) in b[start..i].iter().take(9).enumerate() {
-            nanos += i128::from(d - b'0') * 10i128.pow(8 - k as u32);
-        }
-    }
-    let offset_secs: i64 = match b.get(i) {
-        None => 0,
-        Some(b'Z' | b'z') if i + 1 == b.len() => 0,
-        Some(&sign @ (b'+' | b'-')) if i + 6 == b.len() && b[i + 3] == b':' => {
-            let (oh, om) = (num(i + 1..i + 3)?, num(i + 4..i + 6)?);
-            if oh > 23 || om > 59 {
-                return None;
-            }
-            let off = oh * 3600 + om * 60;
-            if sign == b'+' {
-                off
-            } else {
-                -off
-            }
-        }
-        _ => return None,
-    };
-    // Days from civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_secs;
-    Some(i128::from(secs) * 1_000_000_000 + nanos)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use serde_json::json;
 
@@ -1026,162 +706,7 @@ mod tests {
             .is_none());
     }
 
-    fn users() -> SchemaRegistry {
-        SchemaRegistry::users(vec![])
-    }
-
-    fn bjensen() -> Value {
-        json!({
-            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
-            "id": "2819c223-7f76-453a-919d-413861904646",
-            "externalId": "Bjensen",
-            "userName": "bjensen",
-            "name": {"familyName": "O'Malley", "givenName": "Barbara"},
-            "title": "Tour Guide",
-            "userType": "Employee",
-            "active": true,
-            "emails": [
-                {"value": "bjensen@example.com", "type": "work", "primary": true},
-                {"value": "babs@jensen.org", "type": "home"}
-            ],
-            "ims": [{"value": "bj@foo.com", "type": "xmpp"}],
-            "meta": {"resourceType": "User", "lastModified": "2011-05-13T04:42:34Z"},
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User": {"employeeNumber": "701984", "department": "Tour Operations"}
-        })
-    }
-
-    fn check(filter: &str, want: bool) {
-        let got = p(filter).matches(&bjensen(), &users());
-        assert_eq!(got, want, "{filter}");
-    }
-
-    #[test]
-    fn evaluation_follows_rfc_semantics() {
-        check(r#"userName eq "BJENSEN""#, true);
-        check(r#"USERNAME eq "bjensen""#, true);
-        check(r#"id eq "2819C223-7F76-453A-919D-413861904646""#, false);
-        check(r#"externalId eq "bjensen""#, false);
-        check(r#"externalId eq "Bjensen""#, true);
-        check(r#"name.familyName co "o'malley""#, true);
-        check(r#"userName sw "BJ""#, true);
-        check(r#"userName ew "sen""#, true);
-        check(
-            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName sw "b""#,
-            true,
-        );
-        check("title pr", true);
-        check("nickName pr", false);
-        check("name pr", true);
-        check("emails pr", true);
-        check("ims[type pr]", true);
-        check("ims[display pr]", false);
-        check(
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User pr",
-            true,
-        );
-        check(r#"meta.lastModified gt "2011-05-13T04:42:33Z""#, true);
-        check(r#"meta.lastModified gt "2011-05-13T06:42:33+02:00""#, true);
-        check(r#"meta.lastModified ge "2011-05-13T04:42:34.000Z""#, true);
-        check(r#"meta.lastModified lt "2011-05-13T04:42:34Z""#, false);
-        check(r#"meta.lastModified le "2011-05-13T04:42:34Z""#, true);
-        check(r#"title pr and userType eq "Employee""#, true);
-        check(r#"title pr and userType eq "Intern""#, false);
-        check(r#"nickName pr or userType eq "employee""#, true);
-        check(
-            r#"userType eq "Employee" and (emails co "example.com" or emails.value co "example.org")"#,
-            true,
-        );
-        check(
-            r#"userType ne "Employee" and not (emails co "example.com" or emails.value co "example.org")"#,
-            false,
-        );
-        check(r#"not (emails co "example.net")"#, true);
-        check(r#"emails.type eq "home""#, true);
-        check(
-            r#"emails[type eq "work" and value co "@example.com"]"#,
-            true,
-        );
-        check(
-            r#"emails[type eq "home" and value co "@example.com"]"#,
-            false,
-        );
-        check(
-            r#"emails[type eq "work" and value co "@example.com"] or ims[type eq "xmpp" and value co "@foo.com"]"#,
-            true,
-        );
-        check("emails[primary eq true]", true);
-        check(
-            r#"emails[type eq "work"].value eq "BJENSEN@example.com""#,
-            true,
-        );
-        check(
-            r#"emails[type eq "home"].value eq "bjensen@example.com""#,
-            false,
-        );
-        check(r#"emails[primary eq "True"]"#, true);
-        check("active eq true", true);
-        check(r#"active eq "False""#, false);
-        check("active gt false", false);
-        check(
-            r#"schemas eq "urn:ietf:params:scim:schemas:core:2.0:User""#,
-            true,
-        );
-        check(
-            r#"urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq "701984""#,
-            true,
-        );
-        check(
-            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber eq 701984",
-            true,
-        );
-        check(r#"department eq "tour operations""#, true);
-        check(r#"nickName ne "x""#, true);
-        check("nickName eq null", true);
-        check("title ne null", true);
-        check(r#"userName gt "a" and userName lt "C""#, true);
-    }
-
-    #[test]
-    fn numbers_compare_numerically() {
-        let reg = users();
-        let r = json!({"userName": "x", "urn:example:1.0:X": {"n": 10}});
-        let mut f = p("urn:example:1.0:X:n gt 9");
-        assert!(f.matches(&r, &reg));
-        f = p("urn:example:1.0:X:n lt 9.5");
-        assert!(!f.matches(&r, &reg));
-        f = p("urn:example:1.0:X:n eq 10.0");
-        assert!(f.matches(&r, &reg));
-    }
-
-    #[test]
-    fn validate_rejects_ordering_on_booleans() {
-        let reg = users();
-        assert!(p("active gt true").validate(&reg).is_err());
-        assert!(p("emails[primary co \"t\"]").validate(&reg).is_err());
-        assert!(p("active eq true").validate(&reg).is_ok());
-        assert!(p("userName gt \"a\"").validate(&reg).is_ok());
-    }
-
-    #[test]
-    fn datetimes() {
-        assert_eq!(parse_datetime("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_datetime("1970-01-01T01:00:00+01:00"), Some(0));
-        assert_eq!(
-            parse_datetime("1970-01-01T00:00:01.5Z"),
-            Some(1_500_000_000)
-        );
-        assert_eq!(
-            parse_datetime("2000-03-01T00:00:00Z"),
-            Some(951_868_800 * 1_000_000_000)
-        );
-        assert!(parse_datetime("2001-02-29T00:00:00Z").is_none());
-        assert!(parse_datetime("2011-05-13").is_none());
-        assert!(parse_datetime("2011-05-13T04:42:34Zjunk").is_none());
-        assert!(parse_datetime("2011-05-13T04:42:34.Z").is_none());
-        assert!(parse_datetime("２０11-05-13T04:42:34Z").is_none());
-    }
-
-    mod props {
+    pub(crate) mod props {
         use super::*;
         use proptest::prelude::*;
 
@@ -1250,7 +775,7 @@ mod tests {
             })
         }
 
-        pub(super) fn filter() -> impl Strategy<Value = Filter> {
+        pub(crate) fn filter() -> impl Strategy<Value = Filter> {
             let value_path =
                 (attr_path(false), inner_filter()).prop_map(|(attr, f)| Filter::ValuePath {
                     attr,
@@ -1280,7 +805,6 @@ mod tests {
             #[test]
             fn parse_never_panics(s in any::<String>()) {
                 let _ = parse_filter(&s);
-                let _ = crate::scim::path::PatchPath::parse(&s);
             }
 
             #[test]
@@ -1291,16 +815,6 @@ mod tests {
                     // Whatever parses prints to something that parses the same.
                     prop_assert_eq!(parse_filter(&f.to_string()), Ok(f));
                 }
-                let _ = crate::scim::path::PatchPath::parse(&s);
-            }
-
-            #[test]
-            fn evaluation_never_panics(f in filter()) {
-                let reg = users();
-                let r = bjensen();
-                let a = f.matches(&r, &reg);
-                // not (f) is always the opposite of f.
-                prop_assert_eq!(Filter::Not(Box::new(f)).matches(&r, &reg), !a);
             }
         }
     }

@@ -190,10 +190,10 @@ fn check_required_kept(
                 name: def.name.clone(),
                 sub: None,
             };
-            let had = crate::scim::path::select_attr(before, &path, reg)
+            let had = crate::scim::eval::select_attr(before, &path, reg)
                 .iter()
                 .any(|v| !is_empty_value(v));
-            let has = crate::scim::path::select_attr(after, &path, reg)
+            let has = crate::scim::eval::select_attr(after, &path, reg)
                 .iter()
                 .any(|v| !is_empty_value(v));
             if had && !has {

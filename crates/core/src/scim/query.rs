@@ -10,10 +10,12 @@ use std::cmp::Ordering;
 
 use serde_json::Value;
 
+use crate::scim::datetime::parse_datetime;
 use crate::scim::error::ScimError;
-use crate::scim::filter::{parse_datetime, parse_filter, Filter};
+use crate::scim::eval::select_attr;
+use crate::scim::filter::{parse_filter, Filter};
 use crate::scim::json::{get_ci, parse_bool_str};
-use crate::scim::path::{select_attr, AttrPath};
+use crate::scim::path::AttrPath;
 use crate::scim::project::Projection;
 use crate::scim::schema::{AttrType, SchemaRegistry, SEARCH_REQUEST_URN};
 

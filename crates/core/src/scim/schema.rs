@@ -10,9 +10,10 @@ use std::sync::OnceLock;
 
 use serde_json::{json, Map, Number, Value};
 
+use crate::scim::attr_path::AttrPath;
+use crate::scim::datetime::parse_datetime;
 use crate::scim::error::ScimError;
 use crate::scim::json::{get_ci, is_empty_value, parse_bool_str, type_name};
-use crate::scim::path::AttrPath;
 
 pub const CORE_USER_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const CORE_GROUP_URN: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
@@ -892,7 +893,7 @@ fn canon_single(
         },
         AttrType::DateTime => match value {
             Value::String(s) => {
-                if crate::scim::filter::parse_datetime(&s).is_none() {
+                if parse_datetime(&s).is_none() {
                     return Err(ScimError::invalid_value(format!(
                         "attribute '{label}' must be an xsd:dateTime such as 2024-05-13T04:42:34Z, not \"{s}\""
                     )));

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::store::{JournalEntry, Kind};
+use crate::journal::JournalEntry;
+use crate::scim::Kind;
 
 /// What the directory should hold for one journal entry.
 #[derive(Debug, Clone, PartialEq)]
@@ -162,7 +163,7 @@ pub enum PlanError {
 }
 
 /// Turns journal entries into routes and plans. Implemented by the
-/// mapping layer (`model::MappingPlanner`).
+/// daemon's mapping layer (`model::MappingPlanner`).
 pub trait Planner: Send + Sync {
     /// The entry's route: called once when it is dispatched, so it must be
     /// cheap (no member lists).
