@@ -316,6 +316,7 @@ impl Adopter {
         let link = Link {
             dn: entry.dn.clone(),
             uuid,
+            adopted: true,
         };
         if link.uuid.is_none() {
             warn!(dn = %entry.dn, "adopting an entry without a stable id: it stays linked by DN only");

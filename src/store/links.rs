@@ -14,11 +14,16 @@ use super::resources::{index_changes, set_version};
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
 
 /// The directory entry a resource is linked to.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Link {
     pub dn: String,
     /// The directory's stable identifier (entryUUID / objectGUID), when read.
     pub uuid: Option<String>,
+    /// The entry existed before the daemon and was adopted: for a group
+    /// under `keep_members`, member values the identity provider did not
+    /// send are never removed. Absent (false) in older links.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopted: bool,
 }
 
 /// Builds the stable-id → SCIM id index from the links once, for stores

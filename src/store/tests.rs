@@ -67,6 +67,7 @@ async fn put_get_lookup_and_journal() {
         Some(&Link {
             dn: "uid=alice".into(),
             uuid: None,
+            adopted: false,
         }),
     )
     .unwrap();
@@ -82,6 +83,7 @@ async fn applying_keeps_links_and_their_index_right() {
     let link = |dn: &str, uuid: &str| Link {
         dn: dn.into(),
         uuid: Some(uuid.into()),
+        adopted: false,
     };
     let put = |title: &str| {
         s.write(Write {
@@ -480,6 +482,7 @@ fn skip_retry_requeue_and_ordering_questions() {
         let link = Link {
             dn: format!("uid={}", e.id),
             uuid: Some(format!("uuid-{}", e.id)),
+            adopted: false,
         };
         s.mark_applied(&e, Some(&link)).unwrap();
     }
@@ -504,6 +507,7 @@ fn adopt_records_an_applied_entry_and_refuses_duplicates() {
     let link = Link {
         dn: "uid=alice,ou=people".into(),
         uuid: Some("u-1".into()),
+        adopted: false,
     };
     let seq = s
         .adopt(Kind::User, "1", &mut json!({"userName": "alice"}), &link)
@@ -528,6 +532,7 @@ fn adopt_records_an_applied_entry_and_refuses_duplicates() {
     let other = Link {
         dn: "uid=alice,ou=other".into(),
         uuid: Some("u-2".into()),
+        adopted: false,
     };
     let err = s
         .adopt(Kind::User, "3", &mut json!({"userName": "Alice"}), &other)

@@ -127,6 +127,7 @@ impl Directory {
         if let Some(Link {
             dn: at,
             uuid: Some(uuid),
+            ..
         }) = link
         {
             if let Some(e) = self.read_at(at, &wanted).await? {
@@ -322,7 +323,7 @@ impl Directory {
                     crate::ldif::add(&want.dn, &want.object_classes, &want.attrs),
                     Some(Link {
                         dn: want.dn.clone(),
-                        uuid: None,
+                        ..Link::default()
                     }),
                 )
             } else if let Plan::Delete { dn } = plan {
@@ -330,7 +331,7 @@ impl Directory {
             } else if let Plan::Group(g) = plan {
                 let link = Some(Link {
                     dn: g.desired.dn.clone(),
-                    uuid: None,
+                    ..Link::default()
                 });
                 (group_ldif(g), link)
             } else {
@@ -490,18 +491,18 @@ impl Directory {
         }
         self.set_memberships(want).await?;
         if let Some((g, full)) = group {
-            let keep = adopted && want.claim.as_ref().is_some_and(|c| c.policy.keep_members);
-            if keep {
-                self.add_members_keeping(&cur.dn, g, full).await?;
-            } else {
-                self.apply_members(&cur.dn, g, full).await?;
-            }
+            // An adopted group under keep_members: values the identity
+            // provider did not send are never removed, now or later.
+            let keep = (adopted || link.is_some_and(|l| l.adopted))
+                && want.claim.as_ref().is_some_and(|c| c.policy.keep_members);
+            self.apply_members(&cur.dn, g, full, keep).await?;
         }
         Ok(Link {
             dn: cur.dn.clone(),
             uuid: self
                 .uuid_of(&cur)
                 .or_else(|| link.and_then(|l| l.uuid.clone())),
+            adopted: adopted || link.is_some_and(|l| l.adopted),
         })
     }
 
@@ -597,6 +598,7 @@ impl Directory {
         Ok(Some(Link {
             dn: want.dn.clone(),
             uuid,
+            adopted: false,
         }))
     }
     /// Replaces `old` with `new` in `attr` of every entry under the base

@@ -718,7 +718,7 @@ mod tests {
             }
             Ok(Some(Link {
                 dn: d.dn.clone(),
-                uuid: None,
+                ..Link::default()
             }))
         }
         fn reset(&mut self) {}

@@ -22,11 +22,14 @@ impl Directory {
     /// value already there or already gone, an emptiness the store did not
     /// expect), converges every member attribute to the full current list
     /// instead. Attributes planned as full lists are converged.
+    /// With `keep` (an adopted group under `keep_members`), converging to
+    /// the whole list never removes a value the list does not name.
     pub(super) async fn apply_members(
         &mut self,
         dn: &str,
         g: &GroupPlan,
         full: FullMembers<'_>,
+        keep: bool,
     ) -> Result<(), ApplyError> {
         let mods = member_delta_mods(g);
         if !mods.is_empty() {
@@ -51,7 +54,7 @@ impl Directory {
                         .iter()
                         .zip(lists.iter().map(Vec::as_slice))
                         .collect();
-                    return self.converge_members(dn, &targets, false).await;
+                    return self.converge_members(dn, &targets, keep).await;
                 }
                 Err(e) => return Err(classify(e)),
             }
@@ -67,30 +70,9 @@ impl Directory {
         if targets.is_empty() {
             return Ok(());
         }
-        self.converge_members(dn, &targets, false).await
+        self.converge_members(dn, &targets, keep).await
     }
 
-    /// The members of a group entry just adopted with `keep_members`: the
-    /// identity provider's members are added, and the values already there
-    /// stay (whoever put them there).
-    pub(super) async fn add_members_keeping(
-        &mut self,
-        dn: &str,
-        g: &GroupPlan,
-        full: FullMembers<'_>,
-    ) -> Result<(), ApplyError> {
-        let lists = full_lists(g, full)?;
-        let targets: Vec<(&MemberAttrPlan, &[String])> = g
-            .members
-            .iter()
-            .zip(lists.iter().map(Vec::as_slice))
-            .collect();
-        self.converge_members(dn, &targets, true).await
-    }
-
-    /// Makes each member attribute hold exactly its values (or its
-    /// placeholder when there are none, or nothing), reading them in one
-    /// search and sending only what differs in one modify.
     /// With `keep`, values the list does not name are left alone (an
     /// adopted group's own members) and no placeholder is added.
     async fn converge_members(
