@@ -179,7 +179,7 @@ impl Adopter {
         base_url: &str,
     ) -> Result<Option<Outcome>, String> {
         let model = self.model.current();
-        let Some(rm) = resource_mapping(&model.mapping, kind) else {
+        let Some(rm) = model.resource_mapping(kind) else {
             return Ok(None);
         };
         let Some(filter) = rm.ldap_filter_for(attr, value) else {
@@ -347,7 +347,7 @@ impl Adopter {
         let model = self.model.current();
         let mut out = Vec::new();
         for kind in [Kind::User, Kind::Group] {
-            let Some(rm) = resource_mapping(&model.mapping, kind) else {
+            let Some(rm) = model.resource_mapping(kind) else {
                 continue;
             };
             let policy = rm.adopt_policy();
@@ -415,13 +415,6 @@ impl Adopter {
             out.push((kind, counts));
         }
         Ok(out)
-    }
-}
-
-fn resource_mapping(mapping: &crate::mapping::Mapping, kind: Kind) -> Option<&ResourceMapping> {
-    match kind {
-        Kind::User => Some(&mapping.user),
-        Kind::Group => mapping.group.as_ref().map(|g| &g.resource),
     }
 }
 

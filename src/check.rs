@@ -365,7 +365,7 @@ pub async fn run(path: &Path) -> Report {
             m
         }
         Err(e) => {
-            for line in e.lines().filter(|l| !l.trim().is_empty()) {
+            for line in e.to_string().lines().filter(|l| !l.trim().is_empty()) {
                 r.fail(line.to_string());
             }
             return r;

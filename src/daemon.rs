@@ -99,7 +99,7 @@ pub enum DaemonError {
     Config(#[from] crate::config::ConfigError),
     /// The mapping file did not validate (every problem, located).
     #[error("{0}")]
-    Mapping(String),
+    Mapping(#[from] crate::model::LoadError),
     #[error("opening the store in {path} (store.path): {source}")]
     Store {
         path: std::path::PathBuf,

@@ -16,6 +16,19 @@ use crate::writer::{
     Route,
 };
 
+/// Why a mapping file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{}: cannot read: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// Every problem of the file, each located (file:line:col: key).
+    #[error(transparent)]
+    Invalid(#[from] crate::mapping::MappingError),
+}
+
 /// One consistent mapping plus the schemas derived from it.
 pub struct Model {
     pub mapping: Mapping,
@@ -25,11 +38,12 @@ pub struct Model {
 
 impl Model {
     /// Reads and validates the mapping file.
-    pub fn load(path: &Path) -> Result<Model, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-        let mapping =
-            Mapping::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    pub fn load(path: &Path) -> Result<Model, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mapping = Mapping::parse(&text, &path.display().to_string())?;
         Ok(Model::new(mapping))
     }
 

@@ -28,8 +28,8 @@ pub enum AdminError {
     Import(String),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
-    #[error("{0}")]
-    Mapping(String),
+    #[error(transparent)]
+    Mapping(#[from] crate::model::LoadError),
     #[error("talking to the daemon over {path}: {source}")]
     Socket {
         path: std::path::PathBuf,
