@@ -177,7 +177,7 @@ impl Adopter {
         attr: &str,
         value: &str,
         base_url: &str,
-    ) -> Result<Option<Outcome>, String> {
+    ) -> Result<Option<Outcome>, AdoptError> {
         let model = self.model.current();
         let Some(rm) = model.resource_mapping(kind) else {
             return Ok(None);
@@ -198,7 +198,7 @@ impl Adopter {
         let attrs = wanted(rm, &model.mapping, kind, dir.uuid_attribute());
         let mut entries = Vec::new();
         for base in &policy.under {
-            let ldap = dir.conn().await.map_err(err_text)?;
+            let ldap = dir.conn().await?;
             let r = ldap
                 .search(base, Scope::Subtree, &filter, attrs.clone())
                 .await
@@ -208,7 +208,10 @@ impl Adopter {
                 Err(ldap3::LdapError::LdapResult { result }) if result.rc == 32 => {}
                 Err(e) => {
                     dir.reset();
-                    return Err(e.to_string());
+                    return Err(AdoptError::Search {
+                        base: base.clone(),
+                        message: e.to_string(),
+                    });
                 }
             }
         }
@@ -251,9 +254,9 @@ impl Adopter {
         entry: SearchEntry,
         uuid: Option<String>,
         base_url: Option<&str>,
-    ) -> Result<Outcome, String> {
+    ) -> Result<Outcome, AdoptError> {
         if let Some(u) = &uuid {
-            if let Some(id) = self.store.linked_id(kind, u).map_err(|e| e.to_string())? {
+            if let Some(id) = self.store.linked_id(kind, u)? {
                 return Ok(Outcome::AlreadyLinked(id));
             }
         }
@@ -284,16 +287,7 @@ impl Adopter {
         // An id the mapping wrote into the entry earlier is reused, so a
         // store rebuilt from the directory keeps the identity provider's ids.
         let id = match resource.get("id").and_then(Value::as_str) {
-            Some(id)
-                if !id.is_empty()
-                    && self
-                        .store
-                        .get(kind, id)
-                        .map_err(|e| e.to_string())?
-                        .is_none() =>
-            {
-                id.to_string()
-            }
+            Some(id) if !id.is_empty() && self.store.get(kind, id)?.is_none() => id.to_string(),
             _ => uuid::Uuid::new_v4().to_string(),
         };
         let now = now_rfc3339();
@@ -336,14 +330,15 @@ impl Adopter {
                 let what = format!("{dn} (already linked to {linked_to})");
                 Ok(Outcome::Conflict(format!("{}: entry {what:?}", entry.dn)))
             }
-            Err(e) => Err(e.to_string()),
+            Err(WriteError::Store(e)) => Err(AdoptError::Store(e)),
+            Err(e) => Err(AdoptError::Refused(e.to_string())),
         }
     }
 
     /// Adopts every entry of the mapping's object class under the user
     /// (and group) DN template's parent, reading the directory page by
     /// page. Entries already linked are left alone.
-    pub async fn import(&self) -> Result<Vec<(Kind, ImportCounts)>, String> {
+    pub async fn import(&self) -> Result<Vec<(Kind, ImportCounts)>, AdoptError> {
         let model = self.model.current();
         let mut out = Vec::new();
         for kind in [Kind::User, Kind::Group] {
@@ -364,7 +359,7 @@ impl Adopter {
                 crate::dn::escape_filter_value(rm.search_class())
             ));
             for base in &policy.under {
-                let ldap = dir.conn().await.map_err(err_text)?;
+                let ldap = dir.conn().await?;
                 ldap.with_timeout(self.search_timeout);
                 let adapters: Vec<Box<dyn Adapter<_, _>>> = vec![
                     Box::new(EntriesOnly::new()),
@@ -373,12 +368,14 @@ impl Adopter {
                 let mut stream = ldap
                     .streaming_search_with(adapters, base, Scope::Subtree, &filter, attrs.clone())
                     .await
-                    .map_err(|e| format!("searching {base}: {e}"))?;
-                while let Some(e) = stream
-                    .next()
-                    .await
-                    .map_err(|e| format!("reading {base}: {e}"))?
-                {
+                    .map_err(|e| AdoptError::Search {
+                        base: base.clone(),
+                        message: e.to_string(),
+                    })?;
+                while let Some(e) = stream.next().await.map_err(|e| AdoptError::Search {
+                    base: base.clone(),
+                    message: e.to_string(),
+                })? {
                     let entry = SearchEntry::construct(e);
                     counts.scanned += 1;
                     if let Err(why) = policy.check_dn(&entry.dn) {
@@ -403,15 +400,18 @@ impl Adopter {
                 }
                 let res = stream.finish().await;
                 if res.rc != 0 && res.rc != 32 {
-                    return Err(format!(
-                        "searching {base}: {} ({}) {}",
-                        crate::writer::rc_name(res.rc),
-                        res.rc,
-                        res.text
-                    ));
+                    return Err(AdoptError::Search {
+                        base: base.clone(),
+                        message: format!(
+                            "{} ({}) {}",
+                            crate::writer::rc_name(res.rc),
+                            res.rc,
+                            res.text
+                        ),
+                    });
                 }
             }
-            self.store.flush().map_err(|e| e.to_string())?;
+            self.store.flush()?;
             out.push((kind, counts));
         }
         Ok(out)
@@ -445,10 +445,24 @@ fn wanted(
     v
 }
 
-fn err_text(e: ApplyError) -> String {
-    match e {
-        ApplyError::Retry(m) => m,
-        ApplyError::Refused { message, .. } | ApplyError::Park { message, .. } => message,
+/// Why a lookup or an import could not adopt.
+#[derive(Debug, thiserror::Error)]
+pub enum AdoptError {
+    /// The directory could not be reached or bound.
+    #[error("{}", .0.message())]
+    Directory(ApplyError),
+    #[error("searching {base}: {message}")]
+    Search { base: String, message: String },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The store refused the adoption for a reason other than a conflict.
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<ApplyError> for AdoptError {
+    fn from(e: ApplyError) -> AdoptError {
+        AdoptError::Directory(e)
     }
 }
 

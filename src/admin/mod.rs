@@ -25,7 +25,7 @@ pub enum AdminError {
     #[error("journal entry {0} vanished while it was being read (compacted or skipped meanwhile)")]
     Vanished(u64),
     #[error("import: {0}")]
-    Import(String),
+    Import(#[from] crate::adopt::AdoptError),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error(transparent)]
