@@ -462,6 +462,17 @@ impl Directory {
                 .await?
                 .ok_or_else(|| ApplyError::Retry(format!("{} vanished after rename", want.dn)))?;
         }
+        // The link still names another DN: an earlier apply renamed the
+        // entry and stopped before its references were rewritten or the
+        // link recorded (a crash, a lost connection), or an administrator
+        // moved it. References to where it was linked follow it too.
+        if let Some(l) = link {
+            if !same_dn(&l.dn, &want.dn) || rdn_spelled_differently(&l.dn, &want.dn) {
+                for attr in &want.dn_referrers {
+                    self.rewrite_references(attr, &l.dn, &want.dn).await?;
+                }
+            }
+        }
 
         for (group_attr, old, new) in &referenced {
             if let ([old], [new]) = (old.as_slice(), new.as_slice()) {

@@ -243,3 +243,40 @@ async fn crash_after_an_add_before_the_link_is_recorded() {
     assert!(d.store.link(Kind::Group, &ops).unwrap().is_some());
     assert_eq!(h.ldap_search("(uid=dave)", &["uid"]).await.len(), 1);
 }
+
+/// After a rename's modrdn, before its references were rewritten (and
+/// before the link was recorded): on restart the entry is already at its
+/// new DN, and the groups that named its old DN still follow it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_after_a_rename_before_its_references_are_rewritten() {
+    let mut h = Harness::start().await;
+    let people = h.slapd.people_dn();
+    let groups = h.slapd.groups_dn();
+    let u = create(&h, "/Users", user("before")).await;
+    let g = create(
+        &h,
+        "/Groups",
+        json!({"displayName": "crew", "members": [{"value": u}]}),
+    )
+    .await;
+    let _ = g;
+    h.settle().await;
+    directory_down(&mut h);
+    ok(
+        &h,
+        "PATCH",
+        &format!("/Users/{u}"),
+        Some(patch("userName", json!("after"))),
+    )
+    .await;
+    daemon_down_directory_up(&mut h).await;
+    // The modrdn alone, as a crash right after it leaves it.
+    h.ldap_rename(&format!("uid=before,{people}"), "uid=after")
+        .await;
+    let crew = format!("cn=crew,{groups}");
+    let e = h.ldap_get(&crew).await.unwrap();
+    assert_eq!(e["member"], vec![format!("uid=before,{people}")]);
+    converges(&mut h).await;
+    let e = h.ldap_get(&crew).await.unwrap();
+    assert_eq!(e["member"], vec![format!("uid=after,{people}")], "{e:?}");
+}
