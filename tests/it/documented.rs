@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{cli, config_text, first, Harness, MAPPING};
+use crate::harness::{cli, first, Harness, MAPPING};
 
 /// The daemon binary serving `h`'s config on a port of its own (the
 /// in-process daemon of `h` is stopped first), logging to `daemon.log`.
@@ -22,16 +22,7 @@ struct Binary {
 impl Binary {
     async fn start(h: &mut Harness, args: &[&str]) -> Binary {
         h.stop_daemon().await;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        std::fs::write(
-            h.dir.join("config.toml"),
-            config_text(&h.slapd, &h.token, &format!("127.0.0.1:{port}")),
-        )
-        .unwrap();
+        let port = crate::harness::config_on_a_free_port(h);
         let log = h.dir.join("daemon.log");
         let out = std::fs::File::create(&log).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_scim2ldap"))

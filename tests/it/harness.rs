@@ -565,3 +565,31 @@ async fn harness_helpers_report_errors() {
     assert!(e.contains("the writer is gone"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// GET `url` over a fresh connection: status and body as text.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let resp = client
+        .request(Request::get(url).body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Writes the harness's config for a daemon listening on a free loopback
+/// port (for tests that run the real binary); returns the port.
+pub fn config_on_a_free_port(h: &Harness) -> u16 {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        h.dir.join("config.toml"),
+        config_text(&h.slapd, &h.token, &format!("127.0.0.1:{port}")),
+    )
+    .unwrap();
+    port
+}

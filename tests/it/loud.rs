@@ -6,32 +6,14 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
 use serde_json::{json, Value};
 
 use scim2ldap::daemon::TestHooks;
 
-use crate::harness::{config_text, Harness};
+use crate::harness::{get_text, Harness};
 
 fn user(name: &str) -> Value {
     json!({"userName": name, "name": {"givenName": "G", "familyName": "F"}})
-}
-
-async fn get_text(url: &str) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let resp = client
-        .request(
-            hyper::Request::get(url)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,16 +94,7 @@ impl Drop for Kill {
 async fn a_lane_panic_makes_the_binary_exit_non_zero() {
     let mut h = Harness::start().await;
     h.stop_daemon().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        h.dir.join("config.toml"),
-        config_text(&h.slapd, &h.token, &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    let port = crate::harness::config_on_a_free_port(&h);
     let log = h.dir.join("daemon.log");
     let out = std::fs::File::create(&log).unwrap();
     let mut child = Kill(

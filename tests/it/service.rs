@@ -15,7 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use scim2ldap_slapd::SlapdOptions;
 
-use crate::harness::{Harness, MAPPING};
+use crate::harness::{get_text, Harness, MAPPING};
 
 fn user(name: &str) -> Value {
     json!({
@@ -263,22 +263,6 @@ async fn readyz_fails_when_the_directory_is_down_and_writes_are_rejected() {
     assert!(h.ldap_get(&format!("uid=down,{people}")).await.is_some());
     assert!(h.ldap_get(&format!("uid=after,{people}")).await.is_some());
     assert!(h.ldap_get(&format!("uid=refused,{people}")).await.is_none());
-}
-
-async fn get_text(url: &str) -> (u16, String) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Full<Bytes>>();
-    let resp = client
-        .request(
-            hyper::Request::get(url)
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
