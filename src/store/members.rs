@@ -54,15 +54,19 @@ impl Store {
         let mut remove: Vec<String> = Vec::new();
         if let Some(list) = &ops.replace {
             let current: HashSet<String> = self.members(gid)?.into_iter().map(|(m, _)| m).collect();
+            // Linear: hash sets, not `contains` on lists (this runs under
+            // the write lock, with up to tens of thousands of members).
+            let removing: HashSet<&String> = ops.remove.iter().collect();
+            let mut wanted_set: HashSet<&String> = HashSet::new();
             let mut wanted: Vec<(String, Kind)> = Vec::new();
             for (m, k) in list.iter().chain(ops.add.iter()) {
-                if !ops.remove.contains(m) && !wanted.iter().any(|(w, _)| w == m) {
+                if !removing.contains(m) && wanted_set.insert(m) {
                     wanted.push((m.clone(), *k));
                 }
             }
             remove = current
                 .iter()
-                .filter(|c| !wanted.iter().any(|(w, _)| w == *c))
+                .filter(|c| !wanted_set.contains(c))
                 .cloned()
                 .collect();
             remove.sort();
@@ -71,16 +75,20 @@ impl Store {
                 .filter(|(w, _)| !current.contains(w))
                 .collect();
         } else {
+            let removing: HashSet<&String> = ops.remove.iter().collect();
+            let mut adding: HashSet<&String> = HashSet::new();
             for (m, k) in &ops.add {
-                if !ops.remove.contains(m)
-                    && !add.iter().any(|(a, _)| a == m)
+                if !removing.contains(m)
+                    && !adding.contains(m)
                     && !self.inner.tree.contains_key(pair_key(MEMBER, gid, m))?
                 {
+                    adding.insert(m);
                     add.push((m.clone(), *k));
                 }
             }
+            let mut removed: HashSet<&String> = HashSet::new();
             for m in &ops.remove {
-                if !remove.contains(m) && self.inner.tree.contains_key(pair_key(MEMBER, gid, m))? {
+                if removed.insert(m) && self.inner.tree.contains_key(pair_key(MEMBER, gid, m))? {
                     remove.push(m.clone());
                 }
             }
@@ -104,6 +112,7 @@ impl Store {
         } else {
             // Non-empty unless every current member is being removed; looks
             // at no more than remove.len() + 1 keys.
+            let removed: HashSet<&str> = remove.iter().map(String::as_str).collect();
             let mut left = false;
             for k in self
                 .inner
@@ -114,7 +123,7 @@ impl Store {
             {
                 let k = k?;
                 let m = String::from_utf8_lossy(&k[prefix.len()..]);
-                if !remove.iter().any(|r| r.as_str() == m) {
+                if !removed.contains(m.as_ref()) {
                     left = true;
                     break;
                 }

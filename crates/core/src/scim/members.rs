@@ -9,6 +9,8 @@
 //! or `[]` (Okta), and path-less add/replace whose value has a `members`
 //! key.
 
+use std::collections::HashSet;
+
 use serde_json::Value;
 
 use crate::scim::filter::{CompareOp, Filter};
@@ -31,46 +33,63 @@ impl MemberEdit {
         self.replace.is_none() && self.add.is_empty() && self.remove.is_empty()
     }
 
+    // Linear in the ids and the lists (hash sets, not `contains`): a
+    // request may carry tens of thousands of members, and this runs under
+    // the store's write lock.
     fn add(&mut self, ids: Vec<String>) {
-        for id in ids {
-            match &mut self.replace {
-                Some(list) => {
-                    if !list.contains(&id) {
+        match &mut self.replace {
+            Some(list) => {
+                let mut seen: HashSet<String> = list.iter().cloned().collect();
+                for id in ids {
+                    if seen.insert(id.clone()) {
                         list.push(id);
                     }
                 }
-                None => {
-                    self.remove.retain(|r| r != &id);
-                    if !self.add.contains(&id) {
+            }
+            None => {
+                let mut in_add: HashSet<String> = self.add.iter().cloned().collect();
+                let mut added = HashSet::with_capacity(ids.len());
+                for id in ids {
+                    added.insert(id.clone());
+                    if in_add.insert(id.clone()) {
                         self.add.push(id);
                     }
                 }
+                self.remove.retain(|r| !added.contains(r));
             }
         }
     }
 
     fn remove(&mut self, ids: Vec<String>) {
-        for id in ids {
-            match &mut self.replace {
-                Some(list) => list.retain(|r| r != &id),
-                None => {
-                    if self.add.contains(&id) {
-                        self.add.retain(|a| a != &id);
-                    } else if !self.remove.contains(&id) {
+        match &mut self.replace {
+            Some(list) => {
+                let gone: HashSet<String> = ids.into_iter().collect();
+                list.retain(|r| !gone.contains(r));
+            }
+            None => {
+                let mut in_add: HashSet<String> = self.add.iter().cloned().collect();
+                let mut in_remove: HashSet<String> = self.remove.iter().cloned().collect();
+                let mut cancelled = HashSet::new();
+                for id in ids {
+                    if in_add.remove(&id) {
+                        cancelled.insert(id);
+                    } else if in_remove.insert(id.clone()) {
                         self.remove.push(id);
                     }
+                }
+                if !cancelled.is_empty() {
+                    self.add.retain(|a| !cancelled.contains(a));
                 }
             }
         }
     }
 
     fn set(&mut self, ids: Vec<String>) {
-        let mut list = Vec::new();
-        for id in ids {
-            if !list.contains(&id) {
-                list.push(id);
-            }
-        }
+        let mut seen = HashSet::with_capacity(ids.len());
+        let list: Vec<String> = ids
+            .into_iter()
+            .filter(|id| seen.insert(id.clone()))
+            .collect();
         *self = MemberEdit {
             replace: Some(list),
             add: Vec::new(),
@@ -93,6 +112,7 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
         v => vec![v],
     };
     let mut ids = Vec::new();
+    let mut seen = HashSet::new();
     for item in items {
         let id = match item {
             Value::String(s) => s.as_str(),
@@ -118,7 +138,7 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
         if id.is_empty() {
             return Err(ScimError::invalid_value("a member's \"value\" is empty"));
         }
-        if !ids.iter().any(|i: &String| i == id) {
+        if seen.insert(id.to_string()) {
             ids.push(id.to_string());
         }
     }
