@@ -31,6 +31,9 @@ use crate::model::{MappingPlanner, Model, SharedModel};
 use crate::store::Store;
 use crate::writer::{Writer, WriterHandle};
 
+/// How long each part of the daemon may take to stop.
+const SHUTDOWN_PART: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
@@ -398,10 +401,29 @@ impl Running {
     /// writer after the entry it is applying.
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
-        let _ = self.http.await;
-        let _ = self.writer_task.await;
-        for t in self.background {
-            let _ = t.await;
+        // Each part gets a bounded time, and one that does not stop is
+        // named in the log: a shutdown never hangs for good.
+        async fn part(name: &str, task: JoinHandle<()>, limit: std::time::Duration) {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(limit, task).await.is_err() {
+                error!(
+                    part = name,
+                    "did not stop within {} s; stopping without it",
+                    limit.as_secs()
+                );
+                abort.abort();
+            }
+        }
+        // In-flight requests get their 30 s, the LDAP operation in hand its
+        // time-out.
+        part("http", self.http, SHUTDOWN_PART * 4).await;
+        part("writer", self.writer_task, SHUTDOWN_PART * 4).await;
+        for (i, t) in self.background.into_iter().enumerate() {
+            let name = ["admin socket", "compactor", "schema reader", "flush watch"]
+                .get(i)
+                .copied()
+                .unwrap_or("background task");
+            part(name, t, SHUTDOWN_PART).await;
         }
         let _ = self.store.flush();
         info!("scim2ldap stopped");
