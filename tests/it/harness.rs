@@ -327,8 +327,12 @@ pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
         ..Default::default()
     });
     // The operational listener (/metrics, /readyz) on a free port of its
-    // own: `Running::ops_addr`.
-    text.push_str("\n[operations]\nlisten = \"127.0.0.1:0\"\n");
+    // own: `Running::ops_addr`. Before the `[[tokens]]` tables, which
+    // some tests move to a tokens file of their own.
+    let at = text
+        .find("[[tokens]]")
+        .expect("daemon_config writes [[tokens]]");
+    text.insert_str(at, "[operations]\nlisten = \"127.0.0.1:0\"\n\n");
     text
 }
 

@@ -32,7 +32,7 @@ pub(crate) struct RawResource {
     pub delete: Option<Spanned<RawDelete>>,
     pub adopt: Option<Spanned<RawAdopt>>,
     /// `[user.password]` (see `password.rs`).
-    pub password: Option<Spanned<super::password::RawPassword>>,
+    pub password: Option<Spanned<RawPassword>>,
 }
 
 /// `[user.adopt]` / `[group.adopt]`.
@@ -228,4 +228,12 @@ pub(crate) struct RawExtensionAttribute {
     pub multi_valued: Option<bool>,
     pub case_exact: Option<bool>,
     pub required: Option<bool>,
+}
+
+/// `[user.password]` as serde reads it (checked in `password.rs`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassword {
+    pub attribute: Str,
+    pub format: Option<Str>,
 }
