@@ -69,6 +69,11 @@ struct KindLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -84,6 +89,8 @@ pub struct Metrics {
     /// Unix time of the last entry applied; 0 = never.
     last_apply: Gauge<f64, AtomicU64>,
     adoptions: Family<KindLabels, Counter>,
+    /// Connections refused at accept, by the limit that refused them.
+    refused: Family<ReasonLabels, Counter>,
     /// Set once by the daemon; read by the probe collector on each scrape.
     probe: Arc<OnceLock<Arc<dyn Probe>>>,
 }
@@ -140,6 +147,12 @@ impl Metrics {
             "Existing directory entries adopted (linked to a SCIM resource), by resource type",
             adoptions.clone(),
         );
+        let refused = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "scim2ldap_http_connections_refused",
+            "Connections refused at accept, by limit (max_connections, max_unauthenticated_per_peer)",
+            refused.clone(),
+        );
         let build = Family::<BuildLabels, Gauge>::default();
         build
             .get_or_create(&BuildLabels {
@@ -161,6 +174,7 @@ impl Metrics {
             ldap,
             last_apply,
             adoptions,
+            refused,
             probe,
         }
     }
@@ -203,6 +217,18 @@ impl Metrics {
                 .unwrap_or(0.0);
             self.last_apply.set(now);
         }
+    }
+
+    /// Counts one connection refused at accept; `reason` names the limit.
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    /// Connections refused for `reason` so far.
+    pub fn refused_count(&self, reason: &'static str) -> u64 {
+        self.refused
+            .get(&ReasonLabels { reason })
+            .map_or(0, |c| c.get())
     }
 
     /// Counts one existing directory entry adopted (`kind`: "User" or
