@@ -5,11 +5,12 @@
 //! Architecture invariant: nothing here knows LDAP, the store or the
 //! mapping; it only knows HTTP and the SCIM error body.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -93,10 +94,80 @@ impl Edge {
 /// (then closed); beyond that they are dropped unanswered.
 const OVERFLOW_SLOTS: usize = 64;
 
+/// Connections open per peer address that have not yet carried a request
+/// with a valid token. Only addresses with such a connection open have an
+/// entry, so the table is bounded by the connections open.
+struct Unauthenticated {
+    limit: usize,
+    peers: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl Unauthenticated {
+    /// A slot for a new connection from `ip`, unless `ip` holds `limit`
+    /// unauthenticated connections already.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        let n = peers.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            table: self.clone(),
+            ip,
+            held: AtomicBool::new(true),
+        })
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = peers.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                peers.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A connection's place among its peer's unauthenticated connections,
+/// given back when a request on it authenticates or when it closes.
+struct PeerSlot {
+    table: Arc<Unauthenticated>,
+    ip: IpAddr,
+    held: AtomicBool,
+}
+
+impl PeerSlot {
+    /// A request on this connection carried a valid token: it no longer
+    /// counts against its peer's limit.
+    fn authenticated(&self) {
+        if self.held.swap(false, Ordering::AcqRel) {
+            self.table.release(self.ip);
+        }
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        self.authenticated();
+    }
+}
+
+/// The answer to a connection over its peer's limit, written without
+/// reading anything from it.
+const TOO_MANY_FROM_PEER: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
+content-type: text/plain\r\nretry-after: 10\r\nconnection: close\r\ncontent-length: 74\r\n\r\n\
+too many connections without a valid token from this address; retry later\n";
+
 /// Serves HTTP on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish (up to 30 s).
 pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future<Output = ()>) {
     let graceful = GracefulShutdown::new();
+    let unauthenticated = Arc::new(Unauthenticated {
+        limit: edge.server.max_unauthenticated_per_peer,
+        peers: Mutex::new(HashMap::new()),
+    });
     let slots = Arc::new(Semaphore::new(edge.server.max_connections));
     let overflow = Arc::new(Semaphore::new(OVERFLOW_SLOTS));
     tokio::pin!(shutdown);
@@ -113,6 +184,14 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        // Before a connection slot: a peer over its limit takes none.
+        let Some(peer_slot) = unauthenticated.admit(peer.ip()) else {
+            debug!(%peer, limit = edge.server.max_unauthenticated_per_peer, "max_unauthenticated_per_peer reached: connection refused");
+            edge.metrics.refused("max_unauthenticated_per_peer");
+            let _ = stream.try_write(TOO_MANY_FROM_PEER);
+            drop(stream);
+            continue;
+        };
         let (permit, busy) = match slots.clone().try_acquire_owned() {
             Ok(p) => (p, false),
             Err(_) => match overflow.clone().try_acquire_owned() {
@@ -122,6 +201,7 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
                 }
                 Err(_) => {
                     warn!(%peer, limit = edge.server.max_connections, "max_connections reached: connection dropped");
+                    edge.metrics.refused("max_connections");
                     drop(stream);
                     continue;
                 }
@@ -129,14 +209,17 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
         };
         let edge = edge.clone();
         let watcher = graceful.watcher();
+        let peer_slot = Arc::new(peer_slot);
         tokio::spawn(async move {
             match edge.tls.as_ref().map(|t| t.acceptor()) {
-                None => serve_connection(stream, edge, peer, watcher, busy).await,
+                None => serve_connection(stream, edge, peer, peer_slot, watcher, busy).await,
                 Some(acceptor) => {
                     // The handshake counts against the header timeout.
                     let limit = edge.server.header_read_timeout;
                     match tokio::time::timeout(limit, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => serve_connection(tls, edge, peer, watcher, busy).await,
+                        Ok(Ok(tls)) => {
+                            serve_connection(tls, edge, peer, peer_slot, watcher, busy).await
+                        }
                         Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
@@ -158,6 +241,7 @@ async fn serve_connection<I>(
     io: I,
     edge: Arc<Edge>,
     peer: SocketAddr,
+    peer_slot: Arc<PeerSlot>,
     watcher: hyper_util::server::graceful::Watcher,
     busy: bool,
 ) where
@@ -166,6 +250,7 @@ async fn serve_connection<I>(
     let edge2 = edge.clone();
     let svc = service_fn(move |req| {
         let edge = edge2.clone();
+        let peer_slot = peer_slot.clone();
         async move {
             if busy {
                 let mut r = error(&ScimError::new(
@@ -178,7 +263,7 @@ async fn serve_connection<I>(
                 drop(req);
                 return Ok::<_, Infallible>(r);
             }
-            Ok::<_, Infallible>(handle(&edge, req, peer).await)
+            Ok::<_, Infallible>(handle(&edge, req, peer, &peer_slot).await)
         }
     });
     let conn = http1::Builder::new()
@@ -204,7 +289,12 @@ fn method_label(m: &hyper::Method) -> &'static str {
     }
 }
 
-async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+async fn handle(
+    edge: &Edge,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    peer_slot: &PeerSlot,
+) -> Response<Full<Bytes>> {
     let rid = edge.next_request.fetch_add(1, Ordering::Relaxed);
     let span =
         tracing::info_span!("request", id = rid, method = %req.method(), path = %req.uri().path());
@@ -214,7 +304,7 @@ async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Respon
     let method = method_label(req.method());
     async move {
         let started = Instant::now();
-        let (resp, client) = route(edge, req).await;
+        let (resp, client) = route(edge, req, peer_slot).await;
         let status = resp.status().as_u16();
         edge.metrics
             .request(route_name, method, status, started.elapsed());
@@ -230,7 +320,11 @@ async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Respon
     .await
 }
 
-async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, String) {
+async fn route(
+    edge: &Edge,
+    req: Request<Incoming>,
+    peer_slot: &PeerSlot,
+) -> (Response<Full<Bytes>>, String) {
     let path = req.uri().path().to_string();
     // For load balancers; /metrics and /readyz are on the operational
     // listener only (`ops`), never here.
@@ -252,7 +346,10 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
     let rest = rest.to_string();
 
     let client = match authenticate(edge, &req) {
-        Some(name) => name,
+        Some(name) => {
+            peer_slot.authenticated();
+            name
+        }
         None => {
             let mut r = error(&ScimError::new(
                 401,
@@ -412,42 +509,9 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ScimErr
     Ok(buf.freeze())
 }
 
+/// The query string's pairs, `%XX` and `+` decoded (form encoding).
 fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding) in a query component.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
 fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
@@ -519,6 +583,21 @@ pub fn route_template(base: &str, path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_are_form_decoded() {
+        let q = parse_query("filter=userName+eq+%22a%26b%22&&count=5&bad=%zz&empty");
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("filter", "userName eq \"a&b\""),
+                ("count", "5"),
+                ("bad", "%zz"),
+                ("empty", "")
+            ]
+        );
+    }
 
     #[test]
     fn route_templates_hold_no_ids() {

@@ -30,6 +30,7 @@ mod journal;
 mod keys;
 mod links;
 mod members;
+mod queue;
 mod resources;
 mod secrets;
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use journal::{
 };
 pub use links::Link;
 pub use members::MemberOps;
+pub use queue::QueueGauges;
 pub use resources::{get_ci, version_of, IndexDef, Intent, Matching, Write, RDN_KEY};
 
 /// The store's page cache unless the config says otherwise.
@@ -150,6 +152,9 @@ struct Inner {
     listing: Mutex<resources::Listing>,
     /// Passwords of pending entries, outside sled.
     secrets: secrets::Secrets,
+    /// Pending and parked counts for `/metrics`, kept where `q` and `f`
+    /// keys are written.
+    queue: queue::QueueCounts,
 }
 
 impl Store {
@@ -214,6 +219,7 @@ impl Store {
                 "removed the password files of entries no longer pending"
             );
         }
+        let queue = queue::QueueCounts::count(&tree);
         let flusher = commit::Flusher::start(db.clone(), last)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -223,6 +229,7 @@ impl Store {
                 write_lock: Mutex::new(last),
                 listing: Mutex::new(resources::Listing::default()),
                 secrets,
+                queue,
             }),
         })
     }

@@ -64,18 +64,13 @@ async fn metrics_and_readyz_are_served_on_the_operational_listener_only() {
     // and the SCIM token is not it.
     let token = "ops-secret-token";
     let sha = scim2ldap::token::TokenHash::of(token).to_hex();
-    let path = h.dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(
-        &path,
+    crate::edge::restart_with(&mut h, |text| {
         text.replace(
             "[operations]\n",
             &format!("[operations]\ntoken_sha256 = \"{sha}\"\n"),
-        ),
-    )
-    .unwrap();
-    h.stop_daemon().await;
-    h.start_daemon().await;
+        )
+    })
+    .await;
     let ops = h.daemon().ops_addr.unwrap();
     assert_eq!(get_text(&format!("http://{ops}/metrics")).await.0, 401);
     assert_eq!(get_text(&format!("http://{ops}/readyz")).await.0, 401);
