@@ -32,7 +32,15 @@ pub(crate) struct RawResource {
     pub delete: Option<Spanned<RawDelete>>,
     pub adopt: Option<Spanned<RawAdopt>>,
     /// `[user.password]` (see `password.rs`).
-    pub password: Option<Spanned<super::password::RawPassword>>,
+    pub password: Option<Spanned<RawPassword>>,
+}
+
+/// `[user.password]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassword {
+    pub attribute: Str,
+    pub format: Option<Str>,
 }
 
 /// `[user.adopt]` / `[group.adopt]`.
