@@ -124,6 +124,9 @@ pub enum DaemonError {
     },
     #[error("turning HTTPS on or off (server.tls_cert) needs a restart, not a reload")]
     TlsToggle,
+    /// The mapping's password cannot be written over this connection.
+    #[error("{0}")]
+    Password(String),
 }
 
 /// Starts serving on `listener` with `config`.
@@ -146,6 +149,8 @@ pub async fn start_with(
         warn!(url = %base_url, "server.public_url is not set: Location and meta.location use the loopback address bound; set public_url to the URL the identity provider reaches this daemon at");
     }
     let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
+    crate::writer::check_password_transport(&model.mapping, &config.ldap)
+        .map_err(DaemonError::Password)?;
     let model = SharedModel::new(model);
     let store =
         Store::open_with_cache(&config.store.path, config.store.cache_bytes).map_err(|source| {
@@ -421,6 +426,8 @@ impl Running {
     pub fn reload(&self, config_path: &std::path::Path) -> Result<(), DaemonError> {
         let config = Config::load(config_path)?;
         let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
+        crate::writer::check_password_transport(&model.mapping, &config.ldap)
+            .map_err(DaemonError::Password)?;
         // Check the certificate before swapping anything, so that a bad
         // reload changes nothing.
         let tls = match (&self.edge.tls, &config.server.tls) {

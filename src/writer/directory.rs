@@ -783,6 +783,55 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_password_is_replaced_only_when_there_is_one() {
+        use crate::mapping::{PasswordFormat, PasswordMapping};
+        let m = PasswordMapping {
+            attribute: "unicodePwd".into(),
+            format: PasswordFormat::AdUnicodePwd,
+        };
+        let none = m.write(None);
+        assert!(password_mod(Some(&none), None).is_none());
+        assert!(password_mod(None, Some(&Password::new("x"))).is_none());
+        let fallback = password_mod(Some(&none), Some(&Password::new("r")));
+        let sent = password_mod(
+            Some(&m.write(Some(&Password::new("ab")))),
+            Some(&Password::new("r")),
+        );
+        for (m, want) in [(fallback, "r"), (sent, "ab")] {
+            match m {
+                Some(Mod::Replace(a, v)) => {
+                    assert_eq!(a, b"unicodePwd");
+                    let v: Vec<_> = v.into_iter().collect();
+                    assert_eq!(
+                        v,
+                        vec![crate::mapping::encode_password(
+                            PasswordFormat::AdUnicodePwd,
+                            want
+                        )]
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let r = random_password();
+        let t = r.expose();
+        assert!(
+            t.len() >= 64
+                && t.chars().any(|c| c.is_ascii_uppercase())
+                && t.chars().any(|c| c.is_ascii_digit())
+        );
+        assert_ne!(random_password(), r);
+
+        let mut want = Desired {
+            password: Some(m.write(Some(&Password::new("secret-1")))),
+            ..Desired::default()
+        };
+        assert_eq!(redacted_password(&want), "unicodePwd:: <redacted>\n");
+        want.password = Some(m.write(None));
+        assert_eq!(redacted_password(&want), "");
+    }
+
+    #[test]
     fn uuid_escaping() {
         assert_eq!(escape_uuid("hex:0aff"), r"\0a\ff");
         assert_eq!(escape_uuid("a*b"), r"a\2ab");

@@ -41,3 +41,26 @@ pub use plan::{
     Claim, Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Membership, Plan,
     PlanError, Planner, Route,
 };
+
+/// Refuses a mapping that writes AD's `unicodePwd` over a connection that
+/// is not encrypted: Active Directory accepts a password only over LDAPS
+/// or StartTLS, and would refuse every one of them at write time (a dry
+/// run sends nothing and is let through).
+pub fn check_password_transport(
+    mapping: &crate::mapping::Mapping,
+    ldap: &crate::config::LdapConfig,
+) -> Result<(), String> {
+    let Some(p) = &mapping.password else {
+        return Ok(());
+    };
+    let encrypted = ldap.url.to_ascii_lowercase().starts_with("ldaps://") || ldap.starttls;
+    if p.format == crate::mapping::PasswordFormat::AdUnicodePwd && !encrypted && !ldap.dry_run {
+        return Err(format!(
+            "the mapping writes the password to {} (format = \"ad_unicode_pwd\"), which Active \
+             Directory accepts only over an encrypted connection, but ldap.url is {:?}: use \
+             ldaps:// (or starttls = true)",
+            p.attribute, ldap.url
+        ));
+    }
+    Ok(())
+}

@@ -13,6 +13,7 @@ mod journal;
 mod layering;
 mod loud;
 mod ops;
+mod passwords;
 mod protocol;
 mod safety;
 mod service;

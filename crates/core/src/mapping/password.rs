@@ -267,6 +267,43 @@ set = { pwdAccountLockedTime = "000001010000Z" }
         text.lines().position(|l| l.contains(needle)).expect(needle) + 1
     }
 
+    /// The presets' commented `[user.password]` blocks are valid.
+    #[test]
+    fn the_presets_password_blocks_parse_when_uncommented() {
+        for (name, text, format) in [
+            (
+                "openldap",
+                crate::mapping::EXAMPLE_OPENLDAP,
+                PasswordFormat::Plain,
+            ),
+            (
+                "ad",
+                include_str!("../../../../examples/ad.toml"),
+                PasswordFormat::AdUnicodePwd,
+            ),
+        ] {
+            let mut out = String::new();
+            let mut inside = false;
+            for line in text.lines() {
+                if line == "# [user.password]" {
+                    inside = true;
+                }
+                match line.strip_prefix("# ") {
+                    Some(l) if inside && (l.starts_with('[') || l.contains(" = ")) => {
+                        out.push_str(l);
+                    }
+                    _ => {
+                        inside = false;
+                        out.push_str(line);
+                    }
+                }
+                out.push('\n');
+            }
+            let m = Mapping::parse(&out, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(m.password.map(|p| p.format), Some(format), "{name}");
+        }
+    }
+
     #[test]
     fn no_password_by_default() {
         assert_eq!(parse(BASE).password, None);

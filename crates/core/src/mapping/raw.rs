@@ -35,6 +35,14 @@ pub(crate) struct RawResource {
     pub password: Option<Spanned<RawPassword>>,
 }
 
+/// `[user.password]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassword {
+    pub attribute: Str,
+    pub format: Option<Str>,
+}
+
 /// `[user.adopt]` / `[group.adopt]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -228,12 +236,4 @@ pub(crate) struct RawExtensionAttribute {
     pub multi_valued: Option<bool>,
     pub case_exact: Option<bool>,
     pub required: Option<bool>,
-}
-
-/// `[user.password]` as serde reads it (checked in `password.rs`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPassword {
-    pub attribute: Str,
-    pub format: Option<Str>,
 }
