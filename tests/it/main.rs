@@ -12,6 +12,7 @@ mod harness;
 mod journal;
 mod layering;
 mod loud;
+mod presets;
 mod protocol;
 mod safety;
 mod service;
