@@ -1523,6 +1523,20 @@ fn all_problems_are_reported_in_file_order() {
 
 proptest! {
     #[test]
+    fn transforms_never_panic_and_max_length_keeps_a_prefix(
+        spec in "[a-z_]{0,10}(:[\\PC]{0,6}){0,2}",
+        value in "\\PC{0,40}",
+        n in 1usize..30,
+    ) {
+        if let Ok(t) = template::Transform::parse(&spec) {
+            let _ = t.apply(&value);
+        }
+        let cut = tr(&format!("max_length:{n}")).apply(&value);
+        prop_assert!(value.starts_with(&cut));
+        prop_assert!(cut.chars().count() <= n);
+    }
+
+    #[test]
     fn parse_never_panics(text in "\\PC{0,200}") {
         let _ = Mapping::parse(&text, "f.toml");
     }
