@@ -37,6 +37,11 @@ const SHUTDOWN_PART: std::time::Duration = std::time::Duration::from_secs(10);
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The operational listener's address (`/metrics`, `/readyz`); `None`
+    /// when it is off or its default address was taken.
+    pub ops_addr: Option<SocketAddr>,
+    /// What the operational listener serves.
+    pub ops: Arc<crate::ops::Ops>,
     pub store: Store,
     pub writer: WriterHandle,
     pub model: SharedModel,
@@ -112,6 +117,11 @@ pub enum DaemonError {
     Tls(String),
     #[error("the listening socket: {0}")]
     Listener(std::io::Error),
+    #[error("cannot listen on {addr} (operations.listen): {source}")]
+    OpsListener {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("turning HTTPS on or off (server.tls_cert) needs a restart, not a reload")]
     TlsToggle,
 }
@@ -128,6 +138,13 @@ pub async fn start_with(
     listener: TcpListener,
     hooks: TestHooks,
 ) -> Result<Running, DaemonError> {
+    let addr = listener.local_addr().map_err(DaemonError::Listener)?;
+    // Location and meta.location: the configured public URL, or (loopback
+    // only, refused otherwise by the config) the address bound.
+    let base_url = config.server.public_url_for(addr);
+    if config.server.public_url.is_none() {
+        warn!(url = %base_url, "server.public_url is not set: Location and meta.location use the loopback address bound; set public_url to the URL the identity provider reaches this daemon at");
+    }
     let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
     let model = SharedModel::new(model);
     let store =
@@ -176,11 +193,7 @@ pub async fn start_with(
             model.clone(),
             &config.ldap,
             Some(writer_handle.clone()),
-            config
-                .server
-                .public_url
-                .as_ref()
-                .map(|u| format!("{u}{}", config.server.base_path)),
+            Some(base_url.clone()),
         )
         .with_metrics(metrics.clone()),
     );
@@ -223,11 +236,33 @@ pub async fn start_with(
         fatal: fatal_rx.clone(),
         writer_running,
     });
+    // The operational listener. Pages beyond /metrics, /readyz and
+    // /healthz (the status page) are added here, one `Ops::route` each;
+    // see `ops::Route`.
+    let ops_listener = crate::ops::bind(&config.operations)
+        .await
+        .map_err(|source| DaemonError::OpsListener {
+            addr: crate::ops::describe(config.operations.listen),
+            source,
+        })?;
+    let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let ops = Arc::new(crate::ops::Ops::new(
+        metrics.clone(),
+        Some(probe.clone() as Arc<dyn Probe>),
+        config.operations.token.clone(),
+    ));
     let edge = Arc::new(
         Edge::new(api, config.server.clone(), config.tokens.clone())
-            .with_service(metrics, probe, tls),
+            .with_service(metrics, probe, tls)
+            .with_base_url(base_url),
     );
-    let addr = listener.local_addr().map_err(DaemonError::Listener)?;
+    let mut ops_stop = stop_rx.clone();
+    let ops_task = match ops_listener {
+        Some(l) => tokio::spawn(crate::ops::serve(l, ops.clone(), async move {
+            let _ = ops_stop.wait_for(|s| *s).await;
+        })),
+        None => tokio::spawn(async {}),
+    };
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -237,9 +272,11 @@ pub async fn start_with(
     } else {
         "http"
     };
-    info!(%addr, scheme, dry_run = config.ldap.dry_run, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
+    info!(%addr, scheme, operations = %crate::ops::describe(ops_addr), dry_run = config.ldap.dry_run, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
     Ok(Running {
         addr,
+        ops_addr,
+        ops,
         store,
         writer: writer_handle,
         model,
@@ -248,7 +285,7 @@ pub async fn start_with(
         http,
         writer_task,
         syntaxes,
-        background: vec![admin, compactor, schema_reader, flush_watch],
+        background: vec![admin, compactor, schema_reader, flush_watch, ops_task],
         fatal: fatal_rx,
     })
 }
@@ -419,10 +456,16 @@ impl Running {
         part("http", self.http, SHUTDOWN_PART * 4).await;
         part("writer", self.writer_task, SHUTDOWN_PART * 4).await;
         for (i, t) in self.background.into_iter().enumerate() {
-            let name = ["admin socket", "compactor", "schema reader", "flush watch"]
-                .get(i)
-                .copied()
-                .unwrap_or("background task");
+            let name = [
+                "admin socket",
+                "compactor",
+                "schema reader",
+                "flush watch",
+                "operations listener",
+            ]
+            .get(i)
+            .copied()
+            .unwrap_or("background task");
             part(name, t, SHUTDOWN_PART).await;
         }
         let _ = self.store.flush();

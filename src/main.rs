@@ -4,18 +4,37 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "scim2ldap",
     version,
-    about = "Provision users and groups from Entra ID, Okta or any SCIM 2.0 client into an LDAP directory"
+    about = "Provision users and groups from Entra ID, Okta or any SCIM 2.0 client into an LDAP directory",
+    long_about = "Provision users and groups from Entra ID, Okta or any SCIM 2.0 client into an LDAP \
+directory. `scim2ldap serve` is a SCIM 2.0 server: every accepted change is written to an \
+on-disk journal, then applied to the directory by a background writer, following a TOML \
+mapping. Run it as the systemd service scim2ldap.service; `scim2ldap check` tests a \
+configuration against the directory before it is started.",
+    after_help = AFTER_HELP
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The end of `--help` and the man page's last section.
+const AFTER_HELP: &str = "\
+Files: /etc/scim2ldap/config.toml (the configuration; every key is described in \
+/usr/share/doc/scim2ldap/config.example.toml), the mapping it names (presets in \
+/usr/share/scim2ldap/mappings), /etc/scim2ldap/tokens.toml (token hashes, re-read on \
+reload), /etc/scim2ldap/tls (the HTTPS certificate and key, re-read on reload), \
+/var/lib/scim2ldap (the store and journal).
+
+Signals: SIGHUP (systemctl reload scim2ldap) re-reads the mapping, the tokens and the \
+TLS certificate; SIGTERM stops after in-flight requests.
+
+Guides: /usr/share/doc/scim2ldap (README.md, entra.md, okta.md).";
 
 #[derive(Subcommand)]
 enum Command {
@@ -75,6 +94,19 @@ enum Command {
         #[arg(long, default_value = "entra")]
         name: String,
     },
+    /// Write the man pages (scim2ldap.1 and one per command) into DIR;
+    /// used when packaging.
+    #[command(hide = true)]
+    GenerateMan {
+        /// The folder to write into (must exist).
+        dir: PathBuf,
+    },
+    /// Print the completion script for SHELL; used when packaging.
+    #[command(hide = true)]
+    GenerateCompletions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +122,20 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::GenerateMan { dir } => {
+            clap_mangen::generate_to(Cli::command(), &dir)
+                .with_context(|| format!("writing man pages into {}", dir.display()))?;
+            Ok(())
+        }
+        Command::GenerateCompletions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "scim2ldap",
+                &mut std::io::stdout(),
+            );
+            Ok(())
+        }
         Command::Token { name } => {
             let token = scim2ldap::token::generate().context("reading random bytes from the OS")?;
             let hash = scim2ldap::token::TokenHash::of(&token);
@@ -241,9 +287,12 @@ async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<
             }
             _ = hup.recv() => {
                 notifier.reloading();
+                // What this reload reads, said before the swap so that the
+                // log names exactly the files that were read.
+                let read = ReloadReads::of(&path);
                 match running.reload(&path) {
                     Ok(()) => {
-                        tracing::info!("reloaded the mapping, the tokens and the TLS certificate");
+                        read.log();
                         notifier.reloaded(&format!("serving on {}; reloaded", running.addr));
                     }
                     Err(e) => {
@@ -257,11 +306,11 @@ async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<
     match &fatal {
         None => {
             tracing::info!("shutting down");
-            notifier.stopping();
+            notifier.stopping("draining requests and the writer");
             running.shutdown().await;
         }
         Some(why) => {
-            notifier.send(&format!("STOPPING=1\nSTATUS=exiting: {why}"));
+            notifier.stopping(&format!("exiting: {why}"));
             // In-flight requests finish; a shutdown that hangs all the same
             // must not keep a broken daemon alive.
             if tokio::time::timeout(std::time::Duration::from_secs(30), running.shutdown())
@@ -282,6 +331,95 @@ async fn serve(cfg: scim2ldap::config::Config, path: PathBuf) -> anyhow::Result<
         None => Ok(()),
         Some(why) => {
             anyhow::bail!("{why}; exiting so that the service manager restarts the daemon (every acknowledged write is in the journal)")
+        }
+    }
+}
+
+/// The files a reload reads, to log exactly what was re-read. A file under
+/// `$CREDENTIALS_DIRECTORY` is the copy systemd made when the service
+/// started (`LoadCredential=`): reading it again sees no change, so it is
+/// named as such and never reported as reloaded.
+struct ReloadReads {
+    mapping: Option<PathBuf>,
+    tokens: Option<usize>,
+    tokens_file: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
+    credentials: Option<PathBuf>,
+}
+
+impl ReloadReads {
+    fn of(path: &std::path::Path) -> ReloadReads {
+        let credentials = std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from);
+        let cfg = scim2ldap::config::Config::load(path).ok();
+        // `tokens_file` is not kept in the loaded config: read the key.
+        let tokens_file = std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.parse::<toml::Table>().ok())
+            .and_then(|t| t.get("tokens_file")?.as_str().map(str::to_string))
+            .map(|f| match (f.strip_prefix("credential:"), &credentials) {
+                (Some(name), Some(dir)) => dir.join(name),
+                (Some(_), None) => PathBuf::from(f),
+                (None, _) => path.parent().unwrap_or(std::path::Path::new(".")).join(f),
+            });
+        ReloadReads {
+            mapping: cfg.as_ref().map(|c| c.mapping_file.clone()),
+            tokens: cfg.as_ref().map(|c| c.tokens.len()),
+            tokens_file,
+            tls: cfg
+                .as_ref()
+                .and_then(|c| c.server.tls.as_ref())
+                .map(|t| (t.cert.clone(), t.key.clone())),
+            credentials,
+        }
+    }
+
+    /// Whether `file` is a systemd credential (not refreshed on reload).
+    fn frozen(&self, file: &std::path::Path) -> bool {
+        self.credentials
+            .as_ref()
+            .is_some_and(|dir| file.starts_with(dir))
+    }
+
+    fn log(&self) {
+        let show = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        let mut frozen = Vec::new();
+        if let Some(f) = self.tokens_file.as_ref().filter(|f| self.frozen(f)) {
+            frozen.push(format!("tokens_file {}", f.display()));
+        }
+        if let Some((cert, key)) = &self.tls {
+            for (what, f) in [("tls_cert", cert), ("tls_key", key)] {
+                if self.frozen(f) {
+                    frozen.push(format!("{what} {}", f.display()));
+                }
+            }
+        }
+        let tokens_fresh = self.tokens_file.as_ref().is_none_or(|f| !self.frozen(f));
+        let tls_fresh = self
+            .tls
+            .as_ref()
+            .is_some_and(|(c, k)| !self.frozen(c) && !self.frozen(k));
+        let what = match (tokens_fresh, tls_fresh) {
+            (true, true) => "reloaded the mapping, the tokens and the TLS certificate",
+            (true, false) => "reloaded the mapping and the tokens",
+            (false, true) => {
+                "reloaded the mapping, the tokens in the config file and the TLS certificate"
+            }
+            (false, false) => "reloaded the mapping and the tokens in the config file",
+        };
+        tracing::info!(
+            mapping = show(&self.mapping),
+            tokens = self.tokens,
+            tokens_file = show(&self.tokens_file),
+            tls_cert = self.tls.as_ref().map(|t| t.0.display().to_string()),
+            "{what}"
+        );
+        if !frozen.is_empty() {
+            tracing::warn!(
+                files = %frozen.join(", "),
+                "not reloaded: these are systemd credentials, which systemd copies only when the service starts; \
+                 restart to use new contents, or keep tokens in a plain file (/etc/scim2ldap/tokens.toml) and the \
+                 certificate in /etc/scim2ldap/tls (see the unit file)"
+            );
         }
     }
 }

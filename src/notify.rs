@@ -1,57 +1,40 @@
-//! The systemd notification protocol (`sd_notify(3)`), for `Type=notify`
-//! units: one datagram per state change to the socket named by
-//! `$NOTIFY_SOCKET`, and watchdog keep-alives when `$WATCHDOG_USEC` asks
-//! for them. Outside systemd (no `NOTIFY_SOCKET`) every call does nothing.
+//! systemd notifications (`sd_notify(3)`) through the `sd-notify` crate,
+//! behind a small handle so that callers say what happened ("ready",
+//! "reloading", a status line) and not how the protocol spells it.
+//! Outside systemd (no `NOTIFY_SOCKET`) every call does nothing.
+//!
+//! Reload follows systemd's protocol: `RELOADING=1` with `MONOTONIC_USEC`
+//! (required by `Type=notify-reload`, systemd 253 and later; harmless
+//! before) when a reload starts, `READY=1` when it is done, whatever its
+//! outcome.
 
-use std::os::unix::net::UnixDatagram;
-use std::path::PathBuf;
 use std::time::Duration;
 
-/// Where notifications go.
-#[derive(Debug, Clone)]
-enum Target {
-    Path(PathBuf),
-    /// A Linux abstract socket (`@name` in `NOTIFY_SOCKET`).
-    Abstract(Vec<u8>),
-}
+use sd_notify::NotifyState;
 
 /// A handle on the service manager's notification socket.
 #[derive(Debug, Clone, Default)]
 pub struct Notifier {
-    target: Option<Target>,
+    /// `NOTIFY_SOCKET` was set when the daemon started.
+    enabled: bool,
+    /// `WATCHDOG_USEC`, when it is meant for this process (`WATCHDOG_PID`).
     watchdog: Option<Duration>,
 }
 
 impl Notifier {
     /// Reads `NOTIFY_SOCKET` and `WATCHDOG_USEC` / `WATCHDOG_PID`. The
-    /// variables are left in the environment: nothing this process starts
-    /// should talk to the socket, and the daemon starts nothing.
+    /// variables are left in the environment: unsetting them is unsafe once
+    /// threads run, and the daemon starts no other process.
     pub fn from_env() -> Notifier {
-        let target = std::env::var_os("NOTIFY_SOCKET").and_then(|s| {
-            let s = s.into_encoded_bytes();
-            match s.first() {
-                Some(b'@') => Some(Target::Abstract(s[1..].to_vec())),
-                Some(b'/') => Some(Target::Path(PathBuf::from(
-                    String::from_utf8_lossy(&s).into_owned(),
-                ))),
-                _ => None,
-            }
-        });
-        let pid_matches = std::env::var("WATCHDOG_PID")
-            .ok()
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_none_or(|p| p == std::process::id());
-        let watchdog = std::env::var("WATCHDOG_USEC")
-            .ok()
-            .and_then(|u| u.parse::<u64>().ok())
-            .filter(|u| *u > 0 && pid_matches)
-            .map(Duration::from_micros);
-        Notifier { target, watchdog }
+        Notifier {
+            enabled: std::env::var_os("NOTIFY_SOCKET").is_some(),
+            watchdog: sd_notify::watchdog_enabled().filter(|d| !d.is_zero()),
+        }
     }
 
     /// Whether a service manager is listening.
     pub fn enabled(&self) -> bool {
-        self.target.is_some()
+        self.enabled
     }
 
     /// How often to send `WATCHDOG=1`: half the manager's timeout, as
@@ -60,47 +43,50 @@ impl Notifier {
         self.watchdog.map(|d| d / 2)
     }
 
-    /// Sends one notification, e.g. `"READY=1"`. Failures are returned for
-    /// logging; they never stop the daemon.
-    pub fn notify(&self, state: &str) -> std::io::Result<()> {
-        let Some(target) = &self.target else {
-            return Ok(());
-        };
-        let sock = UnixDatagram::unbound()?;
-        match target {
-            Target::Path(p) => sock.send_to(state.as_bytes(), p)?,
-            Target::Abstract(name) => {
-                use std::os::linux::net::SocketAddrExt;
-                let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
-                sock.send_to_addr(state.as_bytes(), &addr)?
-            }
-        };
-        Ok(())
-    }
-
-    /// Sends `state`, logging a failure at warn level.
-    pub fn send(&self, state: &str) {
-        if let Err(e) = self.notify(state) {
-            tracing::warn!(error = %e, state, "cannot notify the service manager");
+    /// Sends the states in one datagram, logging a failure at warn level:
+    /// a lost notification never stops the daemon.
+    fn send(&self, states: &[NotifyState]) {
+        if !self.enabled {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            let states: Vec<String> = states.iter().map(|s| s.to_string()).collect();
+            tracing::warn!(error = %e, state = %states.join(" "), "cannot notify the service manager");
         }
     }
 
-    /// `READY=1` with a status line.
+    /// `READY=1` with a status line: started, listening, the store open.
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send(&[NotifyState::Ready, NotifyState::Status(status)]);
     }
 
-    /// `RELOADING=1`, then (call [`Notifier::reloaded`]) `READY=1`.
+    /// A `STATUS=` line alone (what `systemctl status` shows).
+    pub fn status(&self, status: &str) {
+        self.send(&[NotifyState::Status(status)]);
+    }
+
+    /// `RELOADING=1` with the current `CLOCK_MONOTONIC` time, then (call
+    /// [`Notifier::reloaded`]) `READY=1`.
     pub fn reloading(&self) {
-        self.send("RELOADING=1");
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => self.send(&[
+                NotifyState::Reloading,
+                now,
+                NotifyState::Status("reloading"),
+            ]),
+            // Without the time systemd 253+ ignores RELOADING=1; still say it.
+            Err(_) => self.send(&[NotifyState::Reloading]),
+        }
     }
 
+    /// `READY=1` after a reload (applied or refused), with a status line.
     pub fn reloaded(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.ready(status);
     }
 
-    pub fn stopping(&self) {
-        self.send("STOPPING=1\nSTATUS=draining requests and the writer");
+    /// `STOPPING=1` with a status line.
+    pub fn stopping(&self, status: &str) {
+        self.send(&[NotifyState::Stopping, NotifyState::Status(status)]);
     }
 
     /// Sends `WATCHDOG=1` every [`Notifier::watchdog_interval`] until the
@@ -110,13 +96,15 @@ impl Notifier {
     /// stopped, the store cannot flush), before draining.
     pub fn spawn_watchdog(&self) -> Option<tokio::task::JoinHandle<()>> {
         let interval = self.watchdog_interval()?;
-        self.target.as_ref()?;
+        if !self.enabled {
+            return None;
+        }
         let me = self.clone();
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                me.send("WATCHDOG=1");
+                me.send(&[NotifyState::Watchdog]);
             }
         }))
     }
@@ -126,30 +114,25 @@ impl Notifier {
 mod tests {
     use super::*;
 
-    #[test]
-    fn sends_datagrams_to_a_path_socket() {
-        let dir = std::env::temp_dir().join(format!("scim2ldap-notify-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("notify.sock");
-        let server = UnixDatagram::bind(&path).unwrap();
-        let n = Notifier {
-            target: Some(Target::Path(path)),
-            watchdog: Some(Duration::from_secs(10)),
-        };
-        assert!(n.enabled());
-        assert_eq!(n.watchdog_interval(), Some(Duration::from_secs(5)));
-        n.ready("serving");
-        let mut buf = [0u8; 256];
-        let len = server.recv(&mut buf).unwrap();
-        assert_eq!(&buf[..len], b"READY=1\nSTATUS=serving");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
+    // The datagrams themselves are checked through the real binary under a
+    // notify socket (tests/it/service.rs): the crate reads NOTIFY_SOCKET at
+    // each call, and setting it here would race with other unit tests.
     #[test]
     fn without_a_socket_nothing_happens() {
         let n = Notifier::default();
         assert!(!n.enabled());
-        assert!(n.notify("READY=1").is_ok());
+        n.ready("serving");
+        n.reloading();
         assert_eq!(n.watchdog_interval(), None);
+        assert!(n.spawn_watchdog().is_none());
+    }
+
+    #[test]
+    fn the_watchdog_is_fed_at_half_its_timeout() {
+        let n = Notifier {
+            enabled: true,
+            watchdog: Some(Duration::from_secs(30)),
+        };
+        assert_eq!(n.watchdog_interval(), Some(Duration::from_secs(15)));
     }
 }

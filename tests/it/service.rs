@@ -170,7 +170,8 @@ async fn metrics_count_requests_and_health_endpoints_need_no_token() {
     );
     h.settle().await;
     let d = h.daemon();
-    let metrics_url = format!("http://{}/metrics", d.addr);
+    let ops = d.ops_addr.expect("the operational listener");
+    let metrics_url = format!("http://{ops}/metrics");
     let text = get_text(&metrics_url).await;
     assert_eq!(text.0, 200);
     assert!(
@@ -192,7 +193,7 @@ async fn metrics_count_requests_and_health_endpoints_need_no_token() {
         .1
         .contains("scim2ldap_last_apply_timestamp_seconds 0\n"));
     assert_eq!(get_text(&format!("http://{}/healthz", d.addr)).await.0, 200);
-    assert_eq!(get_text(&format!("http://{}/readyz", d.addr)).await.0, 200);
+    assert_eq!(get_text(&format!("http://{ops}/readyz")).await.0, 200);
     // A 401 is counted too, under its route template.
     let r = h
         .send_raw("GET", "/Users/x", None, None, Some("wrong"), &[])
@@ -211,7 +212,10 @@ async fn readyz_fails_when_the_directory_is_down_and_writes_are_rejected() {
     // attempt to apply it.
     let r = h.send("POST", "/Users", Some(user("down"))).await;
     assert_eq!(r.status, 201, "accepted before the writer knew: {}", r.body);
-    let url = format!("http://{}/readyz", h.daemon().addr);
+    let url = format!(
+        "http://{}/readyz",
+        h.daemon().ops_addr.expect("the operational listener")
+    );
     let mut last = (0, String::new());
     for _ in 0..50 {
         last = get_text(&url).await;
@@ -679,22 +683,8 @@ fn the_binary_notifies_ready_and_stopping() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let recv = |sock: &UnixDatagram| -> String {
-        let mut buf = [0u8; 1024];
-        match sock.recv(&mut buf) {
-            Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
-            Err(e) => format!("<no datagram: {e}>"),
-        }
-    };
-    // The next message that is not a keep-alive.
-    let next_state = |sock: &UnixDatagram| -> String {
-        loop {
-            let m = recv(sock);
-            if m != "WATCHDOG=1" {
-                return m;
-            }
-        }
-    };
+    let recv = notify_recv;
+    let next_state = next_notify_state;
     let first = recv(&sock);
     if !first.starts_with("READY=1") {
         let _ = child.kill();
@@ -709,7 +699,7 @@ fn the_binary_notifies_ready_and_stopping() {
         .trim()
         .to_string();
     // Keep-alives at half the watchdog interval.
-    assert_eq!(recv(&sock), "WATCHDOG=1");
+    assert_eq!(recv(&sock), "WATCHDOG=1\n");
 
     // One authenticated request and one with a wrong token.
     for token in [h.token.as_str(), "not-the-token"] {
@@ -735,7 +725,20 @@ fn the_binary_notifies_ready_and_stopping() {
         assert!(status.success());
     };
     signal("-HUP");
-    assert_eq!(next_state(&sock), "RELOADING=1");
+    // systemd's reload protocol: RELOADING=1 with the monotonic time
+    // (Type=notify-reload ignores it without), then READY=1.
+    let reloading = next_state(&sock);
+    assert!(
+        reloading.starts_with("RELOADING=1\nMONOTONIC_USEC="),
+        "{reloading}"
+    );
+    let usec: u64 = reloading
+        .lines()
+        .find_map(|l| l.strip_prefix("MONOTONIC_USEC="))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(usec > 0, "{reloading}");
     assert!(next_state(&sock).starts_with("READY=1"));
 
     signal("-TERM");
@@ -780,6 +783,279 @@ fn the_binary_notifies_ready_and_stopping() {
         lines.iter().any(|l| l["message"]
             .as_str()
             .is_some_and(|m| m.starts_with("reloaded"))),
+        "{out}"
+    );
+}
+
+/// The next datagram on a notify socket, or why there was none.
+fn notify_recv(sock: &UnixDatagram) -> String {
+    let mut buf = [0u8; 1024];
+    match sock.recv(&mut buf) {
+        Ok(n) => String::from_utf8_lossy(&buf[..n]).into_owned(),
+        Err(e) => format!("<no datagram: {e}>"),
+    }
+}
+
+/// The next notification that is not a watchdog keep-alive.
+fn next_notify_state(sock: &UnixDatagram) -> String {
+    loop {
+        let m = notify_recv(sock);
+        if m != "WATCHDOG=1\n" {
+            return m;
+        }
+    }
+}
+
+/// One plain HTTP/1.1 request on a fresh connection; the status code.
+fn http_status(addr: &str, method: &str, path: &str, token: &str, body: Option<&str>) -> u16 {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} /scim/v2{path} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {token}\r\nContent-Type: application/scim+json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    resp.get(9..12)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"))
+}
+
+/// The shipped unit's layout, through the real binary: the bind password is
+/// a systemd credential (a folder systemd fills once, at start), the token
+/// hashes are a plain file the service re-reads. A token removed from that
+/// file gets 401 right after SIGHUP, the other keeps working, the bind
+/// password from the credential still binds, and the log says what was
+/// re-read.
+#[test]
+fn under_the_units_layout_a_revoked_token_gets_401_after_sighup() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut h = rt.block_on(Harness::start());
+    rt.block_on(h.stop_daemon());
+    let creds = h.dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("ldap-password"), h.slapd.password()).unwrap();
+    let etc = h.dir.join("etc");
+    std::fs::create_dir_all(&etc).unwrap();
+    let tokens = etc.join("tokens.toml");
+    let okta = scim2ldap::token::generate().unwrap();
+    let table = |name: &str, token: &str| {
+        format!(
+            "[[tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\n",
+            scim2ldap::token::TokenHash::of(token).to_hex()
+        )
+    };
+    std::fs::write(
+        &tokens,
+        format!("{}\n{}", table("entra", &h.token), table("okta", &okta)),
+    )
+    .unwrap();
+    let config = h.dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tokens_at = text.find("[[tokens]]").unwrap();
+    let text = format!(
+        "tokens_file = {:?}\n{}",
+        tokens.display().to_string(),
+        &text[..tokens_at]
+    )
+    .replace(
+        &format!("bind_password = \"{}\"", h.slapd.password()),
+        "bind_password_file = \"credential:ldap-password\"",
+    );
+    assert!(
+        !text.contains(h.slapd.password()) && !text.contains("sha256"),
+        "{text}"
+    );
+    std::fs::write(&config, format!("{text}\n[log]\nformat = \"json\"\n")).unwrap();
+
+    let sock_path = h.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("SCIM2LDAP_LOG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = next_notify_state(&sock);
+    if !ready.starts_with("READY=1") {
+        let _ = child.kill();
+        let mut err = String::new();
+        let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+        panic!("expected READY=1, got {ready:?}; stderr:\n{err}");
+    }
+    let addr = ready
+        .split("serving on ")
+        .nth(1)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(http_status(&addr, "GET", "/Users", &h.token, None), 200);
+    assert_eq!(http_status(&addr, "GET", "/Users", &okta, None), 200);
+
+    // Revoke okta the way an editor saves: a new file renamed over the old.
+    let next = etc.join("tokens.toml.new");
+    std::fs::write(&next, table("entra", &h.token)).unwrap();
+    std::fs::rename(&next, &tokens).unwrap();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    let reloading = next_notify_state(&sock);
+    assert!(reloading.starts_with("RELOADING=1"), "{reloading}");
+    let done = next_notify_state(&sock);
+    assert!(
+        done.starts_with("READY=1") && done.contains("reloaded"),
+        "{done}"
+    );
+
+    assert_eq!(http_status(&addr, "GET", "/Users", &okta, None), 401);
+    assert_eq!(http_status(&addr, "GET", "/Users", &h.token, None), 200);
+    // The password read from the credential at start still binds.
+    let body = user("afterhup").to_string();
+    assert_eq!(
+        http_status(&addr, "POST", "/Users", &h.token, Some(&body)),
+        201
+    );
+    let mut found = false;
+    for _ in 0..50 {
+        if rt
+            .block_on(h.ldap_get("uid=afterhup,ou=people,dc=example,dc=com"))
+            .is_some()
+        {
+            found = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(found, "the user never reached the directory");
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let reloaded = lines
+        .iter()
+        .find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("reloaded"))
+        })
+        .unwrap_or_else(|| panic!("no reload line:\n{out}"));
+    assert_eq!(
+        reloaded["message"], "reloaded the mapping and the tokens",
+        "{out}"
+    );
+    assert_eq!(
+        reloaded["tokens_file"],
+        tokens.display().to_string(),
+        "{out}"
+    );
+    assert!(
+        !out.contains("not reloaded"),
+        "a plain tokens file is re-read:\n{out}"
+    );
+}
+
+/// A tokens file left behind `LoadCredential=` is not re-read by a reload
+/// (systemd copies credentials at start only): the log must not call it
+/// reloaded, and says what to do.
+#[test]
+fn a_reload_never_calls_a_credential_reloaded() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut h = rt.block_on(Harness::start());
+    rt.block_on(h.stop_daemon());
+    let creds = h.dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    let config = h.dir.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let tokens_at = text.find("[[tokens]]").unwrap();
+    std::fs::write(creds.join("tokens"), &text[tokens_at..]).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "tokens_file = \"credential:tokens\"\n{}\n[log]\nformat = \"json\"\n",
+            &text[..tokens_at]
+        ),
+    )
+    .unwrap();
+    let sock_path = h.dir.join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("CREDENTIALS_DIRECTORY", &creds)
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("SCIM2LDAP_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(next_notify_state(&sock).starts_with("READY=1"));
+    let signal = |sig: &str| {
+        assert!(std::process::Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+    };
+    signal("-HUP");
+    assert!(next_notify_state(&sock).starts_with("RELOADING=1"));
+    assert!(next_notify_state(&sock).starts_with("READY=1"));
+    signal("-TERM");
+    assert!(child.wait().unwrap().success());
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let said = |start: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"].as_str().is_some_and(|m| m.starts_with(start)))
+            .cloned()
+    };
+    let reloaded = said("reloaded").unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(
+        reloaded["message"], "reloaded the mapping and the tokens in the config file",
+        "{out}"
+    );
+    let warned = said("not reloaded").unwrap_or_else(|| panic!("no warning:\n{out}"));
+    assert_eq!(warned["level"], "warn", "{out}");
+    assert!(
+        warned["files"]
+            .as_str()
+            .is_some_and(|f| f.contains("tokens_file")),
         "{out}"
     );
 }
