@@ -457,10 +457,19 @@ pub fn mapping_kind(m: &Mapping, uuid_attribute: &str) -> Option<(ServerKind, St
             ));
         }
     }
-    for a in ["sAMAccountName", "userPrincipalName", "unicodePwd"] {
+    for a in ["sAMAccountName", "userPrincipalName"] {
         if m.user.rule(a).is_some() {
             marks.push((ServerKind::ActiveDirectory, format!("a rule for {a}")));
         }
+    }
+    if m.password
+        .as_ref()
+        .is_some_and(|p| p.attribute.eq_ignore_ascii_case("unicodePwd"))
+    {
+        marks.push((
+            ServerKind::ActiveDirectory,
+            "the password in unicodePwd".into(),
+        ));
     }
     let deactivate = &m.user_policy.deactivate;
     if deactivate.ad_user_account_control {
