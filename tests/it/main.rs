@@ -14,6 +14,7 @@ mod layering;
 mod loud;
 mod ops;
 mod passwords;
+mod presets;
 mod protocol;
 mod safety;
 mod service;
