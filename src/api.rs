@@ -33,11 +33,12 @@ pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListRespons
 pub const MAX_PAGE: usize = 1000;
 /// Page size when the client gives no `count`.
 pub const DEFAULT_PAGE: usize = 100;
-/// In a list or search response, a group with more members than this is
-/// returned without `members` unless the request's `attributes` names
-/// them (`GET /Groups/{id}` always returns them): a page of 100 groups of
+/// In a list or search response, and in the answer to a POST, PUT or
+/// PATCH, a group with more members than this is returned without
+/// `members` unless the request's `attributes` names them
+/// (`GET /Groups/{id}` always returns them): a page of 100 groups of
 /// 50,000 members each would otherwise be one answer of millions of
-/// values.
+/// values, and writing a large group would build its whole list again.
 pub const LIST_MEMBERS_MAX: usize = 1000;
 /// The members per request when the config does not say
 /// (`server.max_members_per_request`).
@@ -518,7 +519,8 @@ impl Api {
         })?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
-        let mut resp = ApiResponse::json(201, blocking(|| self.present(kind, resource, req))?);
+        let mut resp =
+            ApiResponse::json(201, blocking(|| self.present_written(kind, resource, req))?);
         resp.location = Some(location(&req.base_url, kind, &id));
         Ok(resp)
     }
@@ -550,7 +552,7 @@ impl Api {
     /// Group this server knows, and not the group itself) and works out
     /// their kinds.
     fn member_ops(&self, gid: &str, edit: MemberEdit) -> Result<MemberOps, ScimError> {
-        let kind_of = |id: &String| -> Result<(String, Kind), ScimError> {
+        let kind_of = |id: String| -> Result<(String, Kind), ScimError> {
             if id == gid {
                 return Err(ScimError::invalid_value(
                     "a group cannot be a member of itself",
@@ -559,10 +561,10 @@ impl Api {
             for kind in [Kind::User, Kind::Group] {
                 if self
                     .store
-                    .exists(kind, id)
+                    .exists(kind, &id)
                     .map_err(|e| ScimError::internal(e.to_string()))?
                 {
-                    return Ok((id.clone(), kind));
+                    return Ok((id, kind));
                 }
             }
             Err(ScimError::invalid_value(format!(
@@ -572,11 +574,11 @@ impl Api {
         Ok(MemberOps {
             replace: edit
                 .replace
-                .map(|l| l.iter().map(kind_of).collect::<Result<Vec<_>, _>>())
+                .map(|l| l.into_iter().map(kind_of).collect::<Result<Vec<_>, _>>())
                 .transpose()?,
             add: edit
                 .add
-                .iter()
+                .into_iter()
                 .map(kind_of)
                 .collect::<Result<Vec<_>, _>>()?,
             remove: edit.remove,
@@ -637,7 +639,7 @@ impl Api {
         info!(kind = kind.name(), %id, seq, "replaced");
         Ok(ApiResponse::json(
             200,
-            blocking(|| self.present(kind, resource, req))?,
+            blocking(|| self.present_written(kind, resource, req))?,
         ))
     }
 
@@ -759,7 +761,10 @@ impl Api {
                 etag,
             });
         }
-        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
+        Ok(ApiResponse::json(
+            200,
+            self.present_written(kind, resource, req)?,
+        ))
     }
 
     async fn delete(
@@ -794,10 +799,25 @@ impl Api {
         self.present_in(kind, resource, req, &projection(req)?, false)
     }
 
+    /// The resource in the answer to a write: as [`Api::present`], but a
+    /// group of more than [`LIST_MEMBERS_MAX`] members is sent without
+    /// them unless `attributes` names `members` (`GET /Groups/{id}` has
+    /// them), so that writing a 50,000-member group does not build a
+    /// 50,000-member answer.
+    fn present_written(
+        &self,
+        kind: Kind,
+        resource: Value,
+        req: &ApiRequest,
+    ) -> Result<Value, ScimError> {
+        self.present_in(kind, resource, req, &projection(req)?, true)
+    }
+
     /// [`Api::present`] with the projection already parsed (lists parse it
     /// once): `members` and `groups` are read only when they will be
-    /// returned. `in_list`: a group of more than [`LIST_MEMBERS_MAX`]
-    /// members is shown without them unless `attributes` names `members`.
+    /// returned. `in_list` (a list, or the answer to a write): a group of
+    /// more than [`LIST_MEMBERS_MAX`] members is shown without them unless
+    /// `attributes` names `members`.
     fn present_in(
         &self,
         kind: Kind,
@@ -857,7 +877,7 @@ impl Api {
         Ok(resource)
     }
 
-    /// A group listed (`in_list`) with more than [`LIST_MEMBERS_MAX`]
+    /// A group listed or written (`in_list`) with more than [`LIST_MEMBERS_MAX`]
     /// members is shown without them, unless `attributes` names `members`.
     fn members_left_out(
         &self,
