@@ -7,7 +7,15 @@
 //! ```sh
 //! cargo bench --bench provision -- --users 2000 --clients 4 [--connections 4] [--nosync]
 //! cargo bench --bench provision -- --member-sizes 10,1000,50000 [--nosync]
+//! cargo bench --bench provision -- --big-group 50000 [--users 100000]
 //! ```
+//!
+//! `--big-group N` (bounded work per request): creates max(N, --users)
+//! users, then POSTs one N-member group, then four at once while
+//! `/healthz` is polled every 10 ms, then lists and sorts every user
+//! (`sortBy` with `count`, a filter no index answers, `POST /.search`);
+//! it prints each step's peak RSS (the daemon's high-water mark is reset
+//! before each step) and the `/healthz` latencies.
 //!
 //! Phases: N user creates, N PATCHes (replace two attributes), G = N/100
 //! group creates, N member adds, N `userName eq` lookups, a paged listing
@@ -43,6 +51,7 @@ struct Args {
     connections: usize,
     nosync: bool,
     member_sizes: Vec<usize>,
+    big_group: usize,
 }
 
 fn args() -> Args {
@@ -52,6 +61,7 @@ fn args() -> Args {
         connections: 4,
         nosync: false,
         member_sizes: Vec::new(),
+        big_group: 0,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -73,6 +83,12 @@ fn args() -> Args {
                     .split(',')
                     .map(|s| s.trim().parse().expect("a number"))
                     .collect()
+            }
+            "--big-group" => {
+                a.big_group = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--big-group N")
             }
             // cargo bench adds --bench.
             "--bench" => {}
@@ -119,7 +135,7 @@ impl Daemon {
             listen: &listen,
             token_name: "bench",
             token_sha256: &sha,
-            server: "max_body_bytes = 67108864",
+            server: "max_body_bytes = 67108864\nmax_members_per_request = 200000",
             ldap: &format!("connections = {connections}"),
             ..Default::default()
         });
@@ -168,6 +184,24 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Resets the daemon's peak RSS to its current RSS (Linux:
+    /// `clear_refs` 5), so that the next [`Daemon::peak_rss_mib`] is the
+    /// peak of what follows.
+    fn reset_peak(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    /// Current resident set size of the daemon (VmRSS), in MiB.
+    fn rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
     }
 
     /// Peak resident set size of the daemon so far (VmHWM), in MiB.
@@ -940,6 +974,156 @@ async fn member_sizes(args: &Args, slapd: &Slapd, daemon: &Daemon, http: &Http) 
     println!("\ndaemon peak RSS: {:.1} MiB", daemon.peak_rss_mib());
 }
 
+/// Times `/healthz` every 10 ms until `done` is set; returns the
+/// latencies.
+async fn poll_healthz(http: &Http, done: Arc<std::sync::atomic::AtomicBool>) -> Vec<Duration> {
+    let url = http.base.replace("/scim/v2", "/healthz");
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let mut lat = Vec::new();
+    while !done.load(Ordering::Relaxed) {
+        let t = Instant::now();
+        let resp = client
+            .request(Request::get(&url).body(Full::new(Bytes::new())).unwrap())
+            .await
+            .expect("healthz");
+        assert_eq!(resp.status().as_u16(), 200);
+        let _ = resp.into_body().collect().await;
+        lat.push(t.elapsed());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    lat
+}
+
+/// Issue 13: what one request may cost. Large group POSTs (one, then four
+/// at once with `/healthz` polled), then lists and sorts of every user,
+/// each step with its own peak RSS.
+async fn big_group(args: &Args, daemon: &Daemon, http: &Http) {
+    let size = args.big_group;
+    let n = size.max(args.users);
+    let (ids, phase) = create_users(http, daemon, 0, n, args.clients).await;
+    println!(
+        "setup: {} users created and in the directory in {:.1} s (peak RSS so far {:.1} MiB, now {:.1} MiB)",
+        ids.len(),
+        phase.secs,
+        daemon.peak_rss_mib(),
+        daemon.rss_mib()
+    );
+    let group = |name: String| {
+        let members: Vec<Value> = ids[..size].iter().map(|id| json!({"value": id})).collect();
+        json!({"displayName": name, "members": members})
+    };
+
+    daemon.reset_peak();
+    let before = daemon.rss_mib();
+    let t = Instant::now();
+    let (status, body) = http
+        .send("POST", "/Groups", Some(group("big0".into())))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let acked = t.elapsed();
+    drop(body);
+    daemon.drained(Duration::from_secs(3600)).await;
+    println!(
+        "one {size}-member group POST: answered in {:.0} ms, in the directory after {:.1} s; RSS before {:.1} MiB, peak {:.1} MiB",
+        acked.as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64(),
+        before,
+        daemon.peak_rss_mib()
+    );
+
+    daemon.reset_peak();
+    let before = daemon.rss_mib();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let poller = tokio::spawn({
+        let (http, done) = (http.clone(), done.clone());
+        async move { poll_healthz(&http, done).await }
+    });
+    let t = Instant::now();
+    let mut posts = Vec::new();
+    for w in 1..=4 {
+        let (http, body) = (http.clone(), group(format!("big{w}")));
+        posts.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let (status, resp) = http.send("POST", "/Groups", Some(body)).await;
+            assert_eq!(status, 201, "{resp}");
+            t.elapsed()
+        }));
+    }
+    let mut acks = Vec::new();
+    for p in posts {
+        acks.push(p.await.unwrap());
+    }
+    done.store(true, Ordering::Relaxed);
+    let mut lat = poller.await.unwrap();
+    daemon.drained(Duration::from_secs(3600)).await;
+    println!(
+        "four {size}-member group POSTs at once: answered in {:.0} ms (slowest), in the directory after {:.1} s; RSS before {:.1} MiB, peak {:.1} MiB",
+        acks.iter().max().unwrap().as_secs_f64() * 1000.0,
+        t.elapsed().as_secs_f64(),
+        before,
+        daemon.peak_rss_mib()
+    );
+    println!(
+        "  /healthz meanwhile: {} polls, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        lat.len(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0)
+    );
+
+    // Lists and sorts of every user.
+    let search = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:SearchRequest"],
+        "filter": "name.familyName sw \"Family\"", "sortBy": "name.familyName",
+        "sortOrder": "descending", "startIndex": 1, "count": 100});
+    let steps: Vec<(&str, &str, String, Option<Value>)> = vec![
+        (
+            "GET",
+            "sortBy=userName, count=100",
+            "/Users?sortBy=userName&count=100".into(),
+            None,
+        ),
+        (
+            "GET",
+            "sortBy, last page",
+            format!(
+                "/Users?sortBy=userName&sortOrder=descending&startIndex={}&count=100",
+                n.saturating_sub(99).max(1)
+            ),
+            None,
+        ),
+        (
+            "GET",
+            "unindexed filter, count=100",
+            "/Users?filter=name.givenName%20sw%20%22Given%22&count=100".into(),
+            None,
+        ),
+        (
+            "POST",
+            "/.search sorted, count=100",
+            "/.search".into(),
+            Some(search),
+        ),
+        ("GET", "/Groups (large groups)", "/Groups".into(), None),
+    ];
+    println!(
+        "\n{:<34} {:>10} {:>14} {:>10}",
+        "list over all users", "ms", "totalResults", "peak MiB"
+    );
+    for (method, name, path, body) in steps {
+        daemon.reset_peak();
+        let t = Instant::now();
+        let (status, resp) = http.send(method, &path, body).await;
+        assert_eq!(status, 200, "{resp}");
+        println!(
+            "{:<34} {:>10.0} {:>14} {:>10.1}",
+            name,
+            t.elapsed().as_secs_f64() * 1000.0,
+            resp["totalResults"],
+            daemon.peak_rss_mib()
+        );
+    }
+}
+
 fn main() {
     let args = args();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -967,7 +1151,9 @@ fn main() {
             args.connections,
             if args.nosync { "off (dbnosync)" } else { "on" }
         );
-        if args.member_sizes.is_empty() {
+        if args.big_group > 0 {
+            big_group(&args, &daemon, &http).await;
+        } else if args.member_sizes.is_empty() {
             phases(&args, &slapd, &daemon, &http).await;
         } else {
             member_sizes(&args, &slapd, &daemon, &http).await;

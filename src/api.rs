@@ -12,11 +12,14 @@ use tracing::{debug, info};
 use crate::mapping::ALLOCATED_KEY;
 use crate::model::SharedModel;
 use crate::scim::discovery;
-use crate::scim::members::{split_member_ops, take_members, MemberEdit};
+use crate::scim::filter::Filter;
+use crate::scim::members::{
+    body_member_count, ops_member_count, split_member_ops, take_members, MemberEdit,
+};
 use crate::scim::meta::{self, location, Meta};
 use crate::scim::patch::{apply_operations, parse_patch_request};
 use crate::scim::project::Projection;
-use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
+use crate::scim::query::{ListQuery, PageLimits, TopK};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
 use crate::store::{
@@ -32,6 +35,16 @@ pub const LIST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListRespons
 pub const MAX_PAGE: usize = 1000;
 /// Page size when the client gives no `count`.
 pub const DEFAULT_PAGE: usize = 100;
+/// In a list or search response, and in the answer to a POST, PUT or
+/// PATCH, a group with more members than this is returned without
+/// `members` unless the request's `attributes` names them
+/// (`GET /Groups/{id}` always returns them): a page of 100 groups of
+/// 50,000 members each would otherwise be one answer of millions of
+/// values, and writing a large group would build its whole list again.
+pub const LIST_MEMBERS_MAX: usize = 1000;
+/// The members per request when the config does not say
+/// (`server.max_members_per_request`).
+pub const DEFAULT_MAX_MEMBERS: usize = 20_000;
 const PAGE_LIMITS: PageLimits = PageLimits {
     default: DEFAULT_PAGE,
     max: MAX_PAGE,
@@ -162,19 +175,39 @@ pub struct Api {
     pub syntaxes: std::sync::Arc<DirectorySyntaxes>,
     /// Adopts existing directory entries when a lookup misses in the store.
     pub adopter: Option<std::sync::Arc<dyn Adoption>>,
+    /// `server.max_members_per_request`: most members one request may
+    /// name, counted before anything is de-duplicated or looked up.
+    pub max_members: usize,
+}
+
+/// Runs the store's synchronous work (sled reads and writes, scans, the
+/// member checks of a large group) where it does not hold up the async
+/// workers: on a multi-threaded runtime the worker hands its other tasks
+/// to a fresh worker for the duration (`block_in_place`), so `/healthz`
+/// and other requests keep being answered while a 50,000-member group is
+/// written. Unlike `spawn_blocking`, nothing has to be moved or copied
+/// (the request body stays where it is). On a current-thread runtime
+/// (some tests) it simply runs.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 impl Api {
-    pub async fn handle(&self, req: ApiRequest) -> ApiResponse {
-        match self.route(&req).await {
+    pub async fn handle(&self, mut req: ApiRequest) -> ApiResponse {
+        match self.route(&mut req).await {
             Ok(r) => r,
             Err(e) => ApiResponse::error(&e),
         }
     }
 
-    async fn route(&self, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
-        let segments: Vec<&str> = req
-            .path
+    /// `req` is mutable so that a create or replace can take the body
+    /// instead of copying it (a group of 50,000 members is a large tree).
+    async fn route(&self, req: &mut ApiRequest) -> Result<ApiResponse, ScimError> {
+        let path = req.path.clone();
+        let segments: Vec<&str> = path
             .trim_matches('/')
             .split('/')
             .filter(|s| !s.is_empty())
@@ -199,20 +232,20 @@ impl Api {
                 None,
                 "the discovery endpoints answer GET only",
             )),
-            (Method::Post, [s]) if *s == ".search" => self.search_all(&served, req),
+            (Method::Post, [s]) if *s == ".search" => blocking(|| self.search_all(&served, req)),
             (Method::Get, [k]) if kind(k).is_some() => {
                 let kind = kind(k).unwrap_or(Kind::User);
                 self.adopt_on_miss(kind, req).await;
-                self.list(kind, req)
+                blocking(|| self.list(kind, req))
             }
             (Method::Post, [k, s]) if kind(k).is_some() && *s == ".search" => {
-                self.list(kind(k).unwrap_or(Kind::User), req)
+                blocking(|| self.list(kind(k).unwrap_or(Kind::User), req))
             }
             (Method::Post, [k]) if kind(k).is_some() => {
                 self.create(kind(k).unwrap_or(Kind::User), req).await
             }
             (Method::Get, [k, id]) if kind(k).is_some() => {
-                self.get(kind(k).unwrap_or(Kind::User), id, req)
+                blocking(|| self.get(kind(k).unwrap_or(Kind::User), id, req))
             }
             (Method::Put, [k, id]) if kind(k).is_some() => {
                 self.replace(kind(k).unwrap_or(Kind::User), id, req).await
@@ -345,6 +378,25 @@ impl Api {
         Ok(())
     }
 
+    /// The request's body, taken out of it (a create or replace keeps it as
+    /// the new resource; nothing reads it again).
+    fn take_body(&self, req: &mut ApiRequest) -> Result<Value, ScimError> {
+        self.body(req)?;
+        Ok(req.body.take().unwrap_or(Value::Null))
+    }
+
+    /// Refuses a request that names more members than
+    /// `server.max_members_per_request`, before any of them is looked at.
+    fn member_cap(&self, named: usize) -> Result<(), ScimError> {
+        if named > self.max_members {
+            return Err(ScimError::invalid_value(format!(
+                "this request names {named} members; at most {} are accepted in one request (server.max_members_per_request): send the rest in further PATCH requests",
+                self.max_members
+            )));
+        }
+        Ok(())
+    }
+
     fn body<'a>(&self, req: &'a ApiRequest) -> Result<&'a Value, ScimError> {
         match &req.body {
             Some(v @ Value::Object(_)) => Ok(v),
@@ -453,51 +505,59 @@ impl Api {
         Ok(())
     }
 
-    async fn create(&self, kind: Kind, req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+    async fn create(&self, kind: Kind, req: &mut ApiRequest) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        let mut resource = self.body(req)?.clone();
-        // The id and meta are the server's to assign (RFC 7643 §3.1).
-        strip_read_only(&mut resource, self.model.current().registry(kind));
-        let edit = match kind {
-            Kind::Group => Some(take_members(&mut resource)?),
-            Kind::User => None,
-        };
-        let id = uuid::Uuid::new_v4().to_string();
-        if let Some(obj) = resource.as_object_mut() {
-            obj.insert("id".into(), Value::String(id.clone()));
+        if kind == Kind::Group {
+            self.member_cap(body_member_count(self.body(req)?))?;
         }
-        // A password the mapping writes nowhere is dropped here, never
-        // stored: a create goes on without it (what an administrator who
-        // did not map passwords expects).
-        let password = self
-            .validate(kind, &mut resource, None)?
-            .filter(|_| self.maps_password());
-        let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
-        let now = now_rfc3339();
-        Meta {
-            kind,
-            id: &id,
-            base_url: Some(&req.base_url),
-            created: &now,
-            last_modified: &now,
-        }
-        .stamp(&mut resource);
-        let seq = self
-            .store
-            .write_with_password(
-                Write {
-                    kind,
-                    id: &id,
-                    resource: &mut resource,
-                    intent: Intent::Create,
-                    members: ops.as_ref(),
-                },
-                password.as_ref(),
-            )
-            .map_err(write_error)?;
+        let mut resource = self.take_body(req)?;
+        let req = &*req;
+        let (id, resource, seq) = blocking(|| -> Result<_, ScimError> {
+            // The id and meta are the server's to assign (RFC 7643 §3.1).
+            strip_read_only(&mut resource, self.model.current().registry(kind));
+            let edit = match kind {
+                Kind::Group => Some(take_members(&mut resource)?),
+                Kind::User => None,
+            };
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Some(obj) = resource.as_object_mut() {
+                obj.insert("id".into(), Value::String(id.clone()));
+            }
+            // A password the mapping writes nowhere is dropped here, never
+            // stored: a create goes on without it (what an administrator
+            // who did not map passwords expects).
+            let password = self
+                .validate(kind, &mut resource, None)?
+                .filter(|_| self.maps_password());
+            let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
+            let now = now_rfc3339();
+            Meta {
+                kind,
+                id: &id,
+                base_url: Some(&req.base_url),
+                created: &now,
+                last_modified: &now,
+            }
+            .stamp(&mut resource);
+            let seq = self
+                .store
+                .write_with_password(
+                    Write {
+                        kind,
+                        id: &id,
+                        resource: &mut resource,
+                        intent: Intent::Create,
+                        members: ops.as_ref(),
+                    },
+                    password.as_ref(),
+                )
+                .map_err(write_error)?;
+            Ok((id, resource, seq))
+        })?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
-        let mut resp = ApiResponse::json(201, self.present(kind, resource, req)?);
+        let mut resp =
+            ApiResponse::json(201, blocking(|| self.present_written(kind, resource, req))?);
         resp.location = Some(location(&req.base_url, kind, &id));
         Ok(resp)
     }
@@ -529,7 +589,7 @@ impl Api {
     /// Group this server knows, and not the group itself) and works out
     /// their kinds.
     fn member_ops(&self, gid: &str, edit: MemberEdit) -> Result<MemberOps, ScimError> {
-        let kind_of = |id: &String| -> Result<(String, Kind), ScimError> {
+        let kind_of = |id: String| -> Result<(String, Kind), ScimError> {
             if id == gid {
                 return Err(ScimError::invalid_value(
                     "a group cannot be a member of itself",
@@ -538,10 +598,10 @@ impl Api {
             for kind in [Kind::User, Kind::Group] {
                 if self
                     .store
-                    .exists(kind, id)
+                    .exists(kind, &id)
                     .map_err(|e| ScimError::internal(e.to_string()))?
                 {
-                    return Ok((id.clone(), kind));
+                    return Ok((id, kind));
                 }
             }
             Err(ScimError::invalid_value(format!(
@@ -551,11 +611,11 @@ impl Api {
         Ok(MemberOps {
             replace: edit
                 .replace
-                .map(|l| l.iter().map(kind_of).collect::<Result<Vec<_>, _>>())
+                .map(|l| l.into_iter().map(kind_of).collect::<Result<Vec<_>, _>>())
                 .transpose()?,
             add: edit
                 .add
-                .iter()
+                .into_iter()
                 .map(kind_of)
                 .collect::<Result<Vec<_>, _>>()?,
             remove: edit.remove,
@@ -568,55 +628,65 @@ impl Api {
         &self,
         kind: Kind,
         id: &str,
-        req: &ApiRequest,
+        req: &mut ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        let old = self.load(kind, id)?;
-        check_if_match(req, &old)?;
-        let mut resource = self.body(req)?.clone();
-        if let Some(given) = resource.get("id").and_then(Value::as_str) {
-            if given != id {
-                return Err(ScimError::mutability(format!(
-                    "id is immutable: the body says {given:?}, the URL {id:?}"
-                )));
+        if kind == Kind::Group {
+            self.member_cap(body_member_count(self.body(req)?))?;
+        }
+        let mut resource = self.take_body(req)?;
+        let req = &*req;
+        let (resource, seq) = blocking(|| -> Result<_, ScimError> {
+            let old = self.load(kind, id)?;
+            check_if_match(req, &old)?;
+            if let Some(given) = resource.get("id").and_then(Value::as_str) {
+                if given != id {
+                    return Err(ScimError::mutability(format!(
+                        "id is immutable: the body says {given:?}, the URL {id:?}"
+                    )));
+                }
             }
-        }
-        strip_read_only(&mut resource, self.model.current().registry(kind));
-        let edit = match kind {
-            Kind::Group => Some(take_members(&mut resource)?),
-            Kind::User => None,
-        };
-        if let Some(obj) = resource.as_object_mut() {
-            obj.insert("id".into(), Value::String(id.to_string()));
-        }
-        // Write-only (RFC 7643 §7): a PUT without a password keeps the
-        // directory's, since the store never has one to compare with.
-        let password = self.validate(kind, &mut resource, Some(&old))?;
-        let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
-        restamp(&mut resource, &old, kind, req, id);
-        let password = self.wanted_password(
-            password,
-            ops.is_none() && strip_meta(&resource) == strip_meta(&old),
-        )?;
-        let version = crate::store::version_of(&old);
-        let seq = self
-            .store
-            .write_with_password(
-                Write {
-                    kind,
-                    id,
-                    resource: &mut resource,
-                    intent: Intent::Update {
-                        if_version: Some(&version),
+            strip_read_only(&mut resource, self.model.current().registry(kind));
+            let edit = match kind {
+                Kind::Group => Some(take_members(&mut resource)?),
+                Kind::User => None,
+            };
+            if let Some(obj) = resource.as_object_mut() {
+                obj.insert("id".into(), Value::String(id.to_string()));
+            }
+            // Write-only (RFC 7643 §7): a PUT without a password keeps the
+            // directory's, since the store never has one to compare with.
+            let password = self.validate(kind, &mut resource, Some(&old))?;
+            let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
+            restamp(&mut resource, &old, kind, req, id);
+            let password = self.wanted_password(
+                password,
+                ops.is_none() && strip_meta(&resource) == strip_meta(&old),
+            )?;
+            let version = crate::store::version_of(&old);
+            let seq = self
+                .store
+                .write_with_password(
+                    Write {
+                        kind,
+                        id,
+                        resource: &mut resource,
+                        intent: Intent::Update {
+                            if_version: Some(&version),
+                        },
+                        members: ops.as_ref(),
                     },
-                    members: ops.as_ref(),
-                },
-                password.as_ref(),
-            )
-            .map_err(write_error)?;
+                    password.as_ref(),
+                )
+                .map_err(write_error)?;
+            Ok((resource, seq))
+        })?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "replaced");
-        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
+        Ok(ApiResponse::json(
+            200,
+            blocking(|| self.present_written(kind, resource, req))?,
+        ))
     }
 
     async fn patch(
@@ -627,66 +697,89 @@ impl Api {
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
         let operations = parse_patch_request(self.body(req)?)?;
-        // A group's member operations become a delta for the store; the
-        // engine sees the rest (and never the member list).
-        let (edit, operations) = match kind {
-            Kind::Group => split_member_ops(operations)?,
-            Kind::User => (MemberEdit::default(), operations),
-        };
-        refuse_password_removal(&operations)?;
-        let only_members = operations.is_empty();
-        let ops = if edit.is_empty() {
-            None
-        } else {
-            Some(MemberOps {
-                only_members,
-                ..self.member_ops(id, edit)?
-            })
-        };
+        if kind == Kind::Group {
+            self.member_cap(ops_member_count(&operations))?;
+        }
+        let (operations, ops) = blocking(|| -> Result<_, ScimError> {
+            // A group's member operations become a delta for the store;
+            // the engine sees the rest (and never the member list).
+            let (edit, operations) = match kind {
+                Kind::Group => split_member_ops(operations)?,
+                Kind::User => (MemberEdit::default(), operations),
+            };
+            refuse_password_removal(&operations)?;
+            let only_members = operations.is_empty();
+            let ops = if edit.is_empty() {
+                None
+            } else {
+                Some(MemberOps {
+                    only_members,
+                    ..self.member_ops(id, edit)?
+                })
+            };
+            Ok((operations, ops))
+        })?;
+        enum Outcome {
+            Unchanged(Value),
+            Written(u64, Value),
+            Raced,
+        }
         // Read-modify-write, retried if another write to the same resource
         // lands in between, so no concurrent PATCH is lost.
         for _ in 0..8 {
-            let old = self.load(kind, id)?;
-            check_if_match(req, &old)?;
-            let mut resource = old.clone();
-            let model = self.model.current();
-            apply_operations(&mut resource, &operations, model.registry(kind))?;
-            drop(model);
-            if let Some(obj) = resource.as_object_mut() {
-                obj.insert("id".into(), Value::String(id.to_string()));
-            }
-            let password = self.validate(kind, &mut resource, Some(&old))?;
-            restamp(&mut resource, &old, kind, req, id);
-            let unchanged = ops.is_none() && strip_meta(&resource) == strip_meta(&old);
-            let password = self.wanted_password(password, unchanged)?;
-            if unchanged && password.is_none() {
-                // Nothing changed: nothing to journal (Okta re-sends state).
-                // What is reported must be durable all the same: the write
-                // that made `old` may still wait for its flush, and it is
-                // no later than the last seq assigned.
-                self.durable(self.store.last_seq()).await?;
-                return self.patched(kind, old, req);
-            }
-            let version = crate::store::version_of(&old);
-            match self.store.write_with_password(
-                Write {
-                    kind,
-                    id,
-                    resource: &mut resource,
-                    intent: Intent::Update {
-                        if_version: Some(&version),
+            let outcome = blocking(|| -> Result<Outcome, ScimError> {
+                let old = self.load(kind, id)?;
+                check_if_match(req, &old)?;
+                let mut resource = old.clone();
+                let model = self.model.current();
+                apply_operations(&mut resource, &operations, model.registry(kind))?;
+                drop(model);
+                if let Some(obj) = resource.as_object_mut() {
+                    obj.insert("id".into(), Value::String(id.to_string()));
+                }
+                let password = self.validate(kind, &mut resource, Some(&old))?;
+                restamp(&mut resource, &old, kind, req, id);
+                let unchanged = ops.is_none() && strip_meta(&resource) == strip_meta(&old);
+                let password = self.wanted_password(password, unchanged)?;
+                if unchanged && password.is_none() {
+                    return Ok(Outcome::Unchanged(old));
+                }
+                let version = crate::store::version_of(&old);
+                match self.store.write_with_password(
+                    Write {
+                        kind,
+                        id,
+                        resource: &mut resource,
+                        intent: Intent::Update {
+                            if_version: Some(&version),
+                        },
+                        members: ops.as_ref(),
                     },
-                    members: ops.as_ref(),
-                },
-                password.as_ref(),
-            ) {
-                Ok(seq) => {
+                    password.as_ref(),
+                ) {
+                    Ok(seq) => Ok(Outcome::Written(seq, resource)),
+                    Err(WriteError::VersionMismatch { .. }) if req.if_match.is_none() => {
+                        Ok(Outcome::Raced)
+                    }
+                    Err(e) => Err(write_error(e)),
+                }
+            })?;
+            match outcome {
+                Outcome::Unchanged(old) => {
+                    // Nothing changed: nothing to journal (Okta re-sends
+                    // state). What is reported must be durable all the
+                    // same: the write that made `old` may still wait for
+                    // its flush, and it is no later than the last seq
+                    // assigned.
+                    self.durable(self.store.last_seq()).await?;
+                    return blocking(|| self.patched(kind, old, req));
+                }
+                Outcome::Written(seq, resource) => {
                     self.commit(seq).await?;
                     info!(kind = kind.name(), %id, seq, "patched");
-                    return self.patched(kind, resource, req);
+                    return blocking(|| self.patched(kind, resource, req));
                 }
-                Err(WriteError::VersionMismatch { .. }) if req.if_match.is_none() => continue,
-                Err(e) => return Err(write_error(e)),
+                Outcome::Raced => continue,
             }
         }
         Err(ScimError::new(
@@ -720,7 +813,10 @@ impl Api {
                 etag,
             });
         }
-        Ok(ApiResponse::json(200, self.present(kind, resource, req)?))
+        Ok(ApiResponse::json(
+            200,
+            self.present_written(kind, resource, req)?,
+        ))
     }
 
     async fn delete(
@@ -730,12 +826,13 @@ impl Api {
         req: &ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        let old = self.load(kind, id)?;
-        check_if_match(req, &old)?;
-        let seq = self
-            .store
-            .delete(kind, id, Some(&crate::store::version_of(&old)))
-            .map_err(write_error)?;
+        let seq = blocking(|| -> Result<u64, ScimError> {
+            let old = self.load(kind, id)?;
+            check_if_match(req, &old)?;
+            self.store
+                .delete(kind, id, Some(&crate::store::version_of(&old)))
+                .map_err(write_error)
+        })?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "deleted");
         Ok(ApiResponse {
@@ -751,18 +848,35 @@ impl Api {
     /// returned (password) removed. `excludedAttributes=members` skips
     /// reading the member list.
     fn present(&self, kind: Kind, resource: Value, req: &ApiRequest) -> Result<Value, ScimError> {
-        self.present_with(kind, resource, req, &projection(req)?)
+        self.present_in(kind, resource, req, &projection(req)?, false)
+    }
+
+    /// The resource in the answer to a write: as [`Api::present`], but a
+    /// group of more than [`LIST_MEMBERS_MAX`] members is sent without
+    /// them unless `attributes` names `members` (`GET /Groups/{id}` has
+    /// them), so that writing a 50,000-member group does not build a
+    /// 50,000-member answer.
+    fn present_written(
+        &self,
+        kind: Kind,
+        resource: Value,
+        req: &ApiRequest,
+    ) -> Result<Value, ScimError> {
+        self.present_in(kind, resource, req, &projection(req)?, true)
     }
 
     /// [`Api::present`] with the projection already parsed (lists parse it
     /// once): `members` and `groups` are read only when they will be
-    /// returned.
-    fn present_with(
+    /// returned. `in_list` (a list, or the answer to a write): a group of
+    /// more than [`LIST_MEMBERS_MAX`] members is shown without them unless
+    /// `attributes` names `members`.
+    fn present_in(
         &self,
         kind: Kind,
         mut resource: Value,
         req: &ApiRequest,
         projection: &Projection,
+        in_list: bool,
     ) -> Result<Value, ScimError> {
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
         let model = self.model.current();
@@ -774,7 +888,9 @@ impl Api {
             .to_string();
         let mut computed = Vec::new();
         match kind {
-            Kind::Group if !excluded("members") => {
+            Kind::Group
+                if !excluded("members") && !self.members_left_out(&id, in_list, projection)? =>
+            {
                 for (m, mk, display) in self.store.members_with_display(&id).map_err(internal)? {
                     let mut item = json!({"value": m, "type": mk.name(), "$ref": location(&req.base_url, mk, &m)});
                     if let Some(d) = display {
@@ -819,6 +935,24 @@ impl Api {
         Ok(resource)
     }
 
+    /// A group listed or written (`in_list`) with more than [`LIST_MEMBERS_MAX`]
+    /// members is shown without them, unless `attributes` names `members`.
+    fn members_left_out(
+        &self,
+        gid: &str,
+        in_list: bool,
+        projection: &Projection,
+    ) -> Result<bool, ScimError> {
+        if !in_list || projection.names("members") {
+            return Ok(false);
+        }
+        let n = self
+            .store
+            .member_count_upto(gid, LIST_MEMBERS_MAX + 1)
+            .map_err(|e| ScimError::internal(e.to_string()))?;
+        Ok(n > LIST_MEMBERS_MAX)
+    }
+
     async fn commit(&self, seq: u64) -> Result<(), ScimError> {
         self.durable(seq).await?;
         self.writer.wake();
@@ -845,139 +979,193 @@ impl Api {
             Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
             _ => ListQuery::from_params(&req.query, PAGE_LIMITS)?,
         };
-        let (total, page) = self.page(kind, &q)?;
         let model = self.model.current();
-        let reg = model.registry(kind);
+        let (total, page) = match (&q.filter, &q.sort_by) {
+            // Paging in id order: the store reads just the page.
+            (None, None) => {
+                let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
+                let page = self
+                    .store
+                    .scan_page(kind, q.start_index - 1, q.count)
+                    .map_err(internal)?;
+                (
+                    self.store.count(kind),
+                    page.into_iter().map(|r| (kind, r)).collect(),
+                )
+            }
+            _ => {
+                let mut pager = Pager::new(&q);
+                self.matching(kind, q.filter.as_ref(), &mut |r| {
+                    pager.offer(kind, r, model.registry(kind));
+                })?;
+                pager.finish(self)?
+            }
+        };
+        self.list_page(req, &q, total, page)
+    }
+
+    /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource
+    /// type served; attributes are resolved against each type's schemas.
+    /// Streams like a list: only the page (or, sorted, the keys of its
+    /// first `startIndex + count - 1` resources) is kept.
+    fn search_all(&self, served: &[Kind], req: &ApiRequest) -> Result<ApiResponse, ScimError> {
+        let q = ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?;
+        let model = self.model.current();
+        let mut pager = Pager::new(&q);
+        for &kind in served {
+            self.matching(kind, q.filter.as_ref(), &mut |r| {
+                // Sort keys are read as the User schema defines them.
+                pager.offer(kind, r, model.registry(Kind::User));
+            })?;
+        }
+        let (total, page) = pager.finish(self)?;
+        self.list_page(req, &q, total, page)
+    }
+
+    /// Presents and projects the resources of a page.
+    fn list_page(
+        &self,
+        req: &ApiRequest,
+        q: &ListQuery,
+        total: usize,
+        page: Vec<(Kind, Value)>,
+    ) -> Result<ApiResponse, ScimError> {
+        let model = self.model.current();
         let resources = page
             .into_iter()
-            .map(|r| {
-                let mut r = self.present_with(kind, r, req, &q.projection)?;
-                q.projection.apply(&mut r, reg);
+            .map(|(kind, r)| {
+                let mut r = self.present_in(kind, r, req, &q.projection, true)?;
+                q.projection.apply(&mut r, model.registry(kind));
                 Ok(r)
             })
             .collect::<Result<Vec<_>, ScimError>>()?;
         Ok(list_response(total, q.start_index, resources))
     }
 
-    /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource
-    /// type served; attributes are resolved against each type's schemas.
-    fn search_all(&self, served: &[Kind], req: &ApiRequest) -> Result<ApiResponse, ScimError> {
-        let q = ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?;
-        let everything = ListQuery {
-            start_index: 1,
-            count: usize::MAX,
-            sort_by: None,
-            ..q.clone()
-        };
-        let model = self.model.current();
-        let mut all: Vec<(Kind, Value)> = Vec::new();
-        for &kind in served {
-            all.extend(
-                self.page(kind, &everything)?
-                    .1
-                    .into_iter()
-                    .map(|r| (kind, r)),
-            );
-        }
-        // Sorted before projection, which may remove the sort attribute.
-        if let Some(by) = &q.sort_by {
-            let raw: Vec<Value> = all.iter().map(|(_, r)| r.clone()).collect();
-            let order = sort_order(&raw, by, q.descending, model.registry(Kind::User));
-            let mut slots: Vec<Option<(Kind, Value)>> = all.into_iter().map(Some).collect();
-            all = order
-                .into_iter()
-                .filter_map(|i| slots.get_mut(i)?.take())
-                .collect();
-        }
-        let total = all.len();
-        let page = all
-            .into_iter()
-            .skip(q.start_index - 1)
-            .take(q.count)
-            .map(|(kind, r)| {
-                let mut r = self.present_with(kind, r, req, &q.projection)?;
-                q.projection.apply(&mut r, model.registry(kind));
-                Ok(r)
-            })
-            .collect::<Result<Vec<_>, ScimError>>()?;
-        Ok(list_response(total, q.start_index, page))
-    }
-
-    /// The resources of one page of a list, unprojected, and how many
-    /// matched in all.
-    fn page(&self, kind: Kind, q: &ListQuery) -> Result<(usize, Vec<Value>), ScimError> {
-        let start = q.start_index;
-        let count = q.count;
+    /// Hands every resource of `kind` that `filter` matches (all of them
+    /// without a filter) to `each`, in id order, one at a time: nothing
+    /// is collected here. A single-string equality on an indexed
+    /// attribute reads only its candidates; any other filter streams over
+    /// the store.
+    fn matching(
+        &self,
+        kind: Kind,
+        filter: Option<&Filter>,
+        each: &mut dyn FnMut(Value),
+    ) -> Result<(), ScimError> {
         let model = self.model.current();
         let reg: &SchemaRegistry = model.registry(kind);
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
-
-        let mut matched: Vec<Value> = Vec::new();
-        let total;
-        match q.filter.as_ref() {
-            Some(filter) => {
-                filter.validate(reg)?;
-                let indexed = match filter.eq_lookup() {
-                    Some((path, value)) => {
-                        let name = match &path.sub {
-                            Some(sub) => format!("{}.{sub}", path.name),
-                            None => path.name.clone(),
-                        };
-                        let core = path.urn.as_deref().is_none_or(|u| {
-                            u.eq_ignore_ascii_case(USER_SCHEMA)
-                                || u.eq_ignore_ascii_case(GROUP_SCHEMA)
-                        });
-                        if core {
-                            self.store.lookup(kind, &name, value).map_err(internal)?
-                        } else {
-                            None
-                        }
-                    }
-                    None => None,
+        if let Some(filter) = filter {
+            filter.validate(reg)?;
+        }
+        let indexed = match filter.and_then(|f| f.eq_lookup()) {
+            Some((path, value)) => {
+                let name = match &path.sub {
+                    Some(sub) => format!("{}.{sub}", path.name),
+                    None => path.name.clone(),
                 };
-                match indexed {
-                    Some(mut ids) => {
-                        ids.sort();
-                        for id in ids {
-                            if let Some(r) = self.store.get(kind, &id).map_err(internal)? {
-                                if filter.matches(&r, reg) {
-                                    matched.push(r);
-                                }
-                            }
-                        }
-                    }
-                    None => {
-                        for r in self.store.scan(kind) {
-                            let r = r.map_err(internal)?;
-                            if filter.matches(&r, reg) {
-                                matched.push(r);
-                            }
-                        }
-                    }
+                let core = path.urn.as_deref().is_none_or(|u| {
+                    u.eq_ignore_ascii_case(USER_SCHEMA) || u.eq_ignore_ascii_case(GROUP_SCHEMA)
+                });
+                if core {
+                    self.store.lookup(kind, &name, value).map_err(internal)?
+                } else {
+                    None
                 }
-                total = matched.len();
             }
-            None if q.sort_by.is_some() => {
-                for r in self.store.scan(kind) {
-                    matched.push(r.map_err(internal)?);
+            None => None,
+        };
+        let wanted = |r: &Value| filter.is_none_or(|f| f.matches(r, reg));
+        match indexed {
+            Some(mut ids) => {
+                ids.sort();
+                for id in ids {
+                    if let Some(r) = self.store.get(kind, &id).map_err(internal)? {
+                        if wanted(&r) {
+                            each(r);
+                        }
+                    }
                 }
-                total = matched.len();
             }
             None => {
-                total = self.store.count(kind);
-                matched = self
-                    .store
-                    .scan_page(kind, start - 1, count)
-                    .map_err(internal)?;
+                for r in self.store.scan(kind) {
+                    let r = r.map_err(internal)?;
+                    if wanted(&r) {
+                        each(r);
+                    }
+                }
             }
         }
-        if q.filter.is_some() || q.sort_by.is_some() {
-            if let Some(by) = &q.sort_by {
-                sort_resources(&mut matched, by, q.descending, reg);
-            }
-            matched = matched.into_iter().skip(start - 1).take(count).collect();
+        Ok(())
+    }
+}
+
+/// Collects one page of a filtered or sorted list while the matching
+/// resources stream past: it counts them all (totalResults is exact) but
+/// keeps only the page's resources, or, when sorted, the sort keys and
+/// ids of the first `startIndex + count - 1` (a bounded top-k); the
+/// page's resources are then read again by id.
+struct Pager {
+    skip: usize,
+    take: usize,
+    total: usize,
+    sorted: Option<TopK<(Kind, String)>>,
+    page: Vec<(Kind, Value)>,
+}
+
+impl Pager {
+    fn new(q: &ListQuery) -> Pager {
+        let skip = q.start_index - 1;
+        Pager {
+            skip,
+            take: q.count,
+            total: 0,
+            sorted: q
+                .sort_by
+                .as_ref()
+                .map(|by| TopK::new(by, q.descending, skip.saturating_add(q.count))),
+            page: Vec::new(),
         }
-        Ok((total, matched))
+    }
+
+    fn offer(&mut self, kind: Kind, r: Value, reg: &SchemaRegistry) {
+        let position = self.total;
+        self.total += 1;
+        match &mut self.sorted {
+            Some(top) => {
+                let id = r
+                    .get("id")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                top.offer(&r, reg, (kind, id));
+            }
+            None => {
+                if position >= self.skip && self.page.len() < self.take {
+                    self.page.push((kind, r));
+                }
+            }
+        }
+    }
+
+    /// totalResults and the page. A resource removed between the scan and
+    /// the read is left out of the page.
+    fn finish(self, api: &Api) -> Result<(usize, Vec<(Kind, Value)>), ScimError> {
+        let Some(top) = self.sorted else {
+            return Ok((self.total, self.page));
+        };
+        let mut page = Vec::new();
+        for (kind, id) in top.into_sorted().into_iter().skip(self.skip) {
+            if let Some(r) = api
+                .store
+                .get(kind, &id)
+                .map_err(|e| ScimError::internal(e.to_string()))?
+            {
+                page.push((kind, r));
+            }
+        }
+        Ok((self.total, page))
     }
 }
 

@@ -105,6 +105,9 @@ pub struct ServerConfig {
     /// How long a client may take to send its request body.
     pub body_read_timeout: Duration,
     pub max_connections: usize,
+    /// Most members one request may name (a group's POST / PUT body, or
+    /// the member operations of one PATCH); more is 400 invalidValue.
+    pub max_members_per_request: usize,
     /// Serve HTTPS with this PEM certificate chain and key (re-read on
     /// reload). `None`: plain HTTP, for use behind a TLS proxy.
     pub tls: Option<TlsFiles>,
@@ -225,6 +228,8 @@ struct RawServer {
     max_connections: usize,
     #[serde(default = "default_max_unauthenticated_per_peer")]
     max_unauthenticated_per_peer: usize,
+    #[serde(default = "default_max_members")]
+    max_members_per_request: usize,
     tls_cert: Option<String>,
     tls_key: Option<String>,
 }
@@ -282,6 +287,9 @@ struct RawLog {
 
 fn default_base_path() -> String {
     "/scim/v2".into()
+}
+fn default_max_members() -> usize {
+    20_000
 }
 fn default_max_body() -> usize {
     1024 * 1024
@@ -351,6 +359,9 @@ impl Config {
         }
         if raw.server.max_body_bytes < 1024 {
             return Err(at("max_body_bytes", "must be at least 1024".into()));
+        }
+        if raw.server.max_members_per_request == 0 {
+            return Err(at("max_members_per_request", "must be at least 1".into()));
         }
         if raw.server.max_connections == 0 {
             return Err(at("max_connections", "must be at least 1".into()));
@@ -492,6 +503,7 @@ impl Config {
                 header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_secs),
                 body_read_timeout: Duration::from_secs(raw.server.body_read_timeout_secs),
                 max_connections: raw.server.max_connections,
+                max_members_per_request: raw.server.max_members_per_request,
                 tls,
             },
             store: StoreConfig {

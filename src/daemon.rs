@@ -233,6 +233,7 @@ pub async fn start_with(
         reject_when_down: config.ldap.when_down == crate::config::WhenDirectoryDown::Reject,
         syntaxes: syntaxes.clone(),
         adopter: Some(adopter),
+        max_members: config.server.max_members_per_request,
     };
     let probe = Arc::new(DaemonProbe {
         store: store.clone(),

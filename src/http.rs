@@ -475,7 +475,9 @@ async fn read_body(
             return Err(ScimError::new(415, None, format!("Content-Type {mime} is not supported; send {SCIM_CONTENT_TYPE} or application/json")));
         }
     }
-    serde_json::from_slice(&bytes)
+    // A large body (a group of 50,000 members) takes a while to parse: off
+    // the async worker, as the API's store work.
+    crate::api::blocking(|| serde_json::from_slice(&bytes))
         .map(Some)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }

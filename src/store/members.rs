@@ -167,6 +167,23 @@ impl Store {
         Ok(out)
     }
 
+    /// How many members group `gid` has, counting no further than `limit`
+    /// (reads at most `limit` keys).
+    pub fn member_count_upto(&self, gid: &str, limit: usize) -> Result<usize, StoreError> {
+        let mut n = 0;
+        for k in self
+            .inner
+            .tree
+            .scan_prefix(pair_prefix(MEMBER, gid))
+            .keys()
+            .take(limit)
+        {
+            k?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// The members of a group with the `display` given for each, in id
     /// order.
     pub fn members_with_display(

@@ -2,6 +2,7 @@
 //! Each test starts its own slapd and daemon through `harness`.
 
 mod adopt;
+mod bounded;
 mod concurrency;
 mod crash;
 mod crash_windows;

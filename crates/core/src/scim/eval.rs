@@ -262,18 +262,48 @@ fn fold(s: &str, case_exact: bool) -> String {
 }
 
 fn compare_strings(op: CompareOp, actual: &str, expected: &str, case_exact: bool) -> bool {
+    // A case-insensitive comparison of ASCII text (nearly every id, name
+    // and address) folds byte by byte: no lowercased copy per comparison,
+    // which a long `or` chain over every resource would otherwise make.
+    if case_exact || (actual.is_ascii() && expected.is_ascii()) {
+        let fold = !case_exact;
+        return compare_bytes(op, actual.as_bytes(), expected.as_bytes(), fold);
+    }
     let a = fold(actual, case_exact);
     let e = fold(expected, case_exact);
+    compare_bytes(op, a.as_bytes(), e.as_bytes(), false)
+}
+
+/// `op` on two byte strings, ASCII letters folded to lower case when
+/// `fold`; on UTF-8 text without folding, byte order is code point order,
+/// as `str`'s own comparison.
+fn compare_bytes(op: CompareOp, a: &[u8], e: &[u8], fold: bool) -> bool {
+    let eq = |x: &[u8], y: &[u8]| {
+        if fold {
+            x.eq_ignore_ascii_case(y)
+        } else {
+            x == y
+        }
+    };
+    let ord = || {
+        if fold {
+            a.iter()
+                .map(u8::to_ascii_lowercase)
+                .cmp(e.iter().map(u8::to_ascii_lowercase))
+        } else {
+            a.cmp(e)
+        }
+    };
     match op {
-        CompareOp::Eq => a == e,
-        CompareOp::Ne => a != e,
-        CompareOp::Co => a.contains(&e),
-        CompareOp::Sw => a.starts_with(&e),
-        CompareOp::Ew => a.ends_with(&e),
-        CompareOp::Gt => a > e,
-        CompareOp::Ge => a >= e,
-        CompareOp::Lt => a < e,
-        CompareOp::Le => a <= e,
+        CompareOp::Eq => eq(a, e),
+        CompareOp::Ne => !eq(a, e),
+        CompareOp::Co => e.is_empty() || a.windows(e.len()).any(|w| eq(w, e)),
+        CompareOp::Sw => a.len() >= e.len() && eq(&a[..e.len()], e),
+        CompareOp::Ew => a.len() >= e.len() && eq(&a[a.len() - e.len()..], e),
+        CompareOp::Gt => ord() == Ordering::Greater,
+        CompareOp::Ge => ord() != Ordering::Less,
+        CompareOp::Lt => ord() == Ordering::Less,
+        CompareOp::Le => ord() != Ordering::Greater,
     }
 }
 
@@ -471,6 +501,52 @@ mod tests {
         check("nickName eq null", true);
         check("title ne null", true);
         check(r#"userName gt "a" and userName lt "C""#, true);
+    }
+
+    /// The comparison without copies gives what comparing lowercased
+    /// copies gives.
+    #[test]
+    fn string_comparisons_agree_with_lowercased_copies() {
+        let texts = [
+            "Alice",
+            "alice",
+            "ALICE2",
+            "bob",
+            "Al",
+            "",
+            "x",
+            "straße",
+            "STRASSE",
+            "Ünï",
+            "ünïcode",
+            "a@EXAMPLE.com",
+            "example",
+        ];
+        for a in texts {
+            for e in texts {
+                for op in CompareOp::ALL {
+                    for case_exact in [false, true] {
+                        let (x, y) = (fold(a, case_exact), fold(e, case_exact));
+                        let want = match op {
+                            CompareOp::Eq => x == y,
+                            CompareOp::Ne => x != y,
+                            CompareOp::Co => x.contains(&y),
+                            CompareOp::Sw => x.starts_with(&y),
+                            CompareOp::Ew => x.ends_with(&y),
+                            CompareOp::Gt => x > y,
+                            CompareOp::Ge => x >= y,
+                            CompareOp::Lt => x < y,
+                            CompareOp::Le => x <= y,
+                        };
+                        assert_eq!(
+                            compare_strings(op, a, e, case_exact),
+                            want,
+                            "{a:?} {op:?} {e:?} case_exact={case_exact}"
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]

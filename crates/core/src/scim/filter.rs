@@ -24,6 +24,10 @@ use crate::scim::error::ScimError;
 pub const MAX_FILTER_LEN: usize = 8 * 1024;
 /// Deepest nesting of parentheses, `not` and value paths accepted.
 pub const MAX_FILTER_DEPTH: usize = 50;
+/// Most comparisons (`attr op value`, `attr pr`, each `attr[...]`) one
+/// filter may hold: a filter is evaluated against every resource it may
+/// match, so its cost is bounded too.
+pub const MAX_FILTER_TERMS: usize = 100;
 
 /// RFC 7644 table 3 comparison operators (`pr` is [`Filter::Present`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -114,6 +118,7 @@ pub fn parse_filter(input: &str) -> Result<Filter, ScimError> {
         src: input,
         pos: 0,
         depth: 0,
+        terms: 0,
         in_value_path: false,
     };
     p.skip_ws();
@@ -132,6 +137,8 @@ struct Parser<'a> {
     src: &'a str,
     pos: usize,
     depth: usize,
+    /// Comparisons read so far, against [`MAX_FILTER_TERMS`].
+    terms: usize,
     /// Inside `attr[...]`, where another `[` is not allowed.
     in_value_path: bool,
 }
@@ -283,6 +290,12 @@ impl<'a> Parser<'a> {
     }
 
     fn attr_expr(&mut self) -> Result<Filter, ScimError> {
+        self.terms += 1;
+        if self.terms > MAX_FILTER_TERMS {
+            return Err(ScimError::invalid_filter(format!(
+                "the filter has more than {MAX_FILTER_TERMS} comparisons; at most {MAX_FILTER_TERMS} are accepted in one filter"
+            )));
+        }
         let start = self.pos;
         while self.peek().is_some_and(is_name_char) {
             self.pos += 1;
@@ -690,8 +703,12 @@ pub(crate) mod tests {
         assert!(parse_filter(&deep).unwrap_err().detail.contains("nesting"));
         let ok = format!("{}a pr{}", "(".repeat(50), ")".repeat(50));
         assert!(parse_filter(&ok).is_ok());
-        let long_chain = vec!["a eq 1"; 700].join(" and ");
+        let long_chain = vec!["a eq 1"; MAX_FILTER_TERMS].join(" and ");
         assert!(parse_filter(&long_chain).is_ok());
+        let too_long = vec!["a eq 1"; MAX_FILTER_TERMS + 1].join(" or ");
+        let e = parse_filter(&too_long).unwrap_err();
+        assert_eq!(e.scim_type, Some(crate::scim::ScimType::InvalidFilter));
+        assert!(e.detail.contains("at most 100"), "{}", e.detail);
     }
 
     #[test]

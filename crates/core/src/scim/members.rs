@@ -145,6 +145,46 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ScimError> {
     Ok(ids)
 }
 
+/// How many members a `members` value names, duplicates included: what
+/// a cap on members per request counts, before anything is de-duplicated
+/// or looked up.
+pub fn member_count(value: &Value) -> usize {
+    match value {
+        Value::Array(a) => a.len(),
+        Value::Null => 0,
+        _ => 1,
+    }
+}
+
+/// How many members a group body (POST / PUT) names.
+pub fn body_member_count(body: &Value) -> usize {
+    body.as_object()
+        .and_then(|o| o.iter().find(|(k, _)| is_members(k)))
+        .map_or(0, |(_, v)| member_count(v))
+}
+
+/// How many members the operations of one PATCH name: the values of
+/// operations on `members` (or of path-less ones with a `members` key)
+/// and the terms of `members[...]` filters.
+pub fn ops_member_count(ops: &[PatchOperation]) -> usize {
+    fn terms(f: &Filter) -> usize {
+        match f {
+            Filter::Or(a, b) | Filter::And(a, b) => terms(a) + terms(b),
+            Filter::Not(a) => terms(a),
+            _ => 1,
+        }
+    }
+    ops.iter()
+        .map(|op| match &op.path {
+            Some(path) if is_members(&path.attr.name) => {
+                path.filter.as_ref().map_or(0, terms) + op.value.as_ref().map_or(0, member_count)
+            }
+            Some(_) => 0,
+            None => op.value.as_ref().map_or(0, body_member_count),
+        })
+        .sum()
+}
+
 /// The `display` given with members, by id.
 pub fn member_displays(value: &Value) -> Vec<(String, String)> {
     let items: Vec<&Value> = match value {
@@ -357,6 +397,23 @@ mod tests {
             split_member_ops(bad).unwrap_err().scim_type,
             Some(crate::scim::ScimType::InvalidFilter)
         );
+    }
+
+    #[test]
+    fn members_are_counted_before_deduplication() {
+        assert_eq!(
+            body_member_count(&json!({"Members": [{"value": "a"}, {"value": "a"}, "b"]})),
+            3
+        );
+        assert_eq!(body_member_count(&json!({"displayName": "G"})), 0);
+        let ops = parse_patch_request(&json!({"Operations": [
+            {"op": "add", "path": "members", "value": [{"value": "a"}, {"value": "b"}]},
+            {"op": "remove", "path": "members[value eq \"c\" or value eq \"d\"]"},
+            {"op": "add", "value": {"members": [{"value": "e"}]}},
+            {"op": "replace", "path": "displayName", "value": "x"}
+        ]}))
+        .unwrap();
+        assert_eq!(ops_member_count(&ops), 5);
     }
 
     #[test]

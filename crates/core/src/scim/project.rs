@@ -131,6 +131,15 @@ impl Projection {
         Projection::parse(a.as_deref(), e.as_deref())
     }
 
+    /// Whether `attributes` names the top-level attribute `name` itself
+    /// (or one of its sub-attributes): asked for outright, not merely
+    /// part of the default set.
+    pub fn names(&self, name: &str) -> bool {
+        self.include
+            .as_ref()
+            .is_some_and(|l| l.iter().any(|p| p.name.eq_ignore_ascii_case(name)))
+    }
+
     /// Whether this is the default set (nothing to do but drop `never`
     /// and `request` attributes).
     pub fn is_default(&self) -> bool {

@@ -7,6 +7,7 @@
 //! maximum is capped.
 
 use std::cmp::Ordering;
+use std::collections::BinaryHeap;
 
 use serde_json::Value;
 
@@ -264,6 +265,88 @@ fn sort_key(resource: &Value, path: &AttrPath, reg: &SchemaRegistry) -> Key {
     }
 }
 
+/// The first `k` items of a sort, kept while resources stream past: its
+/// memory is bounded by `k` (for a page, `startIndex + count - 1`), not
+/// by how many resources are offered. Orders as [`sort_resources`] does;
+/// equal keys keep the order they were offered in (the store's id order).
+pub struct TopK<T> {
+    k: usize,
+    path: AttrPath,
+    descending: bool,
+    offered: usize,
+    /// The kept items, the one that sorts last on top.
+    heap: BinaryHeap<Ranked<T>>,
+}
+
+struct Ranked<T> {
+    key: Key,
+    seq: usize,
+    descending: bool,
+    item: T,
+}
+
+impl<T> Ord for Ranked<T> {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let o = cmp_keys(&self.key, &other.key);
+        let o = if self.descending { o.reverse() } else { o };
+        o.then(self.seq.cmp(&other.seq))
+    }
+}
+impl<T> PartialOrd for Ranked<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl<T> PartialEq for Ranked<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+impl<T> Eq for Ranked<T> {}
+
+impl<T> TopK<T> {
+    pub fn new(path: &AttrPath, descending: bool, k: usize) -> TopK<T> {
+        TopK {
+            k,
+            path: path.clone(),
+            descending,
+            offered: 0,
+            heap: BinaryHeap::new(),
+        }
+    }
+
+    /// Offers one resource (and what stands for it in the result); kept
+    /// only while it is among the first `k`.
+    pub fn offer(&mut self, resource: &Value, reg: &SchemaRegistry, item: T) {
+        let seq = self.offered;
+        self.offered += 1;
+        if self.k == 0 {
+            return;
+        }
+        let ranked = Ranked {
+            key: sort_key(resource, &self.path, reg),
+            seq,
+            descending: self.descending,
+            item,
+        };
+        if self.heap.len() < self.k {
+            self.heap.push(ranked);
+        } else if self.heap.peek().is_some_and(|last| ranked < *last) {
+            self.heap.pop();
+            self.heap.push(ranked);
+        }
+    }
+
+    /// The kept items, in sort order.
+    pub fn into_sorted(self) -> Vec<T> {
+        self.heap
+            .into_sorted_vec()
+            .into_iter()
+            .map(|r| r.item)
+            .collect()
+    }
+}
+
 /// Sorts by `path` (stable: equal keys keep their order), comparing strings
 /// with the attribute's case-exactness. Resources with no value come last
 /// in ascending order and first in descending order (RFC 7644 §3.4.2.3).
@@ -384,6 +467,41 @@ mod tests {
         assert!(ListQuery::from_search_request(&json!([]), LIMITS).is_err());
         let q = ListQuery::from_search_request(&json!({}), LIMITS).unwrap();
         assert_eq!((q.start_index, q.count), (1, 100));
+    }
+
+    /// The bounded top-k gives the first k of the full sort, ties in the
+    /// order offered, whatever k and the direction.
+    #[test]
+    fn top_k_is_the_head_of_the_full_sort() {
+        let reg = SchemaRegistry::users(Vec::new());
+        let rs: Vec<Value> = (0..60)
+            .map(|i| {
+                let mut r =
+                    json!({"id": format!("{i:03}"), "userName": format!("u{}", (i * 7) % 13)});
+                if i % 5 == 0 {
+                    r["name"] = json!({"familyName": if i % 2 == 0 { "Z" } else { "a" }});
+                }
+                r
+            })
+            .collect();
+        for path in [
+            AttrPath::new("userName"),
+            AttrPath::with_sub("name", "familyName"),
+        ] {
+            for descending in [false, true] {
+                let mut full = rs.clone();
+                sort_resources(&mut full, &path, descending, &reg);
+                let full: Vec<String> = full.iter().map(|r| r["id"].to_string()).collect();
+                for k in [0, 1, 7, 59, 60, 100] {
+                    let mut top = TopK::new(&path, descending, k);
+                    for r in &rs {
+                        top.offer(r, &reg, r["id"].to_string());
+                    }
+                    let got = top.into_sorted();
+                    assert_eq!(got, full[..k.min(60)], "{path} desc={descending} k={k}");
+                }
+            }
+        }
     }
 
     #[test]
