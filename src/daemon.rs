@@ -242,7 +242,8 @@ pub async fn start_with(
         fatal: fatal_rx.clone(),
         writer_running,
     });
-    metrics.set_probe(probe.clone());
+    // The edge and the operational listener keep the probe alive.
+    metrics.set_probe(&(probe.clone() as Arc<dyn Probe>));
     // The operational listener. Pages beyond /metrics, /readyz and
     // /healthz (the status page) go into `ops_routes`: each implements
     // `ops::Route` and lists the paths it answers.

@@ -14,7 +14,7 @@
 //! in O(1) (counters kept up to date, never a walk over the journal).
 
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::collector::Collector;
@@ -92,7 +92,9 @@ pub struct Metrics {
     /// Connections refused at accept, by the limit that refused them.
     refused: Family<ReasonLabels, Counter>,
     /// Set once by the daemon; read by the probe collector on each scrape.
-    probe: Arc<OnceLock<Arc<dyn Probe>>>,
+    /// Weak: the probe holds the store, and whatever holds the metrics
+    /// (a writer lane finishing late) must not keep the store open.
+    probe: Arc<OnceLock<Weak<dyn Probe>>>,
 }
 
 impl Default for Metrics {
@@ -164,7 +166,7 @@ impl Metrics {
             "The running version of scim2ldap (always 1)",
             build,
         );
-        let probe: Arc<OnceLock<Arc<dyn Probe>>> = Arc::new(OnceLock::new());
+        let probe: Arc<OnceLock<Weak<dyn Probe>>> = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(ProbeCollector(probe.clone())));
         registry.register_collector(Box::new(ProcessCollector));
         Metrics {
@@ -180,9 +182,10 @@ impl Metrics {
     }
 
     /// Adds the daemon's gauges (journal depth, directory state) to every
-    /// scrape from now on. Set once; later calls are ignored.
-    pub fn set_probe(&self, probe: Arc<dyn Probe>) {
-        let _ = self.probe.set(probe);
+    /// scrape from now on, while `probe` is alive (the caller keeps it).
+    /// Set once; later calls are ignored.
+    pub fn set_probe(&self, probe: &Arc<dyn Probe>) {
+        let _ = self.probe.set(Arc::downgrade(probe));
     }
 
     /// Counts one HTTP request. `route` is a template such as
@@ -298,7 +301,7 @@ const METHODS: [&str; 8] = [
 ];
 
 /// The probe's gauges, read at scrape time.
-struct ProbeCollector(Arc<OnceLock<Arc<dyn Probe>>>);
+struct ProbeCollector(Arc<OnceLock<Weak<dyn Probe>>>);
 
 impl std::fmt::Debug for ProbeCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -308,7 +311,7 @@ impl std::fmt::Debug for ProbeCollector {
 
 impl Collector for ProbeCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(probe) = self.0.get() else {
+        let Some(probe) = self.0.get().and_then(Weak::upgrade) else {
             return Ok(());
         };
         for (name, help, value) in probe.gauges() {
@@ -474,7 +477,8 @@ mod tests {
     #[test]
     fn renders_counters_histograms_gauges_process_and_build_info() {
         let m = Metrics::new();
-        m.set_probe(Arc::new(Fixed));
+        let probe: Arc<dyn Probe> = Arc::new(Fixed);
+        m.set_probe(&probe);
         m.request("/Users", "POST", 201, Duration::from_millis(3));
         m.request("/Users", "POST", 201, Duration::from_millis(300));
         m.ldap("upsert", "success");

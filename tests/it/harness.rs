@@ -320,20 +320,20 @@ pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String>
 /// with the store in `state` and the mapping in `mapping.toml` beside it.
 pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
     let sha = scim2ldap::token::TokenHash::of(token).to_hex();
-    let mut text = slapd.daemon_config(&DaemonConfig {
+    let text = slapd.daemon_config(&DaemonConfig {
         listen,
         token_sha256: &sha,
         ldap: "timeout_secs = 5",
         ..Default::default()
     });
     // The operational listener (/metrics, /readyz) on a free port of its
-    // own: `Running::ops_addr`. Before the `[[tokens]]` tables, which
-    // some tests move to a tokens file of their own.
-    let at = text
-        .find("[[tokens]]")
-        .expect("daemon_config writes [[tokens]]");
-    text.insert_str(at, "[operations]\nlisten = \"127.0.0.1:0\"\n\n");
-    text
+    // own (`Running::ops_addr`); before [[tokens]], which tests cut off
+    // the end into a tokens file.
+    text.replacen(
+        "[[tokens]]",
+        "[operations]\nlisten = \"127.0.0.1:0\"\n\n[[tokens]]",
+        1,
+    )
 }
 
 /// An LDAP connection bound as the directory's administrator.
