@@ -37,7 +37,7 @@ pub(super) fn new_entry(
         op,
         snapshot,
         members,
-        holds_password: false,
+        password_file: None,
         password: None,
     }
 }
@@ -117,10 +117,37 @@ pub struct CompactReport {
 }
 
 impl Store {
-    /// Holds the password of the entry about to be journaled as `seq`,
-    /// durably, before its batch is applied.
-    pub(super) fn hold_password(&self, seq: u64, password: &Password) -> Result<(), StoreError> {
-        self.inner.secrets.put(seq, password)
+    /// Holds the password of an entry about to be journaled, durably,
+    /// before its batch is applied (and before the write lock is taken:
+    /// its fsyncs do not hold up other writes). Returns the file's name.
+    pub(super) fn hold_password(&self, password: &Password) -> Result<String, StoreError> {
+        self.inner.secrets.put(password)
+    }
+
+    /// Drops a held password whose entry was not journaled (the write was
+    /// refused).
+    pub(super) fn drop_password(&self, file: &str) {
+        self.inner.secrets.forget(file);
+    }
+
+    /// The password files that pending entries name.
+    pub(super) fn pending_password_files(
+        tree: &sled::Tree,
+    ) -> Result<std::collections::HashSet<String>, StoreError> {
+        #[derive(Deserialize)]
+        struct Ref {
+            #[serde(default)]
+            password_file: Option<String>,
+        }
+        let mut out = std::collections::HashSet::new();
+        for k in tree.scan_prefix([PENDING]).keys() {
+            let seq = seq_of(&k?);
+            if let Some(v) = tree.get(seq_key(JOURNAL, seq))? {
+                let r: Ref = decode(&v, || format!("journal {seq}"))?;
+                out.extend(r.password_file);
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -255,18 +282,21 @@ impl Store {
         // Applied: the password has reached the directory, and the store
         // forgets it (a replay of this entry then leaves the directory's
         // password alone).
-        if entry.holds_password {
-            self.inner.secrets.forget(entry.seq);
+        if let Some(file) = &entry.password_file {
+            self.inner.secrets.forget(file);
         }
         self.inner.queue.pending(-i64::from(was_pending));
         self.inner.queue.parked(-i64::from(was_parked));
         Ok(())
     }
 
-    /// The password entry `seq` carried, while the store still holds it
-    /// (until the entry is applied or skipped): for the writer only.
-    pub fn pending_password(&self, seq: u64) -> Result<Option<Password>, StoreError> {
-        self.inner.secrets.get(seq)
+    /// The password a journal entry carried, while the store still holds
+    /// it (until the entry is applied or skipped): for the writer only.
+    pub fn pending_password(&self, entry: &JournalEntry) -> Result<Option<Password>, StoreError> {
+        match &entry.password_file {
+            Some(file) => self.inner.secrets.get(file),
+            None => Ok(None),
+        }
     }
 
     /// How many pending entries' passwords the store holds.
@@ -379,6 +409,7 @@ impl Store {
             return Ok(Change::NotApplicable);
         }
         let was_parked = self.inner.tree.contains_key(seq_key(PARKED, seq))?;
+        let file = self.entry(seq)?.and_then(|e| e.password_file);
         let mut batch = sled::Batch::default();
         batch.remove(seq_key(PENDING, seq));
         batch.remove(seq_key(PARKED, seq));
@@ -388,7 +419,9 @@ impl Store {
         self.inner.queue.parked(-i64::from(was_parked));
         self.inner.db.flush()?;
         // A skipped entry's password is never sent.
-        self.inner.secrets.forget(seq);
+        if let Some(file) = file {
+            self.inner.secrets.forget(&file);
+        }
         Ok(Change::Done)
     }
 

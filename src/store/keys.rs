@@ -30,7 +30,7 @@
 //! have been removed).
 //!
 //! Passwords are not in this tree: `secrets.rs` holds a pending entry's
-//! password in a file beside it (`pending-passwords/<seq>`).
+//! password in a file beside it (`pending-passwords/<random name>`).
 //!
 //! A group's snapshot never holds its members: they are the `M` keys, so
 //! adding one member to a group of 50,000 writes two keys, not the whole

@@ -211,8 +211,7 @@ impl Store {
             );
         }
         let secrets = secrets::Secrets::open(path)?;
-        let swept =
-            secrets.sweep(|seq| Ok(tree.contains_key(keys::seq_key(keys::PENDING, seq))?))?;
+        let swept = secrets.sweep(|| Store::pending_password_files(&tree))?;
         if swept > 0 {
             tracing::info!(
                 swept,

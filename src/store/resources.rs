@@ -306,6 +306,18 @@ impl Store {
         w: Write<'_>,
         password: Option<&super::journal::Password>,
     ) -> Result<u64, WriteError> {
+        // Held (synced) before the write lock, so that the fsyncs of
+        // concurrent writes with passwords overlap; dropped again if the
+        // write is refused.
+        let file = password.map(|p| self.hold_password(p)).transpose()?;
+        let written = self.write_locked(w, file.clone());
+        if let (Err(_), Some(f)) = (&written, &file) {
+            self.drop_password(f);
+        }
+        written
+    }
+
+    fn write_locked(&self, w: Write<'_>, password_file: Option<String>) -> Result<u64, WriteError> {
         let Write {
             kind,
             id,
@@ -356,10 +368,7 @@ impl Store {
             None => None,
         };
         let mut entry = new_entry(seq, kind, id, Op::Upsert, resource.clone(), change);
-        if let Some(pw) = password {
-            self.hold_password(seq, pw)?;
-            entry.holds_password = true;
-        }
+        entry.password_file = password_file;
         journal_into(&mut batch, &entry)?;
         self.inner
             .tree

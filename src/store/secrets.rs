@@ -1,17 +1,21 @@
 //! Passwords on their way to the directory: one file per journal entry
-//! that carries one (`<store>/pending-passwords/<seq>`, folder 0700, file
-//! 0600), written and synced before the entry is journaled, deleted once
-//! the entry is applied or skipped, and swept at start-up for entries that
-//! are no longer pending.
+//! that carries one (`<store>/pending-passwords/<random name>`, folder
+//! 0700, file 0600), written and synced before the entry is journaled
+//! (and before the store's write lock is taken, so that concurrent writes
+//! do not queue behind its fsyncs), deleted once the entry is applied or
+//! skipped, and swept at start-up for entries that are no longer pending.
 //!
 //! Why files and not sled keys: sled is log-structured, so a removed value
 //! stays in its segment files until the segment is rewritten, for an
-//! unbounded time; a deleted file is gone from the store's folder at once.
-//! The password is never in a resource snapshot nor in the journal entry
-//! (which only says `holds_password`).
+//! unbounded time (measured: a removed 15-byte value was still in sled's
+//! `db` file after further writes and a flush); a deleted file is gone from
+//! the store's folder at once. The password is never in a resource
+//! snapshot nor in the journal entry (which names only the file).
 //!
-//! Knows seqs, files and [`Password`]; nothing of what the entry means.
+//! Knows file names, files and [`Password`]; nothing of what the entry
+//! means.
 
+use std::collections::HashSet;
 use std::fs;
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -28,6 +32,12 @@ pub(super) struct Secrets {
 /// The folder's name under the store's path.
 pub const FOLDER: &str = "pending-passwords";
 
+/// A name this module made (32 hex digits): anything else in an entry is
+/// never turned into a path.
+fn valid(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 impl Secrets {
     /// Opens (creates) the folder under the store's `path`.
     pub(super) fn open(path: &Path) -> Result<Secrets, StoreError> {
@@ -40,19 +50,19 @@ impl Secrets {
         Ok(Secrets { dir })
     }
 
-    fn file(&self, seq: u64) -> PathBuf {
-        self.dir.join(seq.to_string())
+    fn file(&self, name: &str) -> Option<PathBuf> {
+        valid(name).then(|| self.dir.join(name))
     }
 
-    /// Holds `password` for entry `seq`, durably: the file and the folder
-    /// are synced before this returns, so the entry journaled next never
-    /// points at a password a crash could lose.
-    pub(super) fn put(&self, seq: u64, password: &Password) -> Result<(), StoreError> {
-        let path = self.file(seq);
+    /// Holds `password` durably under a new random name, returned: the
+    /// file and the folder are synced before this returns, so the entry
+    /// journaled next never names a password a crash could lose.
+    pub(super) fn put(&self, password: &Password) -> Result<String, StoreError> {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let path = self.dir.join(&name);
         let mut f = fs::OpenOptions::new()
             .write(true)
-            .create(true)
-            .truncate(true)
+            .create_new(true)
             .mode(0o600)
             .open(&path)
             .map_err(|e| error(&path, e))?;
@@ -61,12 +71,15 @@ impl Secrets {
             .map_err(|e| error(&path, e))?;
         fs::File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|e| error(&self.dir, e))
+            .map_err(|e| error(&self.dir, e))?;
+        Ok(name)
     }
 
-    /// The password held for entry `seq`, if it is still held.
-    pub(super) fn get(&self, seq: u64) -> Result<Option<Password>, StoreError> {
-        let path = self.file(seq);
+    /// The password held under `name`, if it is still held.
+    pub(super) fn get(&self, name: &str) -> Result<Option<Password>, StoreError> {
+        let Some(path) = self.file(name) else {
+            return Ok(None);
+        };
         match fs::read(&path) {
             Ok(bytes) => Ok(Some(Password::new(String::from_utf8(bytes).map_err(
                 |_| StoreError::Corrupt {
@@ -79,11 +92,13 @@ impl Secrets {
         }
     }
 
-    /// Forgets the password of entry `seq` (none held is fine). A failure
-    /// is logged, not returned: the entry's state is recorded already, and
-    /// the next start-up's sweep removes the file.
-    pub(super) fn forget(&self, seq: u64) {
-        let path = self.file(seq);
+    /// Forgets the password held under `name` (none held is fine). A
+    /// failure is logged, not returned: the entry's state is recorded
+    /// already, and the next start-up's sweep removes the file.
+    pub(super) fn forget(&self, name: &str) {
+        let Some(path) = self.file(name) else {
+            return;
+        };
         match fs::remove_file(&path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -93,24 +108,27 @@ impl Secrets {
         }
     }
 
-    /// Deletes every held password whose entry `keep` does not want (no
-    /// longer pending: applied or skipped while a delete failed, or never
-    /// journaled because the daemon stopped between the file and the
-    /// entry). Returns how many were removed.
+    /// Deletes every held password that no pending entry names (applied
+    /// or skipped while a delete failed, or never journaled because the
+    /// daemon stopped between the file and the entry). `pending` gives the
+    /// names pending entries carry; it is asked only when a file is there.
+    /// Returns how many were removed.
     pub(super) fn sweep(
         &self,
-        keep: impl Fn(u64) -> Result<bool, StoreError>,
+        pending: impl FnOnce() -> Result<HashSet<String>, StoreError>,
     ) -> Result<usize, StoreError> {
+        let files: Vec<fs::DirEntry> = fs::read_dir(&self.dir)
+            .map_err(|e| error(&self.dir, e))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| error(&self.dir, e))?;
+        if files.is_empty() {
+            return Ok(0);
+        }
+        let keep = pending()?;
         let mut removed = 0;
-        for item in fs::read_dir(&self.dir).map_err(|e| error(&self.dir, e))? {
-            let item = item.map_err(|e| error(&self.dir, e))?;
+        for item in files {
             let name = item.file_name();
-            let seq = name.to_str().and_then(|n| n.parse::<u64>().ok());
-            let wanted = match seq {
-                Some(seq) => keep(seq)?,
-                None => false,
-            };
-            if !wanted {
+            if !name.to_str().is_some_and(|n| keep.contains(n)) {
                 fs::remove_file(item.path()).map_err(|e| error(&item.path(), e))?;
                 removed += 1;
             }
@@ -191,22 +209,36 @@ mod tests {
             .get("password")
             .is_none());
         let e = s.entry(seq).unwrap().unwrap();
-        assert!(e.holds_password && e.password.is_none());
+        let name = e.password_file.clone().unwrap();
+        assert!(valid(&name) && e.password.is_none());
         assert!(e.snapshot.get("password").is_none());
-        assert_eq!(s.pending_password(seq).unwrap(), Some(pw.clone()));
+        assert_eq!(s.pending_password(&e).unwrap(), Some(pw.clone()));
         let held = files_holding(&dir, b"canary-3f9c1e");
-        assert_eq!(held, vec![dir.join(FOLDER).join(seq.to_string())]);
+        assert_eq!(held, vec![dir.join(FOLDER).join(&name)]);
 
         s.mark_applied(&e, None).unwrap();
-        assert_eq!(s.pending_password(seq).unwrap(), None);
+        assert_eq!(s.pending_password(&e).unwrap(), None);
         assert_eq!(s.pending_passwords(), 0);
         s.flush().unwrap();
         assert_eq!(files_holding(&dir, b"canary-3f9c1e"), Vec::<PathBuf>::new());
 
         // A file whose entry is not pending (a delete lost in a crash, or
         // written for an entry never journaled) is removed at open.
-        fs::write(dir.join(FOLDER).join(seq.to_string()), "stale").unwrap();
+        fs::write(dir.join(FOLDER).join(&name), "stale").unwrap();
         fs::write(dir.join(FOLDER).join("999"), "orphan").unwrap();
+        // A refused write (a taken userName) keeps nothing either.
+        let mut again = json!({"id": "2", "userName": "a"});
+        let refused = s.write_with_password(
+            Write {
+                kind: Kind::User,
+                id: "2",
+                resource: &mut again,
+                intent: Intent::Create,
+                members: None,
+            },
+            Some(&pw),
+        );
+        assert!(refused.is_err());
         drop(s);
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.pending_passwords(), 0);
@@ -236,11 +268,13 @@ mod tests {
             seqs.push(seq);
         }
         s.skip(seqs[0]).unwrap();
-        assert_eq!(s.pending_password(seqs[0]).unwrap(), None);
+        let skipped = s.entry(seqs[0]).unwrap().unwrap();
+        assert_eq!(s.pending_password(&skipped).unwrap(), None);
         drop(s);
         let s = Store::open(&dir).unwrap();
+        let pending = s.entry(seqs[1]).unwrap().unwrap();
         assert_eq!(
-            s.pending_password(seqs[1]).unwrap(),
+            s.pending_password(&pending).unwrap(),
             Some(Password::new("pw-two"))
         );
         assert_eq!(s.pending_passwords(), 1);

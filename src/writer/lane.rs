@@ -340,8 +340,8 @@ async fn apply_one<D: Apply>(
     let seq = entry.seq;
     // The password the entry carried, if the store still holds it (it
     // forgets it once the entry is applied: a replay sends none).
-    if entry.holds_password {
-        entry.password = store.pending_password(seq)?;
+    if entry.password_file.is_some() {
+        entry.password = store.pending_password(&entry)?;
     }
     let plan = match planner.plan(&entry) {
         Ok(p) => p,

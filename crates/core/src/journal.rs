@@ -36,11 +36,11 @@ pub struct JournalEntry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MemberChange>,
     /// The write carried a password for the directory (a user, with a
-    /// mapping that writes one). The password itself is never in the
-    /// journal: the store holds it beside the entry until the entry is
-    /// applied or skipped, then forgets it.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub holds_password: bool,
+    /// mapping that writes one): the name under which the store holds it
+    /// beside the journal until the entry is applied or skipped. The
+    /// password itself is never in the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
     /// The password, filled in by the store only for the writer, while
     /// the store still holds it. Never serialized.
     #[serde(skip)]
@@ -157,7 +157,7 @@ mod tests {
         let v = serde_json::to_value(&delete).unwrap();
         assert_eq!(v["op"], "Delete");
         assert!(v.get("members").is_none());
-        assert!(v.get("holds_password").is_none());
+        assert!(v.get("password_file").is_none());
     }
 
     /// The password is never written with the entry, nor shown by
@@ -172,16 +172,16 @@ mod tests {
             op: Op::Upsert,
             snapshot: json!({"userName": "a"}),
             members: None,
-            holds_password: true,
+            password_file: Some("f00d".into()),
             password: Some(Password::new("canary-Zx81")),
         };
         let text = serde_json::to_string(&e).unwrap();
         assert!(!text.contains("canary"), "{text}");
-        assert!(text.contains("\"holds_password\":true"), "{text}");
+        assert!(text.contains("\"password_file\":\"f00d\""), "{text}");
         let dbg = format!("{e:?} {:#?}", e.password);
         assert!(!dbg.contains("canary") && dbg.contains("redacted"), "{dbg}");
         let back: JournalEntry = serde_json::from_str(&text).unwrap();
-        assert!(back.holds_password && back.password.is_none());
+        assert!(back.password_file.is_some() && back.password.is_none());
     }
 
     #[test]
