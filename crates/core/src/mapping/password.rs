@@ -21,21 +21,11 @@
 
 use std::ops::Range;
 
-use serde::Deserialize;
-
 use super::error::Problems;
-use super::raw::{RawResource, Str};
+use super::raw::RawResource;
 use super::template::{Segment, Source};
 use super::ResourceMapping;
 use crate::journal::Password;
-
-/// `[user.password]` as serde reads it.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawPassword {
-    pub attribute: Str,
-    pub format: Option<Str>,
-}
 
 /// How the password is written in the directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

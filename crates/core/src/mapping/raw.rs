@@ -32,7 +32,16 @@ pub(crate) struct RawResource {
     pub delete: Option<Spanned<RawDelete>>,
     pub adopt: Option<Spanned<RawAdopt>>,
     /// `[user.password]` (see `password.rs`).
-    pub password: Option<Spanned<super::password::RawPassword>>,
+    pub password: Option<Spanned<RawPassword>>,
+}
+
+/// `[user.password]` as serde reads it (here, not in `password.rs`, so
+/// that the two modules do not import each other).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPassword {
+    pub attribute: Str,
+    pub format: Option<Str>,
 }
 
 /// `[user.adopt]` / `[group.adopt]`.
