@@ -35,7 +35,8 @@ pub(crate) struct RawResource {
     pub password: Option<Spanned<RawPassword>>,
 }
 
-/// `[user.password]`.
+/// `[user.password]` as serde reads it (here, not in `password.rs`, so
+/// that the two modules do not import each other).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPassword {
