@@ -5,6 +5,7 @@ mod adopt;
 mod concurrency;
 mod crash;
 mod crash_windows;
+mod directories;
 mod documented;
 mod edge;
 mod groups;
