@@ -19,7 +19,9 @@ use crate::scim::project::Projection;
 use crate::scim::query::{sort_order, sort_resources, ListQuery, PageLimits};
 use crate::scim::schema::{canonicalize, strip_never_returned, strip_read_only, SchemaRegistry};
 use crate::scim::ScimError;
-use crate::store::{now_rfc3339, Intent, Kind, MemberOps, Store, Write, WriteError, RDN_KEY};
+use crate::store::{
+    now_rfc3339, Intent, Kind, MemberOps, Password, Store, Write, WriteError, RDN_KEY,
+};
 use crate::syntax::AttributeSyntaxes;
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -44,8 +46,9 @@ pub enum Method {
     Delete,
 }
 
-/// A SCIM request, already authenticated, its body parsed.
-#[derive(Debug, Clone)]
+/// A SCIM request, already authenticated, its body parsed. `Debug` hides
+/// a password in the body.
+#[derive(Clone)]
 pub struct ApiRequest {
     pub method: Method,
     /// The path below the SCIM base path, e.g. `/Users/123`.
@@ -58,6 +61,23 @@ pub struct ApiRequest {
     pub if_none_match: Option<String>,
     /// Absolute URL of the SCIM base, for `Location` and `meta.location`.
     pub base_url: String,
+}
+
+impl std::fmt::Debug for ApiRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiRequest")
+            .field("method", &self.method)
+            .field("path", &self.path)
+            .field("query", &self.query)
+            .field(
+                "body",
+                &self.body.as_ref().map(crate::journal::redact_passwords),
+            )
+            .field("if_match", &self.if_match)
+            .field("if_none_match", &self.if_none_match)
+            .field("base_url", &self.base_url)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -281,6 +301,7 @@ impl Api {
                 base,
                 discovery::Capabilities {
                     max_results: MAX_PAGE,
+                    change_password: self.maps_password(),
                 },
             )),
             ("schemas", None) => Some(discovery::schemas(base, &types)),
@@ -338,17 +359,20 @@ impl Api {
     /// that can place the resource: everything checked before journaling.
     /// `old` is the stored state of the resource being updated (`None` on
     /// create): the numbers allocated for it carry over.
+    /// Returns the password the resource carried, taken out of it: a
+    /// password is never stored with the resource (write-only).
     fn validate(
         &self,
         kind: Kind,
         resource: &mut Value,
         old: Option<&Value>,
-    ) -> Result<(), ScimError> {
+    ) -> Result<Option<Password>, ScimError> {
         let model = self.model.current();
         let dropped = canonicalize(resource, model.registry(kind))?;
         if !dropped.is_empty() {
             debug!(attributes = ?dropped, "ignored attributes this server's schema does not define");
         }
+        let password = take_password(resource)?;
         // The required name first: a refused request must not use up an
         // allocated number.
         let required = match kind {
@@ -382,7 +406,12 @@ impl Api {
         if let Some(obj) = resource.as_object_mut() {
             obj.insert(RDN_KEY.into(), Value::String(entry.rdn_key()));
         }
-        Ok(())
+        Ok(password)
+    }
+
+    /// Whether the mapping writes passwords to the directory.
+    fn maps_password(&self) -> bool {
+        self.model.current().mapping.password.is_some()
     }
 
     /// Numbers the mapping allocates per resource (uidNumber, gidNumber):
@@ -437,7 +466,12 @@ impl Api {
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.clone()));
         }
-        self.validate(kind, &mut resource, None)?;
+        // A password the mapping writes nowhere is dropped here, never
+        // stored: a create goes on without it (what an administrator who
+        // did not map passwords expects).
+        let password = self
+            .validate(kind, &mut resource, None)?
+            .filter(|_| self.maps_password());
         let ops = edit.map(|e| self.member_ops(&id, e)).transpose()?;
         let now = now_rfc3339();
         Meta {
@@ -450,13 +484,16 @@ impl Api {
         .stamp(&mut resource);
         let seq = self
             .store
-            .write(Write {
-                kind,
-                id: &id,
-                resource: &mut resource,
-                intent: Intent::Create,
-                members: ops.as_ref(),
-            })
+            .write_with_password(
+                Write {
+                    kind,
+                    id: &id,
+                    resource: &mut resource,
+                    intent: Intent::Create,
+                    members: ops.as_ref(),
+                },
+                password.as_ref(),
+            )
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
@@ -552,21 +589,30 @@ impl Api {
         if let Some(obj) = resource.as_object_mut() {
             obj.insert("id".into(), Value::String(id.to_string()));
         }
-        self.validate(kind, &mut resource, Some(&old))?;
+        // Write-only (RFC 7643 §7): a PUT without a password keeps the
+        // directory's, since the store never has one to compare with.
+        let password = self.validate(kind, &mut resource, Some(&old))?;
         let ops = edit.map(|e| self.member_ops(id, e)).transpose()?;
         restamp(&mut resource, &old, kind, req, id);
+        let password = self.wanted_password(
+            password,
+            ops.is_none() && strip_meta(&resource) == strip_meta(&old),
+        )?;
         let version = crate::store::version_of(&old);
         let seq = self
             .store
-            .write(Write {
-                kind,
-                id,
-                resource: &mut resource,
-                intent: Intent::Update {
-                    if_version: Some(&version),
+            .write_with_password(
+                Write {
+                    kind,
+                    id,
+                    resource: &mut resource,
+                    intent: Intent::Update {
+                        if_version: Some(&version),
+                    },
+                    members: ops.as_ref(),
                 },
-                members: ops.as_ref(),
-            })
+                password.as_ref(),
+            )
             .map_err(write_error)?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "replaced");
@@ -587,6 +633,7 @@ impl Api {
             Kind::Group => split_member_ops(operations)?,
             Kind::User => (MemberEdit::default(), operations),
         };
+        refuse_password_removal(&operations)?;
         let only_members = operations.is_empty();
         let ops = if edit.is_empty() {
             None
@@ -608,9 +655,11 @@ impl Api {
             if let Some(obj) = resource.as_object_mut() {
                 obj.insert("id".into(), Value::String(id.to_string()));
             }
-            self.validate(kind, &mut resource, Some(&old))?;
+            let password = self.validate(kind, &mut resource, Some(&old))?;
             restamp(&mut resource, &old, kind, req, id);
-            if ops.is_none() && strip_meta(&resource) == strip_meta(&old) {
+            let unchanged = ops.is_none() && strip_meta(&resource) == strip_meta(&old);
+            let password = self.wanted_password(password, unchanged)?;
+            if unchanged && password.is_none() {
                 // Nothing changed: nothing to journal (Okta re-sends state).
                 // What is reported must be durable all the same: the write
                 // that made `old` may still wait for its flush, and it is
@@ -619,15 +668,18 @@ impl Api {
                 return self.patched(kind, old, req);
             }
             let version = crate::store::version_of(&old);
-            match self.store.write(Write {
-                kind,
-                id,
-                resource: &mut resource,
-                intent: Intent::Update {
-                    if_version: Some(&version),
+            match self.store.write_with_password(
+                Write {
+                    kind,
+                    id,
+                    resource: &mut resource,
+                    intent: Intent::Update {
+                        if_version: Some(&version),
+                    },
+                    members: ops.as_ref(),
                 },
-                members: ops.as_ref(),
-            }) {
+                password.as_ref(),
+            ) {
                 Ok(seq) => {
                     self.commit(seq).await?;
                     info!(kind = kind.name(), %id, seq, "patched");
@@ -1017,6 +1069,76 @@ fn restamp(resource: &mut Value, old: &Value, kind: Kind, req: &ApiRequest, id: 
         last_modified: &now,
     }
     .stamp(resource);
+}
+
+impl Api {
+    /// The password an update carried, kept only when the mapping writes
+    /// one. When it does not and the password was all the update changed
+    /// (a password change from the identity provider), 400: answering 200
+    /// would make the identity provider report a password as synced that
+    /// reached nothing. Alongside other changes it is dropped and they go
+    /// ahead.
+    fn wanted_password(
+        &self,
+        sent: Option<Password>,
+        nothing_else_changed: bool,
+    ) -> Result<Option<Password>, ScimError> {
+        match sent {
+            Some(p) if self.maps_password() => Ok(Some(p)),
+            Some(_) if nothing_else_changed => Err(ScimError::new(
+                400,
+                None,
+                "this server's mapping writes no password to the directory, so the password \
+                 change was not applied (nor kept); turn password sync off for this \
+                 application (Okta: Provisioning, To App, Sync Password), or map the password \
+                 in the mapping file ([user.password])",
+            )),
+            Some(_) => {
+                debug!("dropped a password: the mapping writes none");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// Takes the SCIM `password` out of a (canonicalized) resource: a
+/// non-empty string, else 400. An empty one is no password.
+fn take_password(resource: &mut Value) -> Result<Option<Password>, ScimError> {
+    let Some(obj) = resource.as_object_mut() else {
+        return Ok(None);
+    };
+    let key = obj
+        .keys()
+        .find(|k| k.eq_ignore_ascii_case("password"))
+        .cloned();
+    match key.and_then(|k| obj.remove(&k)) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(Password::new(s))),
+        Some(_) => Err(ScimError::invalid_value("password must be a string")),
+    }
+}
+
+/// A PATCH `remove` of the password is refused: it is write-only, and
+/// the directory's password is not this server's to delete; a new one is
+/// set with `replace`.
+fn refuse_password_removal(
+    operations: &[crate::scim::patch::PatchOperation],
+) -> Result<(), ScimError> {
+    let names_password = |p: &crate::scim::path::PatchPath| {
+        let t = p.to_string().to_ascii_lowercase();
+        t == "password" || t == "urn:ietf:params:scim:schemas:core:2.0:user:password"
+    };
+    if operations.iter().any(|o| {
+        o.op == crate::scim::patch::PatchOpKind::Remove
+            && o.path.as_ref().is_some_and(names_password)
+    }) {
+        return Err(ScimError::mutability(
+            "password is write-only: it cannot be removed, only replaced with a new one",
+        ));
+    }
+    Ok(())
 }
 
 fn strip_meta(v: &Value) -> Value {

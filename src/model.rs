@@ -198,6 +198,7 @@ impl Model {
             ad_disable,
             memberships: Vec::new(),
             claim: None,
+            password: None,
             dn: e.dn,
             object_classes: e.object_classes,
             attrs: e.attrs,
@@ -519,6 +520,12 @@ impl Planner for MappingPlanner {
                 if entry.kind == Kind::User {
                     desired.memberships =
                         self.memberships(&model, entry, &entry.snapshot, &desired, &resolver)?;
+                    // Write-only: only the password this entry carried.
+                    desired.password = model
+                        .mapping
+                        .password
+                        .as_ref()
+                        .map(|m| m.write(entry.password.as_ref()));
                 }
                 Plan::Upsert(desired)
             }

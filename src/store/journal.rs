@@ -12,10 +12,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::keys::{
-    kind_prefix, res_key, seq_key, seq_of, JOURNAL, LINK, META_COMPACTION, META_SEQ, PARKED,
-    PENDING, RESOURCE, SKIPPED,
+    kind_prefix, res_key, seq_key, seq_of, JOURNAL, LINK, META_COMPACTION, META_NO_PASSWORDS,
+    META_SEQ, PARKED, PENDING, RESOURCE, SKIPPED,
 };
-pub use crate::journal::{JournalEntry, MemberChange, Op};
+pub use crate::journal::{JournalEntry, MemberChange, Op, Password};
 
 use super::links::Link;
 use super::{decode, encode, now_rfc3339, Kind, Store, StoreError};
@@ -37,6 +37,8 @@ pub(super) fn new_entry(
         op,
         snapshot,
         members,
+        holds_password: false,
+        password: None,
     }
 }
 
@@ -112,6 +114,53 @@ pub struct Stats {
 pub struct CompactReport {
     pub removed: usize,
     pub kept: usize,
+}
+
+impl Store {
+    /// Holds the password of the entry about to be journaled as `seq`,
+    /// durably, before its batch is applied.
+    pub(super) fn hold_password(&self, seq: u64, password: &Password) -> Result<(), StoreError> {
+        self.inner.secrets.put(seq, password)
+    }
+}
+
+/// Removes the SCIM `password` from every snapshot and journal entry of a
+/// store written before passwords were kept apart (they were stored like
+/// any attribute then). Run once, recorded under `mnopw`. Returns how many
+/// records were rewritten.
+pub(super) fn strip_stored_passwords(tree: &sled::Tree) -> Result<usize, StoreError> {
+    if tree.contains_key(META_NO_PASSWORDS)? {
+        return Ok(0);
+    }
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for prefix in [RESOURCE, JOURNAL] {
+        for item in tree.scan_prefix([prefix]) {
+            let (k, v) = item?;
+            // Cheap test first: most records have no password at all.
+            if !v.windows(10).any(|w| w == b"\"password\"") {
+                continue;
+            }
+            let mut value: Value = decode(&v, || String::from_utf8_lossy(&k).into_owned())?;
+            let target = if prefix == JOURNAL {
+                value.get_mut("snapshot")
+            } else {
+                Some(&mut value)
+            };
+            let removed = target
+                .and_then(Value::as_object_mut)
+                .and_then(|o| o.remove("password"))
+                .is_some();
+            if removed {
+                batch.insert(k, encode(&value, || "record without its password".into())?);
+                n += 1;
+            }
+        }
+    }
+    batch.insert(META_NO_PASSWORDS.to_vec(), b"1".to_vec());
+    tree.apply_batch(batch)?;
+    tree.flush()?;
+    Ok(n)
 }
 
 /// Adds `entry` to `batch`, pending, as the last seq assigned.
@@ -201,7 +250,24 @@ impl Store {
         }
         self.link_into(&mut batch, entry.kind, &entry.id, link)?;
         self.inner.tree.apply_batch(batch)?;
+        // Applied: the password has reached the directory, and the store
+        // forgets it (a replay of this entry then leaves the directory's
+        // password alone).
+        if entry.holds_password {
+            self.inner.secrets.forget(entry.seq);
+        }
         Ok(())
+    }
+
+    /// The password entry `seq` carried, while the store still holds it
+    /// (until the entry is applied or skipped): for the writer only.
+    pub fn pending_password(&self, seq: u64) -> Result<Option<Password>, StoreError> {
+        self.inner.secrets.get(seq)
+    }
+
+    /// How many pending entries' passwords the store holds.
+    pub fn pending_passwords(&self) -> usize {
+        self.inner.secrets.count()
     }
 
     /// Parks an entry: it stays pending (so later entries of the same
@@ -309,6 +375,8 @@ impl Store {
         batch.insert(seq_key(SKIPPED, seq), now_rfc3339().into_bytes());
         self.inner.tree.apply_batch(batch)?;
         self.inner.db.flush()?;
+        // A skipped entry's password is never sent.
+        self.inner.secrets.forget(seq);
         Ok(Change::Done)
     }
 

@@ -24,8 +24,13 @@
 //! are `mformat` (format version, checked at start-up), `mseq` (the last
 //! seq assigned), `mlinkidx` (the `a` index has been built), `mindex` (how the `i`
 //! keys were computed: [`super::INDEX_VERSION`] and the Unicode tables of
-//! the RFC 4518 preparation; any difference rebuilds them at start-up)
-//! and `mcompact` (time and outcome of the last compaction).
+//! the RFC 4518 preparation; any difference rebuilds them at start-up),
+//! `mcompact` (time and outcome of the last compaction) and `mnopw`
+//! (passwords stored by older versions in snapshots and journal entries
+//! have been removed).
+//!
+//! Passwords are not in this tree: `secrets.rs` holds a pending entry's
+//! password in a file beside it (`pending-passwords/<seq>`).
 //!
 //! A group's snapshot never holds its members: they are the `M` keys, so
 //! adding one member to a group of 50,000 writes two keys, not the whole
@@ -42,6 +47,7 @@ pub(super) const META_SEQ: &[u8] = b"mseq";
 pub(super) const META_LINK_INDEX: &[u8] = b"mlinkidx";
 pub(super) const META_COMPACTION: &[u8] = b"mcompact";
 pub(super) const META_INDEX: &[u8] = b"mindex";
+pub(super) const META_NO_PASSWORDS: &[u8] = b"mnopw";
 
 pub(super) const JOURNAL: u8 = b'j';
 pub(super) const PENDING: u8 = b'q';

@@ -16,7 +16,9 @@
 //! - `members.rs`: a group's members (`M` / `B` keys) and member changes;
 //! - `journal.rs`: journal entries and their state (pending, parked,
 //!   skipped), retry, requeue, compaction, stats;
-//! - `links.rs`: links to directory entries, the stable-id index, adoption.
+//! - `links.rs`: links to directory entries, the stable-id index, adoption;
+//! - `secrets.rs`: the passwords of pending entries, held in files beside
+//!   sled until the entry is applied.
 //!
 //! This file holds the `Store` handle, opening, and the errors.
 //!
@@ -29,6 +31,7 @@ mod keys;
 mod links;
 mod members;
 mod resources;
+mod secrets;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +44,8 @@ use serde::{de::DeserializeOwned, Serialize};
 /// `keys::KindByte`.
 pub use crate::scim::Kind;
 pub use journal::{
-    Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op, Stats,
+    Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op,
+    Password, Stats,
 };
 pub use links::Link;
 pub use members::MemberOps;
@@ -80,6 +84,12 @@ pub enum StoreError {
     FlushFailed(String),
     #[error("store: the flusher thread has stopped")]
     FlusherGone,
+    /// A pending password's file could not be written, read or removed.
+    #[error("store: password file {path}: {source}")]
+    Secret {
+        path: String,
+        source: std::io::Error,
+    },
     /// The writer's lanes have all stopped, so no report will come (raised
     /// by the writer, which reports through the store's error type).
     #[error("writer: every lane stopped")]
@@ -138,6 +148,8 @@ struct Inner {
     write_lock: Mutex<u64>,
     /// Counts and page cursors for listing without a filter.
     listing: Mutex<resources::Listing>,
+    /// Passwords of pending entries, outside sled.
+    secrets: secrets::Secrets,
 }
 
 impl Store {
@@ -186,6 +198,22 @@ impl Store {
         };
         resources::rebuild_indexes_if_stale(&tree)?;
         links::build_link_index(&tree)?;
+        let stripped = journal::strip_stored_passwords(&tree)?;
+        if stripped > 0 {
+            tracing::info!(
+                records = stripped,
+                "removed passwords that an older version stored in snapshots and journal entries"
+            );
+        }
+        let secrets = secrets::Secrets::open(path)?;
+        let swept =
+            secrets.sweep(|seq| Ok(tree.contains_key(keys::seq_key(keys::PENDING, seq))?))?;
+        if swept > 0 {
+            tracing::info!(
+                swept,
+                "removed the password files of entries no longer pending"
+            );
+        }
         let flusher = commit::Flusher::start(db.clone(), last)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -194,6 +222,7 @@ impl Store {
                 tree,
                 write_lock: Mutex::new(last),
                 listing: Mutex::new(resources::Listing::default()),
+                secrets,
             }),
         })
     }

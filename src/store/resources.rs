@@ -294,6 +294,16 @@ impl Store {
     /// Sets `meta.version` of the resource to the new seq. Returns the seq;
     /// call [`Store::commit`] before acknowledging.
     pub fn write(&self, w: Write<'_>) -> Result<u64, WriteError> {
+        self.write_with_password(w, None)
+    }
+
+    /// [`Store::write`] with a password for the directory (never in the
+    /// resource): held beside the journal entry until it is applied.
+    pub fn write_with_password(
+        &self,
+        w: Write<'_>,
+        password: Option<&super::journal::Password>,
+    ) -> Result<u64, WriteError> {
         let Write {
             kind,
             id,
@@ -301,6 +311,11 @@ impl Store {
             intent,
             members,
         } = w;
+        // Write-only: a password is never part of a snapshot (nor of the
+        // journal entry that carries it), whoever the caller is.
+        if let Some(o) = resource.as_object_mut() {
+            o.remove("password");
+        }
         let mut last = self.write_lock();
         let old = self.get(kind, id)?;
         match (&old, intent) {
@@ -338,10 +353,12 @@ impl Store {
             Some(ops) => Some(self.member_changes(&mut batch, id, ops)?),
             None => None,
         };
-        journal_into(
-            &mut batch,
-            &new_entry(seq, kind, id, Op::Upsert, resource.clone(), change),
-        )?;
+        let mut entry = new_entry(seq, kind, id, Op::Upsert, resource.clone(), change);
+        if let Some(pw) = password {
+            self.hold_password(seq, pw)?;
+            entry.holds_password = true;
+        }
+        journal_into(&mut batch, &entry)?;
         self.inner
             .tree
             .apply_batch(batch)

@@ -91,6 +91,18 @@ pub fn diff(want: &Desired, cur: &SearchEntry) -> Vec<Mod<String>> {
     mods
 }
 
+/// A modification with its attribute and values as bytes, so that it can
+/// go in one modify with binary values (AD's `unicodePwd`).
+pub(super) fn mod_bytes(m: Mod<String>) -> Mod<Vec<u8>> {
+    let set = |v: HashSet<String>| v.into_iter().map(String::into_bytes).collect();
+    match m {
+        Mod::Add(a, v) => Mod::Add(a.into_bytes(), set(v)),
+        Mod::Delete(a, v) => Mod::Delete(a.into_bytes(), set(v)),
+        Mod::Replace(a, v) => Mod::Replace(a.into_bytes(), set(v)),
+        Mod::Increment(a, v) => Mod::Increment(a.into_bytes(), v.into_bytes()),
+    }
+}
+
 pub(super) fn attr_ci<'a, V>(attrs: &'a HashMap<String, V>, name: &str) -> Option<&'a V> {
     attrs.get(name).or_else(|| {
         attrs

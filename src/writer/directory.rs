@@ -14,12 +14,15 @@ use ldap3::{
 use tracing::{debug, info};
 
 use super::diff::{
-    attr_ci, diff, rdn_spelled_differently, same_dn, split_rdn, user_account_control, UAC,
+    attr_ci, diff, mod_bytes, rdn_spelled_differently, same_dn, split_rdn, user_account_control,
+    UAC,
 };
 use super::errors::{classify, permissive_modify, ApplyError};
 use super::members::{full_lists, group_ldif, member_delta_mods};
 use super::plan::{Desired, FullMembers, GroupPlan, MemberPlan, Plan};
 use crate::config::LdapConfig;
+use crate::journal::Password;
+use crate::mapping::{PasswordFormat, PasswordWrite};
 use crate::store::Link;
 
 /// RFC 4527's post-read control.
@@ -320,7 +323,8 @@ impl Directory {
             // last branch instead of failing to compile here.
             let (ldif, link) = if let Plan::Upsert(want) = plan {
                 (
-                    crate::ldif::add(&want.dn, &want.object_classes, &want.attrs),
+                    crate::ldif::add(&want.dn, &want.object_classes, &want.attrs)
+                        + &redacted_password(want),
                     Some(Link {
                         dn: want.dn.clone(),
                         ..Link::default()
@@ -483,14 +487,24 @@ impl Directory {
         }
 
         let mut mods = diff(want, &cur);
+        let mut uac = None;
         if let Some(disable) = want.ad_disable {
             mods.retain(|m| !matches!(m, Mod::Replace(a, _) | Mod::Delete(a, _) if a.eq_ignore_ascii_case(UAC)));
             let current = attr_ci(&cur.attrs, UAC).and_then(|v| v.first()).cloned();
             let value = user_account_control(current.as_deref(), disable);
             if current.as_deref() != Some(value.as_str()) {
-                mods.push(Mod::Replace(UAC.to_string(), HashSet::from([value])));
+                uac = Some(Mod::Replace(UAC.to_string(), HashSet::from([value])));
             }
         }
+        // The password (write-only: only when the entry carried one, never
+        // compared, never removed) before the userAccountControl change,
+        // in the same modify: AD enables an account only once it has one,
+        // and a password the directory refuses leaves the entry as it was.
+        let mut mods: Vec<Mod<Vec<u8>>> = mods.into_iter().map(mod_bytes).collect();
+        let password = password_mod(want.password.as_ref(), None);
+        let sets_password = password.is_some();
+        mods.extend(password);
+        mods.extend(uac.map(mod_bytes));
         if !mods.is_empty() {
             let ldap = self.conn().await?;
             ldap.with_controls(permissive_modify())
@@ -498,7 +512,7 @@ impl Directory {
                 .await
                 .and_then(|r| r.success())
                 .map_err(classify)?;
-            info!(dn = %cur.dn, "modified entry");
+            info!(dn = %cur.dn, password = sets_password, "modified entry");
         }
         self.set_memberships(want).await?;
         if let Some((g, full)) = group {
@@ -535,14 +549,45 @@ impl Directory {
                 attrs.push((name.clone(), set));
             }
         }
+        // Active Directory's password (`unicodePwd`) is set after the add,
+        // with the account created disabled and enabled only then: the
+        // order AD's password policy requires. A user created active
+        // without a password gets a long random one (AD enables no account
+        // without one; the identity provider's sign-in does not use it).
+        let ad_password = want
+            .password
+            .as_ref()
+            .filter(|p| p.format == PasswordFormat::AdUnicodePwd);
+        let mut after_add: Vec<Mod<Vec<u8>>> = Vec::new();
         if let Some(disable) = want.ad_disable {
             let mapped = attrs.iter().position(|(k, _)| k.eq_ignore_ascii_case(UAC));
             let current = mapped.and_then(|i| attrs[i].1.iter().next().cloned());
-            let value = user_account_control(current.as_deref(), disable);
+            let value = user_account_control(current.as_deref(), disable || ad_password.is_some());
             if let Some(i) = mapped {
                 attrs.remove(i);
             }
+            if ad_password.is_some() && !disable {
+                let enabled = user_account_control(Some(&value), false);
+                let random = random_password();
+                after_add.extend(password_mod(ad_password, Some(&random)));
+                after_add.push(mod_bytes(Mod::Replace(
+                    UAC.to_string(),
+                    HashSet::from([enabled]),
+                )));
+            }
             attrs.push((UAC.to_string(), HashSet::from([value])));
+        }
+        match &want.password {
+            Some(p) if p.format == PasswordFormat::Plain => {
+                if let Some(pw) = &p.password {
+                    attrs.push((
+                        p.attribute.clone(),
+                        HashSet::from([pw.expose().to_string()]),
+                    ));
+                }
+            }
+            Some(p) if after_add.is_empty() => after_add.extend(password_mod(Some(p), None)),
+            _ => {}
         }
         if let Some((g, full)) = group {
             // A delta on a group that was not empty needs the whole list:
@@ -598,6 +643,17 @@ impl Directory {
             Err(e) => return Err(classify(e)),
         };
         info!(dn = %want.dn, "added entry");
+        if !after_add.is_empty() {
+            // Refused (a password the policy does not accept): the entry
+            // stays as added, disabled; the retry converges it, as the
+            // daemon's own add.
+            let ldap = self.conn().await?;
+            ldap.modify(&want.dn, after_add)
+                .await
+                .and_then(|r| r.success())
+                .map_err(classify)?;
+            info!(dn = %want.dn, "set the password and enabled the account");
+        }
         let uuid = match post_read_value(&result, &uuid_attr) {
             Some(u) => Some(u),
             // The directory ignored the control (Active Directory does).
@@ -660,6 +716,43 @@ impl Directory {
 
 /// The value of `attr` in a post-read response control, if the directory
 /// sent one.
+/// The replace that sets the entry's password: the one the entry carried,
+/// else `fallback`; `None` when there is neither (the directory's password
+/// is left alone).
+fn password_mod(want: Option<&PasswordWrite>, fallback: Option<&Password>) -> Option<Mod<Vec<u8>>> {
+    let want = want?;
+    let value = match (&want.password, fallback) {
+        (Some(_), _) => want.value()?,
+        (None, Some(f)) => crate::mapping::encode_password(want.format, f.expose()),
+        (None, None) => return None,
+    };
+    Some(Mod::Replace(
+        want.attribute.clone().into_bytes(),
+        HashSet::from([value]),
+    ))
+}
+
+/// A long random password for an AD account the identity provider sent
+/// none for (two random UUIDs: 244 bits), with the character classes AD's
+/// complexity rule asks for. Never stored, never logged.
+fn random_password() -> Password {
+    Password::new(format!(
+        "{}-{}-Aa1",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    ))
+}
+
+/// `serve --dry-run`: the password line of an add record, without the
+/// password (`attr:: <redacted>` is not valid base64, so the LDIF cannot be
+/// fed to a directory by mistake with a wrong password).
+fn redacted_password(want: &Desired) -> String {
+    match &want.password {
+        Some(p) if p.password.is_some() => format!("{}:: <redacted>\n", p.attribute),
+        _ => String::new(),
+    }
+}
+
 fn post_read_value(result: &ldap3::LdapResult, attr: &str) -> Option<String> {
     let ctrl = result
         .ctrls

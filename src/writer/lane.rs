@@ -331,11 +331,18 @@ async fn apply_one<D: Apply>(
     planner: &Arc<dyn Planner>,
     store: &Store,
     Work {
-        entry, refusals, ..
+        mut entry,
+        refusals,
+        ..
     }: Work,
 ) -> Result<Report, StoreError> {
     let resource = (entry.kind, entry.id.clone());
     let seq = entry.seq;
+    // The password the entry carried, if the store still holds it (it
+    // forgets it once the entry is applied: a replay sends none).
+    if entry.holds_password {
+        entry.password = store.pending_password(seq)?;
+    }
     let plan = match planner.plan(&entry) {
         Ok(p) => p,
         Err(e) => {

@@ -35,6 +35,39 @@ pub struct JournalEntry {
     /// For groups: the membership change this operation made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MemberChange>,
+    /// The write carried a password for the directory (a user, with a
+    /// mapping that writes one). The password itself is never in the
+    /// journal: the store holds it beside the entry until the entry is
+    /// applied or skipped, then forgets it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holds_password: bool,
+    /// The password, filled in by the store only for the writer, while
+    /// the store still holds it. Never serialized.
+    #[serde(skip)]
+    pub password: Option<Password>,
+}
+
+/// A password on its way to the directory. `Debug` never shows it, it is
+/// never serialized, and its text is reachable only through
+/// [`Password::expose`], so that a log line or a `{:?}` cannot leak it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    pub fn new(text: impl Into<String>) -> Password {
+        Password(text.into())
+    }
+
+    /// The cleartext: for the writer's encoding, nothing else.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(<redacted>)")
+    }
 }
 
 /// The effective change to a group's members (ids), with whether the group
@@ -53,6 +86,40 @@ pub struct MemberChange {
     /// reading the entry.
     #[serde(default)]
     pub only_members: bool,
+}
+
+/// A copy of a SCIM request body with every password replaced by
+/// `"<redacted>"`, for `Debug` and logs: a `password` member at any depth
+/// (a resource, a path-less PATCH value), and the `value` of a PATCH
+/// operation whose `path` is the password.
+pub fn redact_passwords(body: &Value) -> Value {
+    fn names_password(k: &str) -> bool {
+        let k = k.trim().to_ascii_lowercase();
+        k == "password" || k.ends_with(":user:password")
+    }
+    match body {
+        Value::Object(o) => {
+            let op_on_password = o.iter().any(|(k, v)| {
+                k.eq_ignore_ascii_case("path") && v.as_str().is_some_and(names_password)
+            });
+            Value::Object(
+                o.iter()
+                    .map(|(k, v)| {
+                        let hide = names_password(k)
+                            || (op_on_password && k.eq_ignore_ascii_case("value"));
+                        let v = if hide {
+                            Value::String("<redacted>".into())
+                        } else {
+                            redact_passwords(v)
+                        };
+                        (k.clone(), v)
+                    })
+                    .collect(),
+            )
+        }
+        Value::Array(a) => Value::Array(a.iter().map(redact_passwords).collect()),
+        other => other.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -90,5 +157,51 @@ mod tests {
         let v = serde_json::to_value(&delete).unwrap();
         assert_eq!(v["op"], "Delete");
         assert!(v.get("members").is_none());
+        assert!(v.get("holds_password").is_none());
+    }
+
+    /// The password is never written with the entry, nor shown by
+    /// `Debug`; only the marker that the store holds one is.
+    #[test]
+    fn the_password_is_never_serialized_nor_debugged() {
+        let e = JournalEntry {
+            seq: 1,
+            at: "2026-01-01T00:00:00Z".into(),
+            kind: Kind::User,
+            id: "u".into(),
+            op: Op::Upsert,
+            snapshot: json!({"userName": "a"}),
+            members: None,
+            holds_password: true,
+            password: Some(Password::new("canary-Zx81")),
+        };
+        let text = serde_json::to_string(&e).unwrap();
+        assert!(!text.contains("canary"), "{text}");
+        assert!(text.contains("\"holds_password\":true"), "{text}");
+        let dbg = format!("{e:?} {:#?}", e.password);
+        assert!(!dbg.contains("canary") && dbg.contains("redacted"), "{dbg}");
+        let back: JournalEntry = serde_json::from_str(&text).unwrap();
+        assert!(back.holds_password && back.password.is_none());
+    }
+
+    #[test]
+    fn request_bodies_are_redacted() {
+        let body = json!({
+            "userName": "a", "password": "c1",
+            "urn:ietf:params:scim:schemas:core:2.0:User:password": "c2",
+            "Operations": [
+                {"op": "replace", "value": {"Password": "c3", "active": true}},
+                {"op": "replace", "path": "password", "value": "c4"},
+                {"op": "replace", "path": "displayName", "value": "shown"},
+            ],
+        });
+        let text = redact_passwords(&body).to_string();
+        for c in ["c1", "c2", "c3", "c4"] {
+            assert!(!text.contains(&format!("\"{c}\"")), "{c} in {text}");
+        }
+        assert!(
+            text.contains("shown") && text.contains("\"userName\":\"a\""),
+            "{text}"
+        );
     }
 }

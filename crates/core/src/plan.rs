@@ -94,6 +94,11 @@ pub struct Desired {
     /// Whose entry this is, for when the resource is not linked yet and
     /// its add finds an entry already there. `None`: not checked.
     pub claim: Option<Claim>,
+    /// A password to set (the journal entry carried one): replaced on its
+    /// own, never compared with what the directory holds, and never in
+    /// `attrs` or `managed`, so that an entry without one leaves the
+    /// directory's password alone.
+    pub password: Option<crate::mapping::PasswordWrite>,
 }
 
 /// What decides whether an entry found where a new resource belongs may be

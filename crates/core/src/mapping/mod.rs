@@ -14,6 +14,7 @@
 pub mod adopt;
 mod entry;
 mod error;
+mod password;
 mod paths;
 mod raw;
 mod template;
@@ -33,6 +34,7 @@ pub use crate::dn::{
 pub use adopt::{AdoptPolicy, Refusal};
 pub use entry::{is_inactive, GroupEntry, LdapEntry, NoResolver, Resolver};
 pub use error::{MappingError, Problem};
+pub use password::{encode as encode_password, PasswordFormat, PasswordMapping, PasswordWrite};
 pub use paths::ScimPath;
 pub use template::{Segment, Source, Transform, ALLOCATED_KEY};
 
@@ -50,6 +52,9 @@ pub struct Mapping {
     pub group: Option<GroupMapping>,
     /// Custom SCIM extensions the installation stores, in file order.
     pub extensions: Vec<ExtensionDecl>,
+    /// Where the SCIM `password` goes (`None`: nowhere; it is then
+    /// dropped when a request carries it). See `password.rs`.
+    pub password: Option<PasswordMapping>,
 }
 
 /// Which SCIM resource type a mapping or extension is for.

@@ -31,6 +31,8 @@ pub(crate) struct RawResource {
     pub deactivate: Option<Spanned<RawDeactivate>>,
     pub delete: Option<Spanned<RawDelete>>,
     pub adopt: Option<Spanned<RawAdopt>>,
+    /// `[user.password]` (see `password.rs`).
+    pub password: Option<Spanned<super::password::RawPassword>>,
 }
 
 /// `[user.adopt]` / `[group.adopt]`.

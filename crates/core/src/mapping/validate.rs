@@ -36,7 +36,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
     let group_reg = SchemaRegistry::groups(schemas(ResourceKind::Group));
 
     let u = raw.user.get_ref();
-    let user = resource(
+    let mut user = resource(
         &mut p,
         "user",
         ResourceKind::User,
@@ -49,6 +49,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
         },
         user_reg,
     );
+    let password = super::password::parse(&mut p, u, user.as_mut());
     let policy = user_policy(&mut p, &raw, user.as_ref());
     let group = raw.group.as_ref().map(|g| {
         let span = g.span();
@@ -87,6 +88,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Mapping, MappingError> {
             user_policy,
             group,
             extensions,
+            password,
         }),
         _ => {
             p.add(raw.user.span(), "user", "invalid user mapping");

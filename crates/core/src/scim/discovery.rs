@@ -28,6 +28,9 @@ pub struct ResourceType<'a> {
 pub struct Capabilities {
     /// Largest page a list or filter returns.
     pub max_results: usize,
+    /// The mapping writes the password to the directory: a password
+    /// change reaches it (`changePassword.supported`).
+    pub change_password: bool,
 }
 
 /// The ServiceProviderConfig document (RFC 7643 §5).
@@ -37,7 +40,7 @@ pub fn service_provider_config(base_url: &str, caps: Capabilities) -> Value {
         "patch": {"supported": true},
         "bulk": {"supported": false, "maxOperations": 0, "maxPayloadSize": 0},
         "filter": {"supported": true, "maxResults": caps.max_results},
-        "changePassword": {"supported": false},
+        "changePassword": {"supported": caps.change_password},
         "sort": {"supported": true},
         "etag": {"supported": true},
         "authenticationSchemes": [{
@@ -243,10 +246,23 @@ mod tests {
 
     #[test]
     fn service_provider_config_says_sort_and_etag() {
-        let doc = service_provider_config(BASE, Capabilities { max_results: 7 });
+        let doc = service_provider_config(
+            BASE,
+            Capabilities {
+                max_results: 7,
+                change_password: false,
+            },
+        );
         assert_eq!(doc["sort"]["supported"], true);
         assert_eq!(doc["etag"]["supported"], true);
         assert_eq!(doc["filter"]["maxResults"], 7);
         assert_eq!(doc["bulk"]["supported"], false);
+        assert_eq!(doc["changePassword"]["supported"], false);
+        let caps = Capabilities {
+            max_results: 7,
+            change_password: true,
+        };
+        let doc = service_provider_config(BASE, caps);
+        assert_eq!(doc["changePassword"]["supported"], true);
     }
 }
