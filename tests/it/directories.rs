@@ -58,4 +58,6 @@ on_every_directory!(
     groups_and_members,
     rename_rewrites_member_values,
     adopts_an_existing_entry,
+    password_set_and_changed #[ignore = "waits for the AD preset's UPN mapping (issue 14 item 2): \
+        with userPrincipalName = <email>@example.com Samba refuses the account a password"],
 );

@@ -478,3 +478,85 @@ pub async fn adopts_an_existing_entry(server: Server) {
     assert_eq!(r.status, 409, "{}", r.body);
     env.assert_directory_matches().await;
 }
+
+/// The preset with the password written where the directory takes it:
+/// `userPassword` (hashed by the server), AD's `unicodePwd`.
+fn with_password(server: Server) -> impl FnOnce(String) -> String {
+    move |preset: String| {
+        if preset.contains("[user.password]") {
+            return preset;
+        }
+        let table = match server {
+            Server::SambaAd => {
+                "[user.password]\nattribute = \"unicodePwd\"\nformat = \"ad_unicode_pwd\"\n"
+            }
+            _ => "[user.password]\nattribute = \"userPassword\"\n",
+        };
+        format!("{preset}\n{table}")
+    }
+}
+
+/// Okta's "Sync password": the password sent on create is the account's,
+/// a password change replaces it, a PUT without one keeps it; AD's
+/// account ends enabled with it. Checked by binding as the user.
+pub async fn password_set_and_changed(server: Server) {
+    let Some(env) = Env::start_with(server, with_password(server)).await else {
+        return;
+    };
+    let spc = env.get("/ServiceProviderConfig").await;
+    assert_eq!(spc["changePassword"]["supported"], true, "{spc}");
+    let login = format!("pw.{}@example.org", env.tag);
+    let mut body = okta_user(&login, "Pass", "Word");
+    let (first_pw, second_pw) = ("Okta-Pa55word!1", "Changed-Pa55word!2");
+    body["password"] = json!(first_pw);
+    let id = env.create_user(body.clone()).await;
+    env.settle().await;
+    let e = check_user(&env, &id).await;
+    assert!(
+        !env.is_locked(&e),
+        "{:?}: enabled with its password: {e:?}",
+        server
+    );
+    let dn = env.linked_dn(Kind::User, &id);
+    assert_eq!(
+        env.bind_as(&dn, first_pw).await,
+        Ok(()),
+        "{server:?}: the password sent on create"
+    );
+    if let Some(stored) = first(&e, "userPassword") {
+        assert!(
+            stored.starts_with('{'),
+            "{server:?}: stored hashed, not {stored:?}"
+        );
+    }
+
+    // Okta's password change.
+    env.patch(
+        &format!("/Users/{id}"),
+        json!([{"op": "replace", "value": {"password": second_pw}}]),
+    )
+    .await;
+    env.settle().await;
+    assert_eq!(
+        env.bind_as(&dn, second_pw).await,
+        Ok(()),
+        "{server:?}: the changed password"
+    );
+    assert!(
+        env.bind_as(&dn, first_pw).await.is_err(),
+        "{server:?}: the old password is gone"
+    );
+
+    // Okta's PUT never carries the password: it stays.
+    let mut put = okta_user(&login, "Pass", "Word-Two");
+    put["id"] = json!(id);
+    env.ok("PUT", &format!("/Users/{id}"), Some(put), 200).await;
+    env.settle().await;
+    check_user(&env, &id).await;
+    assert_eq!(
+        env.bind_as(&dn, second_pw).await,
+        Ok(()),
+        "{server:?}: a PUT without password keeps it"
+    );
+    env.assert_directory_matches().await;
+}
