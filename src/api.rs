@@ -404,7 +404,7 @@ impl Api {
             check_syntaxes(&syntaxes, &model, kind, &entry)?;
         }
         if let Some(obj) = resource.as_object_mut() {
-            obj.insert(RDN_KEY.into(), Value::String(entry.rdn_key()));
+            obj.insert(RDN_KEY.into(), unique_keys(&model, kind, &entry));
         }
         Ok(password)
     }
@@ -1009,11 +1009,31 @@ fn check_syntaxes(
     Ok(())
 }
 
+/// What the store keeps under [`RDN_KEY`]: the entry's RDN key, and with
+/// `unique = true` rules in the mapping (AD's sAMAccountName) a list that
+/// adds `attr=value` keys, so that the store refuses a second resource
+/// holding one of them with 409, before anything is journaled.
+fn unique_keys(
+    model: &crate::model::Model,
+    kind: Kind,
+    entry: &crate::mapping::LdapEntry,
+) -> Value {
+    let mut keys = model
+        .resource_mapping(kind)
+        .map(|m| m.unique_keys(entry))
+        .unwrap_or_else(|| vec![entry.rdn_key()]);
+    if keys.len() == 1 {
+        Value::String(keys.remove(0))
+    } else {
+        Value::Array(keys.into_iter().map(Value::String).collect())
+    }
+}
+
 fn write_error(e: WriteError) -> ScimError {
     match e {
         WriteError::Taken { kind, attr, value } if attr == RDN_KEY => {
             ScimError::uniqueness(format!(
-                "another {kind} already has a directory entry with this name ({value}); names are compared as the directory compares them (case, character width and extra spaces do not count)"
+                "another {kind} already has a directory entry with this name or unique value ({value}); names are compared as the directory compares them (case, character width and extra spaces do not count)"
             ))
         }
         WriteError::Taken { kind, attr, value } => ScimError::uniqueness(format!(

@@ -314,6 +314,241 @@ const DIRECTORY_FILLED: &[&str] = &[
     "groupType",
 ];
 
+/// The kind of directory server at the other end, as its root DSE tells
+/// it, so that `check` can say when a preset is pointed at the wrong one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Microsoft Active Directory or Samba AD DC.
+    ActiveDirectory,
+    OpenLdap,
+    /// 389 Directory Server, and FreeIPA (built on it).
+    Ds389,
+}
+
+impl ServerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ServerKind::ActiveDirectory => "Active Directory (or Samba AD)",
+            ServerKind::OpenLdap => "OpenLDAP",
+            ServerKind::Ds389 => "389 Directory Server (or FreeIPA)",
+        }
+    }
+
+    /// The shipped presets written for this kind.
+    pub fn presets(self) -> &'static str {
+        match self {
+            ServerKind::ActiveDirectory => "examples/ad.toml",
+            ServerKind::OpenLdap => {
+                "examples/openldap.toml (or openldap-posix.toml, openldap-rfc2307bis.toml)"
+            }
+            ServerKind::Ds389 => "examples/389ds.toml (or freeipa.toml)",
+        }
+    }
+
+    /// The stable-id attribute that works on this kind.
+    pub fn uuid_attribute(self) -> &'static str {
+        match self {
+            ServerKind::ActiveDirectory => "objectGUID",
+            ServerKind::OpenLdap => "entryUUID",
+            ServerKind::Ds389 => "nsUniqueId (ipaUniqueID on FreeIPA)",
+        }
+    }
+}
+
+/// The root DSE attributes `check` reads to tell the server's kind.
+pub const ROOT_DSE_ATTRIBUTES: &[&str] = &[
+    "objectClass",
+    "structuralObjectClass",
+    "vendorName",
+    "vendorVersion",
+    "supportedCapabilities",
+    "configContext",
+    "forestFunctionality",
+    "dsServiceName",
+    "netscapemdsuffix",
+];
+
+/// Active Directory's capability OIDs (LDAP_CAP_ACTIVE_DIRECTORY_OID and
+/// its _V51 and _LDAP_INTEG siblings); Samba AD announces them too.
+const AD_CAPABILITIES: &[&str] = &[
+    "1.2.840.113556.1.4.800",
+    "1.2.840.113556.1.4.1670",
+    "1.2.840.113556.1.4.1791",
+];
+
+/// The kind of server a root DSE belongs to (attribute names compared
+/// case-insensitively), with the evidence in words; `None` when nothing
+/// in it is telling.
+pub fn detect_server(root: &HashMap<String, Vec<String>>) -> Option<(ServerKind, String)> {
+    let get = |name: &str| -> &[String] {
+        root.iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(&[], |(_, v)| v.as_slice())
+    };
+    let has = |name: &str, want: &str| get(name).iter().any(|v| v.eq_ignore_ascii_case(want));
+    if let Some(cap) = AD_CAPABILITIES
+        .iter()
+        .find(|c| has("supportedCapabilities", c))
+    {
+        return Some((
+            ServerKind::ActiveDirectory,
+            format!("its root DSE lists the Active Directory capability {cap}"),
+        ));
+    }
+    if !get("forestFunctionality").is_empty() || !get("dsServiceName").is_empty() {
+        return Some((
+            ServerKind::ActiveDirectory,
+            "its root DSE has forestFunctionality / dsServiceName".into(),
+        ));
+    }
+    if has("objectClass", "OpenLDAProotDSE") || has("structuralObjectClass", "OpenLDAProotDSE") {
+        return Some((
+            ServerKind::OpenLdap,
+            "its root DSE is an OpenLDAProotDSE".into(),
+        ));
+    }
+    let vendor = get("vendorName")
+        .iter()
+        .chain(get("vendorVersion"))
+        .find(|v| {
+            let v = v.to_ascii_lowercase();
+            ["389", "fedora", "red hat", "netscape", "freeipa"]
+                .iter()
+                .any(|w| v.contains(w))
+        });
+    if let Some(v) = vendor {
+        return Some((
+            ServerKind::Ds389,
+            format!("its root DSE names the vendor {v:?}"),
+        ));
+    }
+    if !get("netscapemdsuffix").is_empty() {
+        return Some((
+            ServerKind::Ds389,
+            "its root DSE has netscapemdsuffix".into(),
+        ));
+    }
+    None
+}
+
+/// The kind of server a mapping (and the config's uuid_attribute) is
+/// written for, with the evidence; `None` when nothing in it is telling.
+/// Each kind counts its marks; the most wins, ties tell nothing.
+pub fn mapping_kind(m: &Mapping, uuid_attribute: &str) -> Option<(ServerKind, String)> {
+    let mut marks: Vec<(ServerKind, String)> = Vec::new();
+    let classes = |r: &ResourceMapping| -> Vec<String> {
+        r.object_classes()
+            .iter()
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let user_classes = classes(&m.user);
+    if user_classes.iter().any(|c| c == "user") {
+        marks.push((
+            ServerKind::ActiveDirectory,
+            "the user object class \"user\"".into(),
+        ));
+    }
+    if let Some(g) = &m.group {
+        if classes(&g.resource).iter().any(|c| c == "group") {
+            marks.push((
+                ServerKind::ActiveDirectory,
+                "the group object class \"group\"".into(),
+            ));
+        }
+    }
+    for a in ["sAMAccountName", "userPrincipalName", "unicodePwd"] {
+        if m.user.rule(a).is_some() {
+            marks.push((ServerKind::ActiveDirectory, format!("a rule for {a}")));
+        }
+    }
+    let deactivate = &m.user_policy.deactivate;
+    if deactivate.ad_user_account_control {
+        marks.push((
+            ServerKind::ActiveDirectory,
+            "ad_user_account_control".into(),
+        ));
+    }
+    let sets = |a: &str| deactivate.set.keys().any(|k| k.eq_ignore_ascii_case(a));
+    if sets("nsAccountLock") {
+        marks.push((ServerKind::Ds389, "deactivation by nsAccountLock".into()));
+    }
+    if sets("pwdAccountLockedTime") {
+        marks.push((
+            ServerKind::OpenLdap,
+            "deactivation by pwdAccountLockedTime (OpenLDAP's ppolicy)".into(),
+        ));
+    }
+    let uuid = uuid_attribute.to_ascii_lowercase();
+    match uuid.as_str() {
+        "objectguid" => marks.push((
+            ServerKind::ActiveDirectory,
+            "uuid_attribute objectGUID".into(),
+        )),
+        "nsuniqueid" | "ipauniqueid" => marks.push((
+            ServerKind::Ds389,
+            format!("uuid_attribute {uuid_attribute}"),
+        )),
+        _ => {}
+    }
+    let count = |k: ServerKind| marks.iter().filter(|(x, _)| *x == k).count();
+    let kinds = [
+        ServerKind::ActiveDirectory,
+        ServerKind::OpenLdap,
+        ServerKind::Ds389,
+    ];
+    let best = kinds.iter().copied().max_by_key(|k| count(*k))?;
+    let n = count(best);
+    if n == 0 || kinds.iter().any(|k| *k != best && count(*k) == n) {
+        return None;
+    }
+    let why: Vec<&str> = marks
+        .iter()
+        .filter(|(k, _)| *k == best)
+        .map(|(_, w)| w.as_str())
+        .collect();
+    Some((best, why.join(", ")))
+}
+
+/// The problem when the mapping is written for another kind of server
+/// than the one it is pointed at; `None` when they agree or either is
+/// unknown.
+pub fn wrong_pairing(
+    server: Option<&(ServerKind, String)>,
+    mapping: Option<&(ServerKind, String)>,
+    mapping_file: &str,
+) -> Option<String> {
+    let ((server, seen), (meant, marks)) = (server?, mapping?);
+    if server == meant {
+        return None;
+    }
+    Some(format!(
+        "{mapping_file}: this mapping is written for {} ({marks}), but the directory is {} ({seen}): start from {} instead",
+        meant.name(),
+        server.name(),
+        server.presets()
+    ))
+}
+
+/// Reads the root DSE attributes that tell the server's kind.
+async fn read_root_dse(ldap: &mut ldap3::Ldap) -> Result<HashMap<String, Vec<String>>, String> {
+    let (entries, _) = ldap
+        .search(
+            "",
+            Scope::Base,
+            "(objectClass=*)",
+            ROOT_DSE_ATTRIBUTES.to_vec(),
+        )
+        .await
+        .and_then(|r| r.success())
+        .map_err(|e| format!("reading the root DSE: {e}"))?;
+    Ok(entries
+        .into_iter()
+        .next()
+        .map(|e| SearchEntry::construct(e).attrs)
+        .unwrap_or_default())
+}
+
 /// `file:line` of the first line of the mapping, inside `[section]` or
 /// its subtables, that mentions `word` as a key (`word =`) or as a quoted
 /// value; the file alone if none does.
@@ -419,6 +654,44 @@ pub async fn run(path: &Path) -> Report {
         }
     };
     r.pass("read the directory's subschema");
+
+    // The kind of server, and whether the mapping was written for it.
+    let server = match dir.conn().await {
+        Ok(ldap) => match read_root_dse(ldap).await {
+            Ok(root) => detect_server(&root),
+            Err(e) => {
+                r.fail(format!("{}: {e}", config.ldap.url));
+                None
+            }
+        },
+        Err(e) => {
+            r.fail(format!("{}: {}", config.ldap.url, e.message()));
+            None
+        }
+    };
+    let meant = mapping_kind(&model.mapping, &config.ldap.uuid_attribute);
+    match wrong_pairing(server.as_ref(), meant.as_ref(), &mapping_file) {
+        Some(problem) => r.fail(problem),
+        None => match &server {
+            Some((kind, seen)) => r.pass(format!("the directory is {} ({seen})", kind.name())),
+            None => r.pass("the directory's kind is not one scim2ldap knows by its root DSE"),
+        },
+    }
+    match schema.attribute(&config.ldap.uuid_attribute) {
+        Some(_) => r.pass(format!(
+            "[ldap] uuid_attribute: the directory has {}",
+            config.ldap.uuid_attribute
+        )),
+        None => r.fail(format!(
+            "{}: [ldap] uuid_attribute: the directory has no attribute type {:?}, so entries could not be linked by a stable id{}",
+            config.file.display(),
+            config.ldap.uuid_attribute,
+            match &server {
+                Some((kind, _)) => format!("; on {} use {}", kind.name(), kind.uuid_attribute()),
+                None => String::new(),
+            }
+        )),
+    }
 
     let at = |section: &str, word: &str| locate(&mapping_file, &mapping_text, section, word);
     let mut sections: Vec<(&str, &ResourceMapping, Vec<String>)> =
@@ -864,6 +1137,168 @@ mod tests {
         let only_names = ["top".to_string(), "groupOfNames".to_string()];
         assert!(!bis.allows(&only_names, "memberUid"));
         assert!(bis.allows(&["extensibleObject".to_string()], "memberUid"));
+    }
+
+    fn root(pairs: &[(&str, &[&str])]) -> HashMap<String, Vec<String>> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+            .collect()
+    }
+
+    /// Root DSEs as the real servers answer `ROOT_DSE_ATTRIBUTES`
+    /// (captured from slapd 2.5.13, 389-ds 2.3.1 and Samba AD DC 4.17.12).
+    fn slapd_root() -> HashMap<String, Vec<String>> {
+        root(&[
+            ("objectClass", &["top", "OpenLDAProotDSE"]),
+            ("structuralObjectClass", &["OpenLDAProotDSE"]),
+            ("configContext", &["cn=config"]),
+        ])
+    }
+    fn ds389_root() -> HashMap<String, Vec<String>> {
+        root(&[
+            ("objectClass", &["top"]),
+            ("vendorName", &["389 Project"]),
+            ("vendorVersion", &["389-Directory/2.3.1 B2025.016.1616"]),
+            ("netscapemdsuffix", &["cn=ldap://dc=localhost:3994"]),
+        ])
+    }
+    fn samba_root() -> HashMap<String, Vec<String>> {
+        root(&[
+            (
+                "supportedCapabilities",
+                &[
+                    "1.2.840.113556.1.4.800",
+                    "1.2.840.113556.1.4.1670",
+                    "1.2.840.113556.1.4.1791",
+                    "1.2.840.113556.1.4.1935",
+                    "1.2.840.113556.1.4.2080",
+                ],
+            ),
+            ("vendorName", &["Samba Team (https://www.samba.org)"]),
+            ("vendorVersion", &["4.17.12-Debian"]),
+            ("forestFunctionality", &["4"]),
+            (
+                "dsServiceName",
+                &["CN=NTDS Settings,CN=DC1,CN=Servers,CN=Default-First-Site-Name,CN=Sites,CN=Configuration,DC=example,DC=com"],
+            ),
+        ])
+    }
+
+    #[test]
+    fn the_server_kind_is_told_by_its_root_dse() {
+        let kind = |r: &HashMap<String, Vec<String>>| detect_server(r).map(|(k, _)| k);
+        assert_eq!(kind(&slapd_root()), Some(ServerKind::OpenLdap));
+        assert_eq!(kind(&ds389_root()), Some(ServerKind::Ds389));
+        assert_eq!(kind(&samba_root()), Some(ServerKind::ActiveDirectory));
+        // Windows AD: capabilities without a vendor.
+        let ad = root(&[("SUPPORTEDCAPABILITIES", &["1.2.840.113556.1.4.800"])]);
+        assert_eq!(kind(&ad), Some(ServerKind::ActiveDirectory));
+        // slapd.conf without cn=config, asked for fewer attributes.
+        let bare = root(&[("objectclass", &["top", "openldaprootdse"])]);
+        assert_eq!(kind(&bare), Some(ServerKind::OpenLdap));
+        let rh = root(&[("vendorVersion", &["Red Hat-Directory/11.5"])]);
+        assert_eq!(kind(&rh), Some(ServerKind::Ds389));
+        // Nothing telling: no verdict.
+        assert_eq!(kind(&root(&[("objectClass", &["top"])])), None);
+        assert_eq!(kind(&HashMap::new()), None);
+    }
+
+    fn preset(name: &str) -> Mapping {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples")
+            .join(name);
+        let text = std::fs::read_to_string(&path).unwrap();
+        Mapping::parse(&text, name).unwrap()
+    }
+
+    #[test]
+    fn every_preset_says_which_server_it_is_for() {
+        for (name, uuid, kind) in [
+            ("ad.toml", "objectGUID", ServerKind::ActiveDirectory),
+            ("openldap.toml", "entryUUID", ServerKind::OpenLdap),
+            ("openldap-posix.toml", "entryUUID", ServerKind::OpenLdap),
+            (
+                "openldap-rfc2307bis.toml",
+                "entryUUID",
+                ServerKind::OpenLdap,
+            ),
+            ("389ds.toml", "entryUUID", ServerKind::Ds389),
+            ("freeipa.toml", "ipaUniqueID", ServerKind::Ds389),
+            ("freeipa.toml", "nsUniqueId", ServerKind::Ds389),
+        ] {
+            let got = mapping_kind(&preset(name), uuid);
+            assert_eq!(got.as_ref().map(|(k, _)| *k), Some(kind), "{name}: {got:?}");
+        }
+        // The AD preset stays AD even with the default uuid_attribute.
+        let (k, why) = mapping_kind(&preset("ad.toml"), "entryUUID").unwrap();
+        assert_eq!(k, ServerKind::ActiveDirectory);
+        assert!(why.contains("sAMAccountName"), "{why}");
+    }
+
+    #[test]
+    fn a_wrong_pairing_names_the_preset_to_use() {
+        let pairs = [
+            (
+                "ad.toml",
+                "objectGUID",
+                slapd_root(),
+                "examples/openldap.toml",
+            ),
+            ("ad.toml", "objectGUID", ds389_root(), "examples/389ds.toml"),
+            (
+                "openldap.toml",
+                "entryUUID",
+                samba_root(),
+                "examples/ad.toml",
+            ),
+            (
+                "openldap.toml",
+                "entryUUID",
+                ds389_root(),
+                "examples/389ds.toml",
+            ),
+            (
+                "389ds.toml",
+                "entryUUID",
+                slapd_root(),
+                "examples/openldap.toml",
+            ),
+            (
+                "freeipa.toml",
+                "ipaUniqueID",
+                samba_root(),
+                "examples/ad.toml",
+            ),
+        ];
+        for (name, uuid, root, want) in pairs {
+            let server = detect_server(&root);
+            let meant = mapping_kind(&preset(name), uuid);
+            let p = wrong_pairing(server.as_ref(), meant.as_ref(), name)
+                .unwrap_or_else(|| panic!("{name} passed"));
+            assert!(
+                p.starts_with(&format!("{name}: this mapping is written for ")),
+                "{p}"
+            );
+            assert!(p.contains(&format!("start from {want}")), "{p}");
+        }
+        for (name, uuid, root) in [
+            ("ad.toml", "objectGUID", samba_root()),
+            ("openldap.toml", "entryUUID", slapd_root()),
+            ("389ds.toml", "entryUUID", ds389_root()),
+            ("freeipa.toml", "nsUniqueId", ds389_root()),
+        ] {
+            let server = detect_server(&root);
+            let meant = mapping_kind(&preset(name), uuid);
+            assert_eq!(
+                wrong_pairing(server.as_ref(), meant.as_ref(), name),
+                None,
+                "{name}"
+            );
+        }
+        // An unknown server or a mapping without marks: no verdict.
+        let meant = mapping_kind(&preset("ad.toml"), "objectGUID");
+        assert_eq!(wrong_pairing(None, meant.as_ref(), "m"), None);
     }
 
     #[test]

@@ -48,7 +48,9 @@ impl Matching {
 /// Where a resource keeps the equality key of its entry's RDN (written by
 /// the API from the mapping's placement; `attr=value` prepared as LDAP
 /// compares it), so that two resources whose entries would share a DN are
-/// refused like two users with one userName. Never shown to clients.
+/// refused like two users with one userName. With `unique = true`
+/// attributes in the mapping it is a list: the RDN's key, then theirs.
+/// Never shown to clients.
 pub const RDN_KEY: &str = "scim2ldap:rdn";
 
 /// The indexed attributes of `kind`. Changing this list (or how one
@@ -511,6 +513,14 @@ fn index_values(resource: &Value, def: &IndexDef) -> Vec<String> {
     };
     match (v, sub) {
         (Value::String(s), None) => push(s),
+        // The RDN key and the mapping's unique attributes' keys.
+        (Value::Array(items), None) if def.attr == RDN_KEY => {
+            for item in items {
+                if let Value::String(s) = item {
+                    push(s);
+                }
+            }
+        }
         (Value::Array(items), Some(sub)) => {
             for item in items {
                 if let Some(Value::String(s)) = get_ci(item, sub) {

@@ -340,6 +340,7 @@ fn every_example_loads() {
     for preset in [
         "389ds.toml",
         "ad.toml",
+        "freeipa.toml",
         "openldap.toml",
         "openldap-posix.toml",
         "openldap-rfc2307bis.toml",

@@ -13,6 +13,7 @@ mod harness;
 mod journal;
 mod layering;
 mod loud;
+mod presets;
 mod protocol;
 mod safety;
 mod service;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::paths::{key_of, SimplePath};
-use super::template::{apply_all, render, Source};
+use super::template::{apply_all, render, Source, Transform};
 use super::{
     AttributeRule, DeleteAction, EmptyGroup, GroupMapping, Mapping, Reference, ResourceMapping,
     ScimPath,
@@ -237,6 +237,7 @@ impl ResourceMapping {
             .rules
             .iter()
             .filter(|r| r.resolve.is_none())
+            .filter(|r| r.transforms.iter().all(Transform::is_reversible))
             .filter_map(|r| match r.sources.first() {
                 Some(Source::Path(p)) => p.simple().map(|s| (r, p, s)),
                 _ => None,
@@ -255,7 +256,9 @@ impl ResourceMapping {
     /// compared case-insensitively), for adopting entries the directory
     /// already has. Uses every rule whose first source is a plain path;
     /// templates, constants and resolved references cannot be read back.
-    /// Lowercase/uppercase/trim read back as the value stored.
+    /// Lowercase/uppercase/trim read back as the value stored; a rule with
+    /// a lossy transform (`before`, `max_length`, `replace`, `ascii`,
+    /// `trim:CHARS`) is not read back.
     pub fn to_scim(&self, attrs: &BTreeMap<String, Vec<String>>) -> Value {
         let get = |name: &str| {
             attrs

@@ -106,6 +106,12 @@ pub struct AttributeRule {
     /// A SCIM create or replace that leaves this attribute without a value
     /// is refused with 400 invalidValue. The RDN attribute always is.
     pub required: bool,
+    /// No two resources of this type may give the attribute an equal
+    /// value (compared as LDAP's caseIgnoreMatch does): a create or
+    /// replace that would is refused with 409 uniqueness before anything
+    /// is stored, as a taken RDN is (`unique = true`, e.g. AD's
+    /// sAMAccountName derived from the UPN).
+    pub unique: bool,
     /// The source's values are SCIM ids of other resources, written as
     /// their entries' DN or attribute (e.g. the enterprise `manager`).
     pub resolve: Option<Reference>,
@@ -371,6 +377,25 @@ impl ResourceMapping {
     /// or the RDN attribute. Case-insensitive.
     pub fn is_required(&self, attr: &str) -> bool {
         attr.eq_ignore_ascii_case(&self.rdn_attr) || self.rule(attr).is_some_and(|r| r.required)
+    }
+
+    /// The keys that must be unique among the resources of this type for
+    /// `entry`: its RDN key first ([`LdapEntry::rdn_key`]), then
+    /// `attr=value` for each value of every `unique = true` attribute,
+    /// prepared by RFC 4518 as the directory compares them. The caller
+    /// stores them with the resource and refuses a resource that shares
+    /// one with another.
+    pub fn unique_keys(&self, entry: &LdapEntry) -> Vec<String> {
+        let mut keys = vec![entry.rdn_key()];
+        for rule in self.rules.iter().filter(|r| r.unique) {
+            for v in entry.get(&rule.attribute).into_iter().flatten() {
+                let k = crate::dn::rdn_key(&rule.attribute, v);
+                if !keys.contains(&k) {
+                    keys.push(k);
+                }
+            }
+        }
+        keys
     }
 
     /// The object class used to find entries of this type: the last one

@@ -72,6 +72,7 @@ pub(crate) struct RawRuleTable {
     pub value: Option<Str>,
     pub transform: Option<Spanned<OneOrMany>>,
     pub required: Option<Spanned<bool>>,
+    pub unique: Option<Spanned<bool>>,
     pub resolve: Option<Str>,
     pub allocate: Option<Str>,
 }

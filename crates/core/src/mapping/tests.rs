@@ -8,6 +8,7 @@ use crate::scim::schema::ENTERPRISE_USER_URN;
 use crate::scim::ScimType;
 
 const EXAMPLE: &str = include_str!("../../../../examples/openldap.toml");
+const AD: &str = include_str!("../../../../examples/ad.toml");
 
 /// A small valid file; tests append to it or replace parts of it.
 const BASE: &str = r#"
@@ -368,6 +369,248 @@ roomNumber = { from = "name.formatted", transform = ["trim", "uppercase"] }"#,
     assert_eq!(e.attrs["description"], vec!["{AL} active=FALSE"]);
     assert_eq!(e.attrs["employeeType"], vec!["7"]);
     assert_eq!(e.attrs["roomNumber"], vec!["X Y"]);
+}
+
+// ---- transforms ----
+
+fn tr(text: &str) -> Transform {
+    template::Transform::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[test]
+fn before_takes_the_part_before_a_separator_or_the_whole_value() {
+    let t = tr("before:@");
+    assert_eq!(
+        t.apply("Test_User_ab6490ee@contoso.com"),
+        "Test_User_ab6490ee"
+    );
+    assert_eq!(t.apply("alice"), "alice", "no separator: the whole value");
+    assert_eq!(t.apply("a@b@c"), "a", "the first separator");
+    assert_eq!(t.apply("@x"), "", "nothing before it: blank, so no value");
+    assert_eq!(
+        tr("before:::").apply("a::b"),
+        "a",
+        "a separator of any text"
+    );
+    assert_eq!(tr("before:ü").apply("grüße"), "gr");
+}
+
+#[test]
+fn max_length_counts_characters_and_never_cuts_one() {
+    let t = tr("max_length:20");
+    assert_eq!(
+        t.apply("Test_User_ab6490ee_long_name"),
+        "Test_User_ab6490ee_l"
+    );
+    assert_eq!(t.apply("short"), "short");
+    assert_eq!(t.apply(&"x".repeat(20)), "x".repeat(20));
+    // Twenty characters of two, three and four bytes: whole characters.
+    assert_eq!(tr("max_length:3").apply("éèêë"), "éèê");
+    assert_eq!(tr("max_length:2").apply("日本語"), "日本");
+    assert_eq!(tr("max_length:1").apply("😀😀"), "😀");
+    // A base letter is not separated from the accents that follow it.
+    assert_eq!(tr("max_length:2").apply("ae\u{301}x"), "a");
+    assert_eq!(tr("max_length:3").apply("ae\u{301}x"), "ae\u{301}");
+    assert_eq!(tr("max_length:2").apply("e\u{301}\u{302}"), "");
+    assert_eq!(tr("truncate:5").apply("abcdefg"), "abcde", "alias");
+}
+
+#[test]
+fn replace_swaps_every_character_of_a_set() {
+    let ad = tr(r#"replace:"/\[]:;|=,+*?<>:_"#);
+    assert_eq!(
+        ad.apply(r#"a"b/c\d[e]f:g;h|i=j,k+l*m?n<o>p"#),
+        "a_b_c_d_e_f_g_h_i_j_k_l_m_n_o_p"
+    );
+    assert_eq!(
+        tr("replace: .:").apply("J. R. Smith"),
+        "JRSmith",
+        "empty: removed"
+    );
+    assert_eq!(tr("replace:é:e").apply("éé"), "ee");
+    assert_eq!(tr("replace:a:xyz").apply("aba"), "xyzbxyz");
+}
+
+#[test]
+fn trim_with_a_set_trims_those_characters() {
+    assert_eq!(tr("trim:. ").apply(" .a.b. ."), "a.b");
+    assert_eq!(tr("trim").apply("  a  "), "a");
+    assert_eq!(tr("trim:. ").apply("..."), "");
+}
+
+#[test]
+fn ascii_folds_accents_and_drops_what_has_no_ascii_form() {
+    let t = tr("ascii");
+    assert_eq!(t.apply("Jérôme Müller-Łukasz"), "Jerome Muller-Lukasz");
+    assert_eq!(t.apply("Straße Ørsted Æsir"), "Strasse Orsted AEsir");
+    assert_eq!(t.apply("ﬁle"), "file", "compatibility forms");
+    assert_eq!(t.apply("李a"), "a");
+}
+
+#[test]
+fn transforms_print_as_written() {
+    for text in [
+        "lowercase",
+        "uppercase",
+        "trim",
+        "trim:. ",
+        "before:@",
+        "max_length:20",
+        r#"replace:"/\[]:;|=,+*?<>:_"#,
+        "ascii",
+    ] {
+        assert_eq!(tr(text).to_string(), text);
+        assert_eq!(tr(&tr(text).to_string()), tr(text));
+    }
+}
+
+#[test]
+fn bad_transforms_say_what_is_wrong() {
+    for (text, msg) in [
+        ("max_length:0", "above 0"),
+        ("max_length:x", "whole number"),
+        ("max_length", "needs an argument"),
+        ("before", "needs an argument"),
+        ("before:", "needs an argument"),
+        ("replace:abc", "separated by ':'"),
+        ("replace::_", "names no character"),
+        ("lowercase:x", "takes no argument"),
+        ("ascii:1", "takes no argument"),
+        ("trim:", "needs an argument"),
+        ("frob", "unknown transform"),
+    ] {
+        let e = template::Transform::parse(text).expect_err(text);
+        assert!(e.contains(msg), "{text}: {e}");
+    }
+    // In a rule: the key of the list item, and the line.
+    let text = BASE.replace(
+        "uid = \"userName\"",
+        "uid = \"userName\"\nl = { from = \"userName\", transform = [\"before:@\", \"max_length:0\"] }",
+    );
+    check(
+        &text,
+        "max_length:0",
+        "user.attributes.l.transform[1]",
+        "max_length needs a whole number of characters above 0",
+    );
+    // In a placeholder: the rule's key.
+    let text = BASE.replace("uid = \"userName\"", "uid = \"{userName|max_length:-1}\"");
+    check(
+        &text,
+        "max_length:-1",
+        "user.attributes.uid",
+        "in placeholder",
+    );
+}
+
+/// The AD rule of examples/ad.toml, on Entra's and Okta's default
+/// userNames.
+#[test]
+fn the_ad_sam_account_name_rule_fits_ad() {
+    let m = parse(AD);
+    let sam = |user_name: &str| -> Option<String> {
+        let r = json!({"userName": user_name, "name": {"givenName": "T", "familyName": "U"}});
+        match m.user.entry(&r, &users()) {
+            Ok(e) => Some(e.get("sAMAccountName").unwrap()[0].clone()),
+            Err(_) => None,
+        }
+    };
+    assert_eq!(
+        sam("Test_User_ab6490ee@contoso.com").as_deref(),
+        Some("Test_User_ab6490ee")
+    );
+    assert_eq!(
+        sam("averyveryverylongname.person@contoso.com").as_deref(),
+        Some("averyveryverylongnam")
+    );
+    assert_eq!(
+        sam(r#"a"b/c\d[e]f:g;h|i=j,@x"#).as_deref(),
+        Some("a_b_c_d_e_f_g_h_i_j_")
+    );
+    assert_eq!(sam(" .john.smith. @x").as_deref(), Some("john.smith"));
+    // Cut at 20, then the trailing dot trimmed.
+    assert_eq!(
+        sam("abcdefghijklmnopqrs.tu@x").as_deref(),
+        Some("abcdefghijklmnopqrs")
+    );
+    assert_eq!(
+        sam("...@x"),
+        None,
+        "nothing left: refused (400), not written"
+    );
+    let e = m
+        .user
+        .entry(
+            &json!({"userName": "Test_User_ab6490ee@contoso.com"}),
+            &users(),
+        )
+        .unwrap();
+    assert_eq!(
+        e.get("userPrincipalName").unwrap(),
+        &vec!["Test_User_ab6490ee@contoso.com".to_string()],
+        "the UPN as sent"
+    );
+    let sam_rule = m.user.rule("sAMAccountName").unwrap();
+    assert!(sam_rule.unique && sam_rule.required);
+    assert_eq!(
+        m.user.unique_keys(&e),
+        vec![e.rdn_key(), "samaccountname=test_user_ab6490ee".to_string()]
+    );
+    // A lossy rule is never read back nor used to look an entry up.
+    assert_eq!(
+        m.user
+            .ldap_filter_for("userName", "alice@contoso.com")
+            .as_deref(),
+        Some("(&(objectClass=user)(userPrincipalName=alice@contoso.com))")
+    );
+    let back = m.user.to_scim(&e.attrs);
+    assert_eq!(back["userName"], "Test_User_ab6490ee@contoso.com");
+}
+
+#[test]
+fn placeholders_take_every_transform_with_escapes() {
+    let text = BASE.replace(
+        "uid = \"userName\"",
+        r#"uid = "userName"
+l = '{userName|before:@|replace:\|\}\"\\:-|max_length:6}'
+description = '{userName | lowercase | before:\ @ }'"#,
+    );
+    let m = parse(&text);
+    let e = m
+        .user
+        .entry(&json!({"userName": r#"A|}"\bcdef @X"#}), &users())
+        .unwrap();
+    assert_eq!(e.attrs["l"], vec!["A----b"]);
+    assert_eq!(e.attrs["description"], vec![r#"a|}"\bcdef"#]);
+}
+
+#[test]
+fn unique_is_a_rule_key_and_refuses_a_fixed_value() {
+    let text = BASE.replace(
+        "uid = \"userName\"",
+        "uid = \"userName\"\nemployeeNumber = { from = \"userName\", transform = \"before:@\", unique = true }",
+    );
+    let m = parse(&text);
+    let e = m
+        .user
+        .entry(&json!({"userName": "Al@x"}), &users())
+        .unwrap();
+    assert_eq!(
+        m.user.unique_keys(&e),
+        vec!["uid=al@x".to_string(), "employeenumber=al".to_string()]
+    );
+    // Without unique rules, only the RDN.
+    assert_eq!(parse(BASE).user.unique_keys(&e), vec![e.rdn_key()]);
+    let text = BASE.replace(
+        "uid = \"userName\"",
+        "uid = \"userName\"\nl = { value = \"HQ\", unique = true }",
+    );
+    check(
+        &text,
+        "unique = true",
+        "user.attributes.l.unique",
+        "cannot be unique",
+    );
 }
 
 #[test]
@@ -885,14 +1128,14 @@ fn error_unknown_transform_reads_as_documented() {
         + 1;
     assert_eq!(
         p.to_string(),
-        format!("mapping.toml:{line}:{col}: user.attributes.mail.transform: unknown transform \"lowercas\" (expected lowercase, uppercase or trim)")
+        format!("mapping.toml:{line}:{col}: user.attributes.mail.transform: unknown transform \"lowercas\" ({})", template::Transform::EXPECTED)
     );
     let text = BASE.replace("uid = \"userName\"", "uid = \"{userName|lower}\"");
     check(
         &text,
         "lower",
         "user.attributes.uid",
-        "unknown transform \"lower\" in placeholder",
+        "unknown transform \"lower\" (expected lowercase",
     );
 }
 

@@ -357,6 +357,7 @@ fn attribute_rule(
                 sources: vec![src],
                 transforms: Vec::new(),
                 required: false,
+                unique: false,
                 resolve: None,
             });
         }
@@ -439,12 +440,8 @@ fn attribute_rule(
                 None => format!("{key}.transform"),
             };
             match Transform::parse(s) {
-                Some(x) => transforms.push(x),
-                None => p.add(
-                    span,
-                    k,
-                    format!("unknown transform {s:?} ({})", Transform::EXPECTED),
-                ),
+                Ok(x) => transforms.push(x),
+                Err(e) => p.add(span, k, e),
             }
         }
     }
@@ -464,6 +461,15 @@ fn attribute_rule(
             }
         }
     }
+    if let (Some(u), Some(_)) = (&t.unique, &t.value) {
+        if *u.get_ref() {
+            p.add(
+                u.span(),
+                format!("{key}.unique"),
+                "a fixed value is the same for every resource, so it cannot be unique",
+            );
+        }
+    }
     if p.len() > before {
         return None;
     }
@@ -472,6 +478,7 @@ fn attribute_rule(
         sources,
         transforms,
         required: t.required.as_ref().is_some_and(|r| *r.get_ref()),
+        unique: t.unique.as_ref().is_some_and(|u| *u.get_ref()),
         resolve,
     })
 }
