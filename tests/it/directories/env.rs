@@ -422,7 +422,7 @@ impl Env {
         let name = user["userName"].as_str().unwrap();
         match self.server {
             Server::OpenLdap | Server::Dirsrv => format!("uid={name},{}", self.people),
-            Server::SambaAd => format!("cn={name},{}", self.people),
+            Server::SambaAd => format!("cn={},{}", ad_cn(name), self.people),
         }
         .to_lowercase()
     }
@@ -466,12 +466,9 @@ impl Env {
                 ("mail", opt(mail)),
             ],
             Server::SambaAd => vec![
-                ("cn", vec![user_name.clone()]),
-                ("samaccountname", vec![user_name.clone()]),
-                (
-                    "userprincipalname",
-                    vec![format!("{user_name}@example.com")],
-                ),
+                ("cn", vec![ad_cn(&user_name)]),
+                ("samaccountname", vec![sam_account_name(&user_name)]),
+                ("userprincipalname", vec![user_name.clone()]),
                 ("givenname", opt(given)),
                 ("sn", opt(family)),
                 ("displayname", vec![display]),
@@ -664,6 +661,31 @@ async fn shared_or_skip<T: Sync + 'static>(
         }
         Err(e) => panic!("{e}"),
     }
+}
+
+/// AD preset: the part of the UPN before the `@`, at most 64 characters.
+pub fn ad_cn(user_name: &str) -> String {
+    let local = user_name.split('@').next().unwrap_or_default();
+    local.chars().take(64).collect()
+}
+
+/// AD preset: sAMAccountName from the UPN: the part before the `@`, the
+/// characters AD refuses replaced by `_`, dots and spaces trimmed, at most
+/// 20 characters (and trimmed again).
+pub fn sam_account_name(user_name: &str) -> String {
+    let local = user_name.split('@').next().unwrap_or_default();
+    let replaced: String = local
+        .chars()
+        .map(|c| {
+            if "\"/\\[]:;|=,+*?<>".contains(c) {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let short: String = replaced.trim_matches(['.', ' ']).chars().take(20).collect();
+    short.trim_matches(['.', ' ']).to_string()
 }
 
 /// The first value of an attribute.

@@ -128,7 +128,8 @@ pub async fn entra_user_lifecycle(server: Server) {
     let Some(mut env) = Env::start(server).await else {
         return;
     };
-    let name = format!("Test_User_{}@contoso.com", env.tag);
+    // As in Entra's own test bodies; more than 20 characters before the @.
+    let name = format!("Test_User_{}_ab6490ee@contoso.com", env.tag);
     // "Test connection" and the lookup before a create.
     let r = env
         .get(&format!("/Users?filter=userName%20eq%20%22{name}%22"))
@@ -139,6 +140,13 @@ pub async fn entra_user_lifecycle(server: Server) {
     let e = check_user(&env, &id).await;
     let dn = env.user_dn(&env.get(&format!("/Users/{id}")).await);
     if env.is_ad() {
+        // The UPN as sent; a logon name AD takes (at most 20 characters).
+        assert_eq!(
+            first(&e, "userPrincipalName").as_deref(),
+            Some(name.as_str())
+        );
+        let sam = first(&e, "sAMAccountName").unwrap();
+        assert!(sam.len() <= 20 && !sam.contains('@'), "{sam:?}");
         // Active on create: an enabled account.
         assert!(!env.is_locked(&e), "{e:?}");
     }
@@ -397,7 +405,12 @@ pub async fn adopts_an_existing_entry(server: Server) {
     let Some(env) = Env::start(server).await else {
         return;
     };
-    let name = format!("existing.{}", env.tag);
+    // AD's preset takes userName as a UPN.
+    let name = if env.is_ad() {
+        format!("existing.{}@example.com", env.tag)
+    } else {
+        format!("existing.{}", env.tag)
+    };
     let u = json!({"userName": name});
     let dn = env.user_dn(&u);
     let attrs: Vec<(&str, Vec<String>)> = if env.is_ad() {
@@ -411,9 +424,9 @@ pub async fn adopts_an_existing_entry(server: Server) {
                     "user".into(),
                 ],
             ),
-            ("cn", vec![name.clone()]),
-            ("sAMAccountName", vec![name.clone()]),
-            ("userPrincipalName", vec![format!("{name}@example.com")]),
+            ("cn", vec![super::env::ad_cn(&name)]),
+            ("sAMAccountName", vec![super::env::sam_account_name(&name)]),
+            ("userPrincipalName", vec![name.clone()]),
             ("sn", vec!["Before".into()]),
             ("description", vec!["set by hand".into()]),
         ]
@@ -483,7 +496,7 @@ pub async fn adopts_an_existing_entry(server: Server) {
 /// `userPassword` (hashed by the server), AD's `unicodePwd`.
 fn with_password(server: Server) -> impl FnOnce(String) -> String {
     move |preset: String| {
-        if preset.contains("[user.password]") {
+        if preset.lines().any(|l| l.trim() == "[user.password]") {
             return preset;
         }
         let table = match server {
@@ -492,7 +505,9 @@ fn with_password(server: Server) -> impl FnOnce(String) -> String {
             }
             _ => "[user.password]\nattribute = \"userPassword\"\n",
         };
-        format!("{preset}\n{table}")
+        // A table the preset has commented out is taken out of it too.
+        let commented: String = table.lines().map(|l| format!("# {l}\n")).collect();
+        format!("{}\n{table}", preset.replace(&commented, ""))
     }
 }
 
