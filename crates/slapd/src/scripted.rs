@@ -171,3 +171,19 @@ pub(crate) fn shared_error<T>(r: &SharedResult<T>) -> io::Result<&T> {
     r.as_ref()
         .map_err(|(kind, text)| io::Error::new(*kind, text.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_is_not_found_and_says_how_to_install() {
+        let e = require(&["/nonexistent/ns-slapd"], "run scripts/install-deps.sh").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        assert_eq!(
+            e.to_string(),
+            "/nonexistent/ns-slapd not found: run scripts/install-deps.sh"
+        );
+        assert!(require(&["sh"], "x").is_ok());
+    }
+}

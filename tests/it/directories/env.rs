@@ -692,3 +692,12 @@ pub fn sam_account_name(user_name: &str) -> String {
 pub fn first(e: &Entry, attr: &str) -> Option<String> {
     e.get(&attr.to_lowercase()).and_then(|v| v.first().cloned())
 }
+
+#[test]
+fn the_ad_names_follow_the_preset() {
+    let upn = "Test_User_ab6490ee-1e1f@contoso.com";
+    assert_eq!(ad_cn(upn), "Test_User_ab6490ee-1e1f");
+    assert_eq!(sam_account_name(upn), "Test_User_ab6490ee-1");
+    assert_eq!(sam_account_name(" .a/b[c]=d+e*f?. @x"), "a_b_c__d_e_f_");
+    assert_eq!(sam_account_name("nodomain"), "nodomain");
+}
