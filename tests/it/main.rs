@@ -6,6 +6,7 @@ mod bounded;
 mod concurrency;
 mod crash;
 mod crash_windows;
+mod directories;
 mod documented;
 mod edge;
 mod groups;

@@ -13,6 +13,13 @@
 //! checked with a raw LDAP bind, so the harness itself does not need
 //! `ldap-utils`, but tests usually do.
 
+pub mod dirsrv;
+pub mod samba;
+mod scripted;
+
+pub use dirsrv::Dirsrv;
+pub use samba::SambaAd;
+
 use std::fmt::Write as _;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -166,6 +173,45 @@ fn lines(extra: &str) -> String {
         .collect()
 }
 
+/// The one writer of a daemon config (TOML) for a server started here:
+/// the mapping in `mapping.toml` and the store in `state`, both beside the
+/// config file, one bearer token given by its SHA-256 (hex). `ldap_extra`
+/// are the server's own `[ldap]` lines (CA, stable id), before the caller's.
+pub(crate) fn write_daemon_config(
+    c: &DaemonConfig,
+    url: &str,
+    bind_dn: &str,
+    password: &str,
+    base_dn: &str,
+    ldap_extra: &str,
+) -> String {
+    let mut t = String::new();
+    if !c.comment.is_empty() {
+        for line in c.comment.lines() {
+            let _ = writeln!(t, "# {line}");
+        }
+    }
+    let _ = write!(
+        t,
+        "mapping = \"mapping.toml\"\n\n[server]\nlisten = \"{}\"\n{}\n\
+         [store]\npath = \"state\"\n{}\n\
+         [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n{}{}\n\
+         [[tokens]]\nname = \"{}\"\nsha256 = \"{}\"\n",
+        c.listen,
+        lines(c.server),
+        lines(c.store),
+        url,
+        bind_dn,
+        password,
+        base_dn,
+        lines(ldap_extra),
+        lines(c.ldap),
+        c.token_name,
+        c.token_sha256,
+    );
+    t
+}
+
 impl SlapdOptions {
     /// The default setup plus the `memberof` and `refint` overlays, which
     /// rewrite and remove `member` values on renames and deletes by
@@ -276,30 +322,14 @@ impl Slapd {
     /// `mapping.toml` and the store in `state`, both beside the config
     /// file, one bearer token given by its SHA-256 (hex).
     pub fn daemon_config(&self, c: &DaemonConfig) -> String {
-        let mut t = String::new();
-        if !c.comment.is_empty() {
-            for line in c.comment.lines() {
-                let _ = writeln!(t, "# {line}");
-            }
-        }
-        let _ = write!(
-            t,
-            "mapping = \"mapping.toml\"\n\n[server]\nlisten = \"{}\"\n{}\n\
-             [store]\npath = \"state\"\n{}\n\
-             [ldap]\nurl = \"{}\"\nbind_dn = \"{}\"\nbind_password = \"{}\"\nbase_dn = \"{}\"\n{}\n\
-             [[tokens]]\nname = \"{}\"\nsha256 = \"{}\"\n",
-            c.listen,
-            lines(c.server),
-            lines(c.store),
-            self.uri(),
-            self.bind_dn(),
+        write_daemon_config(
+            c,
+            &self.uri(),
+            &self.bind_dn(),
             self.password(),
             self.suffix(),
-            lines(c.ldap),
-            c.token_name,
-            c.token_sha256,
-        );
-        t
+            "",
+        )
     }
 
     /// PID of the running slapd, if any.
@@ -741,7 +771,7 @@ fn posix_group_auxiliary(schema: &str) -> Option<String> {
     Some(out)
 }
 
-fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+pub(crate) fn ctx(e: io::Error, what: impl std::fmt::Display) -> io::Error {
     io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
@@ -808,7 +838,7 @@ fn schema_path(name: &str) -> PathBuf {
     }
 }
 
-fn find_in_path(bin: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(bin: &str) -> Option<PathBuf> {
     std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
             .map(|d| d.join(bin))
@@ -965,7 +995,7 @@ fn ensure_tls(tls: &Path) -> io::Result<()> {
 
 /// Picks `n` distinct free loopback ports. All listeners are held until every
 /// port is chosen so that the kernel cannot hand out one port twice.
-fn free_ports(n: usize) -> io::Result<Vec<u16>> {
+pub(crate) fn free_ports(n: usize) -> io::Result<Vec<u16>> {
     let listeners = (0..n)
         .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
         .collect::<io::Result<Vec<_>>>()
@@ -1147,6 +1177,11 @@ fn is_live_slapd(pid: u32) -> bool {
 }
 
 fn create_temp_dir() -> io::Result<PathBuf> {
+    create_temp_dir_named("slapd")
+}
+
+/// A fresh directory `<prefix>-<pid>-<n>-<nanos>` under the temp dir.
+pub(crate) fn create_temp_dir_named(prefix: &str) -> io::Result<PathBuf> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let base = std::env::temp_dir();
     for _ in 0..100 {
@@ -1155,7 +1190,7 @@ fn create_temp_dir() -> io::Result<PathBuf> {
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("slapd-{}-{n}-{nanos:08x}", std::process::id()));
+        let dir = base.join(format!("{prefix}-{}-{n}-{nanos:08x}", std::process::id()));
         match fs::create_dir(&dir) {
             Ok(()) => {
                 return dir
