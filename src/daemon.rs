@@ -43,6 +43,8 @@ pub struct Running {
     pub edge: Arc<Edge>,
     /// The directory's attribute syntaxes, once read.
     pub syntaxes: Arc<DirectorySyntaxes>,
+    /// What the status command and page show over time.
+    pub monitor: Arc<crate::status::Monitor>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     writer_task: JoinHandle<()>,
@@ -184,11 +186,16 @@ pub async fn start_with(
         )
         .with_metrics(metrics.clone()),
     );
+    let activity = Arc::new(crate::status::Activity::new(
+        config.tokens.iter().map(|t| t.name.clone()),
+    ));
+    let monitor = Arc::new(crate::status::Monitor::new(activity.clone()));
     let admin_ctx = AdminCtx {
         store: store.clone(),
         writer: Some(writer_handle.clone()),
         adopter: Some(adopter.clone()),
         retention: config.store.retention,
+        monitor: Some(monitor.clone()),
     };
     let admin = tokio::spawn(crate::admin::serve_admin(
         crate::admin::socket_path(&config.store.path),
@@ -223,11 +230,31 @@ pub async fn start_with(
         fatal: fatal_rx.clone(),
         writer_running,
     });
-    let edge = Arc::new(
-        Edge::new(api, config.server.clone(), config.tokens.clone())
-            .with_service(metrics, probe, tls),
-    );
+    let adoption_totals = {
+        let m = metrics.clone();
+        move || crate::status::Adoptions {
+            users: m.adoptions("User"),
+            groups: m.adoptions("Group"),
+        }
+    };
+    let mut edge = Edge::new(api, config.server.clone(), config.tokens.clone())
+        .with_service(metrics, probe, tls);
+    edge.activity = activity;
+    let edge = Arc::new(edge);
     let addr = listener.local_addr().map_err(DaemonError::Listener)?;
+    let sampler = tokio::spawn(crate::status::monitor::run(
+        monitor.clone(),
+        store.clone(),
+        writer_handle.clone(),
+        crate::status::monitor::SamplerParts {
+            adoptions: Box::new(adoption_totals),
+            notify: Box::new(|state| {
+                let _ = crate::notify::Notifier::from_env().notify(state);
+            }),
+            serving: format!("serving on {addr}"),
+        },
+        stop_rx.clone(),
+    ));
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -248,7 +275,8 @@ pub async fn start_with(
         http,
         writer_task,
         syntaxes,
-        background: vec![admin, compactor, schema_reader, flush_watch],
+        monitor,
+        background: vec![admin, compactor, schema_reader, flush_watch, sampler],
         fatal: fatal_rx,
     })
 }
@@ -392,6 +420,9 @@ impl Running {
             acceptor.install(tls);
         }
         self.model.replace(model);
+        self.edge
+            .activity
+            .know_tokens(config.tokens.iter().map(|t| t.name.clone()));
         *self.edge.tokens.write().unwrap_or_else(|p| p.into_inner()) = config.tokens;
         self.writer.wake();
         Ok(())
@@ -419,10 +450,16 @@ impl Running {
         part("http", self.http, SHUTDOWN_PART * 4).await;
         part("writer", self.writer_task, SHUTDOWN_PART * 4).await;
         for (i, t) in self.background.into_iter().enumerate() {
-            let name = ["admin socket", "compactor", "schema reader", "flush watch"]
-                .get(i)
-                .copied()
-                .unwrap_or("background task");
+            let name = [
+                "admin socket",
+                "compactor",
+                "schema reader",
+                "flush watch",
+                "status sampler",
+            ]
+            .get(i)
+            .copied()
+            .unwrap_or("background task");
             part(name, t, SHUTDOWN_PART).await;
         }
         let _ = self.store.flush();

@@ -49,6 +49,8 @@ pub struct Edge {
     pub probe: Option<Arc<dyn Probe>>,
     /// HTTPS: the certificate, swapped on reload. `None`: plain HTTP.
     pub tls: Option<Arc<Acceptor>>,
+    /// The last request per token, for the status (one call, below).
+    pub activity: Arc<crate::status::Activity>,
 }
 
 impl Edge {
@@ -61,6 +63,7 @@ impl Edge {
             metrics: Arc::new(Metrics::new()),
             probe: None,
             tls: None,
+            activity: Default::default(),
         }
     }
 
@@ -255,7 +258,10 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
     let rest = rest.to_string();
 
     let client = match authenticate(edge, &req) {
-        Some(name) => name,
+        Some(name) => {
+            edge.activity.request_from(&name);
+            name
+        }
         None => {
             let mut r = error(&ScimError::new(
                 401,

@@ -1,4 +1,4 @@
-//! `scim2ldap journal ...` and `scim2ldap import` on the command line:
+//! `scim2ldap journal ...`, `import` and `status` on the command line:
 //! the subcommands as typed, sent through the daemon's admin socket when it
 //! answers, else run against the store opened here (sled lets one process
 //! open the store; changes such as retry, skip and replay then take effect
@@ -83,6 +83,14 @@ impl From<JournalCmd> for Request {
 /// when it answers, else against the store opened here. Prints the
 /// answer; an error carries the text of a failed request.
 pub fn run(config_path: &Path, req: Request) -> Result<(), AdminError> {
+    let text = ask(config_path, req)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Sends `req` (through the socket, else to the store opened here) and
+/// returns the answer's text; a failed request is an error.
+fn ask(config_path: &Path, req: Request) -> Result<String, AdminError> {
     let cfg = Config::load(config_path)?;
     let sock = socket_path(&cfg.store.path);
     let resp = match std::os::unix::net::UnixStream::connect(&sock) {
@@ -90,11 +98,32 @@ pub fn run(config_path: &Path, req: Request) -> Result<(), AdminError> {
         Err(_) => direct(&cfg, req, &sock)?,
     };
     if resp.ok {
-        println!("{}", resp.text);
-        Ok(())
+        Ok(resp.text)
     } else {
         Err(AdminError::Refused(resp.text))
     }
+}
+
+/// `scim2ldap status [--json]`: what the daemon is doing (through its
+/// socket), or what the store says when it is stopped. `--json` prints
+/// the [`crate::status::Snapshot`] as one JSON document.
+pub fn status(config_path: &Path, json: bool) -> Result<(), AdminError> {
+    let text = ask(config_path, Request::Status)?;
+    let snapshot: crate::status::Snapshot =
+        serde_json::from_str(&text).map_err(|e| {
+            AdminError::Refused(format!(
+                "the daemon answered `status` with something else ({e}): is it an older scim2ldap? `journal stats` works with every version"
+            ))
+        })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snapshot).unwrap_or_default()
+        );
+    } else {
+        println!("{}", snapshot.text());
+    }
+    Ok(())
 }
 
 fn via_socket(
@@ -163,6 +192,7 @@ fn direct(cfg: &Config, req: Request, sock: &Path) -> Result<Response, AdminErro
         writer: None,
         adopter,
         retention: cfg.store.retention,
+        monitor: None,
     };
     let resp = rt.block_on(handle(&ctx, req));
     drop(ctx);

@@ -1,6 +1,6 @@
 //! Runs admin requests against the daemon's parts (or a store the command
 //! line opened itself): list, show, retry, skip, replay, stats, compact,
-//! import.
+//! import, status.
 //!
 //! Architecture invariant: no sockets here; the server and the command
 //! line both call [`handle`].
@@ -23,6 +23,8 @@ pub struct AdminCtx {
     pub writer: Option<WriterHandle>,
     pub adopter: Option<Arc<Adopter>>,
     pub retention: Option<std::time::Duration>,
+    /// What the status sampler has seen (the daemon only).
+    pub monitor: Option<Arc<crate::status::Monitor>>,
 }
 
 impl AdminCtx {
@@ -215,6 +217,14 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
                 },
             );
             Response::ok(t.trim_end().to_string())
+        }
+        Request::Status => {
+            let snapshot = crate::status::collect(&crate::status::Sources {
+                store,
+                writer: ctx.writer.as_ref(),
+                monitor: ctx.monitor.as_deref(),
+            })?;
+            Response::ok(serde_json::to_string(&snapshot).unwrap_or_default())
         }
         Request::Compact => match ctx.retention {
             None => Response::ok("store.retention_secs is 0: the journal is kept whole"),

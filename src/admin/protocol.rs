@@ -63,6 +63,9 @@ pub enum Request {
     Pending,
     Compact,
     Import,
+    /// What the daemon is doing: the answer's text is the JSON of a
+    /// [`crate::status::Snapshot`].
+    Status,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -200,7 +200,9 @@ impl Store {
             batch.remove(seq_key(PARKED, entry.seq));
         }
         self.link_into(&mut batch, entry.kind, &entry.id, link)?;
+        super::applied::record_into(&mut batch, entry)?;
         self.inner.tree.apply_batch(batch)?;
+        self.count_applied();
         Ok(())
     }
 

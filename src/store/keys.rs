@@ -25,7 +25,8 @@
 //! seq assigned), `mlinkidx` (the `a` index has been built), `mindex` (how the `i`
 //! keys were computed: [`super::INDEX_VERSION`] and the Unicode tables of
 //! the RFC 4518 preparation; any difference rebuilds them at start-up)
-//! and `mcompact` (time and outcome of the last compaction).
+//! `mcompact` (time and outcome of the last compaction) and `mapplied`
+//! (the last entry marked applied: seq, resource, time).
 //!
 //! A group's snapshot never holds its members: they are the `M` keys, so
 //! adding one member to a group of 50,000 writes two keys, not the whole
@@ -42,6 +43,7 @@ pub(super) const META_SEQ: &[u8] = b"mseq";
 pub(super) const META_LINK_INDEX: &[u8] = b"mlinkidx";
 pub(super) const META_COMPACTION: &[u8] = b"mcompact";
 pub(super) const META_INDEX: &[u8] = b"mindex";
+pub(super) const META_LAST_APPLIED: &[u8] = b"mapplied";
 
 pub(super) const JOURNAL: u8 = b'j';
 pub(super) const PENDING: u8 = b'q';

@@ -16,13 +16,15 @@
 //! - `members.rs`: a group's members (`M` / `B` keys) and member changes;
 //! - `journal.rs`: journal entries and their state (pending, parked,
 //!   skipped), retry, requeue, compaction, stats;
-//! - `links.rs`: links to directory entries, the stable-id index, adoption.
+//! - `links.rs`: links to directory entries, the stable-id index, adoption;
+//! - `applied.rs`: the last entry applied, and a count since opening.
 //!
 //! This file holds the `Store` handle, opening, and the errors.
 //!
 //! Architecture invariant: the store knows SCIM JSON and journal entries,
 //! never LDAP, HTTP or the mapping.
 
+mod applied;
 mod commit;
 mod journal;
 mod keys;
@@ -40,6 +42,7 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The two SCIM resource types, from the core; how keys spell them is
 /// `keys::KindByte`.
 pub use crate::scim::Kind;
+pub use applied::LastApplied;
 pub use journal::{
     Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op, Stats,
 };
@@ -138,6 +141,8 @@ struct Inner {
     write_lock: Mutex<u64>,
     /// Counts and page cursors for listing without a filter.
     listing: Mutex<resources::Listing>,
+    /// Entries marked applied since opening (`applied.rs`).
+    applied: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -194,6 +199,7 @@ impl Store {
                 tree,
                 write_lock: Mutex::new(last),
                 listing: Mutex::new(resources::Listing::default()),
+                applied: Default::default(),
             }),
         })
     }
