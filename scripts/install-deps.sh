@@ -12,3 +12,4 @@ export DEBIAN_FRONTEND=noninteractive
 echo "install-deps: installing slapd and ldap-utils with apt-get" >&2
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq slapd ldap-utils >/dev/null
+$SUDO apt-get install -y -qq chromium prometheus >/dev/null # status page test, promtool for monitoring/alerts.yml
