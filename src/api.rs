@@ -754,6 +754,12 @@ impl Api {
             _ => {}
         }
         strip_never_returned(&mut resource, self.model.current().registry(kind));
+        // meta.location from the configured URL at response time, not the
+        // one stored with the snapshot: changing server.public_url fixes
+        // every resource.
+        if let Some(meta) = resource.get_mut("meta").and_then(Value::as_object_mut) {
+            meta.insert("location".into(), location(&req.base_url, kind, &id).into());
+        }
         if let Some(obj) = resource.as_object_mut() {
             obj.remove(ALLOCATED_KEY);
             obj.remove(RDN_KEY);

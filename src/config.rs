@@ -60,16 +60,45 @@ pub struct Config {
     pub mapping_file: PathBuf,
     pub tokens: Vec<TokenConfig>,
     pub log: LogConfig,
+    /// The operational listener (`[operations]`).
+    pub operations: OperationsConfig,
 }
+
+/// The operational listener: `/metrics`, `/readyz`, `/healthz` (and the
+/// status page) on an address of their own, loopback by default, so that
+/// nobody who reaches the SCIM port can read them.
+#[derive(Debug, Clone)]
+pub struct OperationsConfig {
+    /// `None`: no operational listener (`listen = "off"`).
+    pub listen: Option<SocketAddr>,
+    /// True when the file set `listen`: failing to bind it stops the
+    /// start-up. The default address (no `[operations]` section) is bound
+    /// if free, with a warning otherwise.
+    pub explicit: bool,
+    /// A bearer token every operational endpoint but `/healthz` requires;
+    /// mandatory when `listen` is not a loopback address.
+    pub token: Option<TokenHash>,
+}
+
+/// The operational listener's address when the file names none (9464 is
+/// the port commonly given to exporters of this kind).
+pub const DEFAULT_OPERATIONS_LISTEN: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Prefix of every SCIM route, e.g. `/scim/v2`; no trailing slash.
     pub base_path: String,
-    /// Absolute URL prefix used in `Location` and `meta.location`; when
-    /// unset, it is built from the request's Host header.
+    /// Absolute URL prefix (scheme, host, port; no path) used in
+    /// `Location` and `meta.location`. The request's Host header is never
+    /// used. `None` only when `listen` is a loopback address: the URL is
+    /// then `http(s)://` and the address actually bound (see
+    /// [`ServerConfig::public_url_for`]).
     pub public_url: Option<String>,
+    /// Connections one peer address may hold open before any request on
+    /// them carried a valid token (`/healthz` needs none, so a connection
+    /// used only for it stays unauthenticated).
+    pub max_unauthenticated_per_peer: usize,
     pub max_body_bytes: usize,
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,
@@ -160,6 +189,15 @@ struct RawConfig {
     tokens_file: Option<String>,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    operations: RawOperations,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOperations {
+    listen: Option<String>,
+    token_sha256: Option<String>,
 }
 
 /// A file of `[[tokens]]` tables only (`tokens_file`).
@@ -185,6 +223,8 @@ struct RawServer {
     body_read_timeout_secs: u64,
     #[serde(default = "default_max_connections")]
     max_connections: usize,
+    #[serde(default = "default_max_unauthenticated_per_peer")]
+    max_unauthenticated_per_peer: usize,
     tls_cert: Option<String>,
     tls_key: Option<String>,
 }
@@ -255,6 +295,9 @@ fn default_body_timeout() -> u64 {
 fn default_max_connections() -> usize {
     512
 }
+fn default_max_unauthenticated_per_peer() -> usize {
+    32
+}
 fn default_retention() -> u64 {
     7 * 24 * 3600
 }
@@ -312,6 +355,34 @@ impl Config {
         if raw.server.max_connections == 0 {
             return Err(at("max_connections", "must be at least 1".into()));
         }
+        if raw.server.max_unauthenticated_per_peer == 0 {
+            return Err(at(
+                "max_unauthenticated_per_peer",
+                "must be at least 1".into(),
+            ));
+        }
+        let public_url = match raw.server.public_url.as_deref() {
+            Some(u) => Some(parse_public_url(u).map_err(|e| at("public_url", e))?),
+            None if listen.ip().is_loopback() => None,
+            None => {
+                return Err(ConfigError(format!(
+                    "{}: server.listen: {}",
+                    locate_in(&file, text, "server", "listen"),
+                    format_args!(
+                        "server.public_url is not set: Location headers and meta.location need the \
+                         URL clients use to reach this daemon (e.g. public_url = \"https://scim.example.com\"); \
+                         without it only a loopback listen address is accepted (the URL is then \
+                         derived from it), and the request's Host header is never used"
+                    )
+                )))
+            }
+        };
+        let operations = operations_config(&raw.operations, &|key: &str, msg: String| {
+            ConfigError(format!(
+                "{}: operations.{key}: {msg}",
+                locate_in(&file, text, "operations", key)
+            ))
+        })?;
 
         let bind_password = match (raw.ldap.bind_password, raw.ldap.bind_password_file) {
             (Some(p), None) => Secret::new(p),
@@ -415,10 +486,8 @@ impl Config {
             server: ServerConfig {
                 listen,
                 base_path,
-                public_url: raw
-                    .server
-                    .public_url
-                    .map(|u| u.trim_end_matches('/').to_string()),
+                public_url,
+                max_unauthenticated_per_peer: raw.server.max_unauthenticated_per_peer,
                 max_body_bytes: raw.server.max_body_bytes,
                 header_read_timeout: Duration::from_secs(raw.server.header_read_timeout_secs),
                 body_read_timeout: Duration::from_secs(raw.server.body_read_timeout_secs),
@@ -450,8 +519,87 @@ impl Config {
                 level: raw.log.level.unwrap_or_else(|| "info".into()),
                 format: raw.log.format.unwrap_or(LogFormat::Text),
             },
+            operations,
         })
     }
+}
+
+impl ServerConfig {
+    /// The absolute URL prefix of the SCIM endpoints (public URL and base
+    /// path) for a daemon bound to `bound`: `public_url` when set, else
+    /// derived from the (loopback) address actually bound.
+    pub fn public_url_for(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(u) => format!("{u}{}", self.base_path),
+            None => {
+                let scheme = if self.tls.is_some() { "https" } else { "http" };
+                format!("{scheme}://{bound}{}", self.base_path)
+            }
+        }
+    }
+}
+
+/// Checks `server.public_url`: `http://` or `https://`, a host, no path,
+/// query or fragment (the base path is `base_path`). Returns it without a
+/// trailing slash.
+fn parse_public_url(u: &str) -> Result<String, String> {
+    let u = u.trim().trim_end_matches('/');
+    let Some(rest) = u
+        .strip_prefix("https://")
+        .or_else(|| u.strip_prefix("http://"))
+    else {
+        return Err(format!("{u:?} must start with https:// (or http://)"));
+    };
+    if rest.is_empty() {
+        return Err(format!("{u:?} names no host"));
+    }
+    if rest.contains(['/', '?', '#', ' ', '@']) {
+        return Err(format!(
+            "{u:?}: give only the scheme, host and port (e.g. https://scim.example.com); \
+             the path is server.base_path"
+        ));
+    }
+    Ok(u.to_string())
+}
+
+fn operations_config(
+    raw: &RawOperations,
+    at: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<OperationsConfig, ConfigError> {
+    let token = match &raw.token_sha256 {
+        Some(h) => Some(TokenHash::parse(h).map_err(|e| at("token_sha256", e))?),
+        None => None,
+    };
+    let (listen, explicit) = match raw.listen.as_deref() {
+        Some("off") => (None, true),
+        Some(l) => (
+            Some(l.parse::<SocketAddr>().map_err(|_| {
+                at(
+                    "listen",
+                    format!("{l:?} is not an address:port such as 127.0.0.1:9464 (or \"off\")"),
+                )
+            })?),
+            true,
+        ),
+        None => (DEFAULT_OPERATIONS_LISTEN.parse().ok(), false),
+    };
+    if let Some(addr) = listen {
+        if !addr.ip().is_loopback() && token.is_none() {
+            return Err(at(
+                "listen",
+                format!(
+                    "{addr} is not a loopback address: set operations.token_sha256 too \
+                     (`scim2ldap token --name metrics` prints one), so that only your \
+                     monitoring can read the metrics and the status"
+                ),
+            ));
+        }
+    }
+    Ok(OperationsConfig {
+        listen,
+        explicit,
+        token,
+    })
 }
 
 /// A key naming a file: a path (relative to the config's folder), or
@@ -524,6 +672,25 @@ fn locate(file: &str, text: &str, key: &str) -> String {
     for (i, line) in text.lines().enumerate() {
         let l = line.trim_start();
         if let Some(rest) = l.strip_prefix(key) {
+            if rest.trim_start().starts_with('=') {
+                return format!("{file}:{}", i + 1);
+            }
+        }
+    }
+    file.to_string()
+}
+
+/// [`locate`] within one `[section]` of the file.
+fn locate_in(file: &str, text: &str, section: &str, key: &str) -> String {
+    let header = format!("[{section}]");
+    let mut inside = false;
+    for (i, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.starts_with('[') {
+            inside = l.trim_end() == header;
+            continue;
+        }
+        if let Some(rest) = l.strip_prefix(key).filter(|_| inside) {
             if rest.trim_start().starts_with('=') {
                 return format!("{file}:{}", i + 1);
             }
@@ -683,6 +850,56 @@ base_dn = "dc=example,dc=com"
             let e = file_ref(dir, "credential:ldap-password").unwrap_err();
             assert!(e.contains("CREDENTIALS_DIRECTORY"), "{e}");
         }
+    }
+
+    #[test]
+    fn public_url_is_required_unless_listen_is_loopback() {
+        let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
+        assert_eq!(c.server.public_url, None);
+        assert_eq!(
+            c.server.public_url_for("127.0.0.1:8080".parse().unwrap()),
+            "http://127.0.0.1:8080/scim/v2"
+        );
+        let open = MINIMAL.replace("127.0.0.1:8080", "0.0.0.0:8443");
+        let e = Config::parse(&open, Path::new("c.toml")).unwrap_err().0;
+        assert!(e.starts_with("c.toml:4: server.listen:"), "{e}");
+        assert!(e.contains("public_url"), "{e}");
+        let set = open.replace(
+            "[store]",
+            "public_url = \"https://scim.example.com/\"\n[store]",
+        );
+        let c = Config::parse(&set, Path::new("c.toml")).unwrap();
+        assert_eq!(
+            c.server.public_url_for("0.0.0.0:8443".parse().unwrap()),
+            "https://scim.example.com/scim/v2"
+        );
+        for bad in ["scim.example.com", "https://x/scim/v2", "https://"] {
+            let t = open.replace("[store]", &format!("public_url = {bad:?}\n[store]"));
+            let e = Config::parse(&t, Path::new("c.toml")).unwrap_err().0;
+            assert!(e.starts_with("c.toml:5: public_url:"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn operations_listener_defaults_to_loopback_and_needs_a_token_elsewhere() {
+        let c = Config::parse(MINIMAL, Path::new("c.toml")).unwrap();
+        assert_eq!(
+            c.operations.listen,
+            Some(DEFAULT_OPERATIONS_LISTEN.parse().unwrap())
+        );
+        assert!(!c.operations.explicit);
+        assert!(c.operations.token.is_none());
+        let off = format!("{MINIMAL}[operations]\nlisten = \"off\"\n");
+        let c = Config::parse(&off, Path::new("c.toml")).unwrap();
+        assert_eq!(c.operations.listen, None);
+        // `listen` is located in [operations], not in [server].
+        let open = format!("{MINIMAL}[operations]\nlisten = \"0.0.0.0:9464\"\n");
+        let e = Config::parse(&open, Path::new("c.toml")).unwrap_err().0;
+        assert!(e.starts_with("c.toml:13: operations.listen:"), "{e}");
+        assert!(e.contains("token_sha256"), "{e}");
+        let with_token = format!("{open}token_sha256 = \"{}\"\n", "ab".repeat(32));
+        let c = Config::parse(&with_token, Path::new("c.toml")).unwrap();
+        assert!(c.operations.explicit && c.operations.token.is_some());
     }
 
     #[test]

@@ -37,6 +37,11 @@ const SHUTDOWN_PART: std::time::Duration = std::time::Duration::from_secs(10);
 /// A running daemon.
 pub struct Running {
     pub addr: SocketAddr,
+    /// The operational listener's address (`/metrics`, `/readyz`); `None`
+    /// when it is off or its default address was taken.
+    pub ops_addr: Option<SocketAddr>,
+    /// What the operational listener serves.
+    pub ops: Arc<crate::ops::Ops>,
     pub store: Store,
     pub writer: WriterHandle,
     pub model: SharedModel,
@@ -114,6 +119,11 @@ pub enum DaemonError {
     Tls(String),
     #[error("the listening socket: {0}")]
     Listener(std::io::Error),
+    #[error("cannot listen on {addr} (operations.listen): {source}")]
+    OpsListener {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("turning HTTPS on or off (server.tls_cert) needs a restart, not a reload")]
     TlsToggle,
 }
@@ -130,6 +140,13 @@ pub async fn start_with(
     listener: TcpListener,
     hooks: TestHooks,
 ) -> Result<Running, DaemonError> {
+    let addr = listener.local_addr().map_err(DaemonError::Listener)?;
+    // Location and meta.location: the configured public URL, or (loopback
+    // only, refused otherwise by the config) the address bound.
+    let base_url = config.server.public_url_for(addr);
+    if config.server.public_url.is_none() {
+        warn!(url = %base_url, "server.public_url is not set: Location and meta.location use the loopback address bound; set public_url to the URL the identity provider reaches this daemon at");
+    }
     let model = Model::load(&config.mapping_file).map_err(DaemonError::Mapping)?;
     let model = SharedModel::new(model);
     let store =
@@ -178,11 +195,7 @@ pub async fn start_with(
             model.clone(),
             &config.ldap,
             Some(writer_handle.clone()),
-            config
-                .server
-                .public_url
-                .as_ref()
-                .map(|u| format!("{u}{}", config.server.base_path)),
+            Some(base_url.clone()),
         )
         .with_metrics(metrics.clone()),
     );
@@ -229,7 +242,30 @@ pub async fn start_with(
         queue: config.ldap.when_down == crate::config::WhenDirectoryDown::Queue,
         fatal: fatal_rx.clone(),
         writer_running,
+        activity: activity.clone(),
     });
+    // The operational listener. Pages beyond /metrics, /readyz and
+    // /healthz (the status page) are added here, one `Ops::route` each;
+    // see `ops::Route`.
+    let ops_listener = crate::ops::bind(&config.operations)
+        .await
+        .map_err(|source| DaemonError::OpsListener {
+            addr: crate::ops::describe(config.operations.listen),
+            source,
+        })?;
+    let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let ops = Arc::new(
+        crate::ops::Ops::new(
+            metrics.clone(),
+            Some(probe.clone() as Arc<dyn Probe>),
+            config.operations.token.clone(),
+        )
+        .route(Arc::new(crate::status::route::StatusRoute {
+            store: store.clone(),
+            writer: writer_handle.clone(),
+            monitor: monitor.clone(),
+        })),
+    );
     let adoption_totals = {
         let m = metrics.clone();
         move || crate::status::Adoptions {
@@ -238,10 +274,17 @@ pub async fn start_with(
         }
     };
     let mut edge = Edge::new(api, config.server.clone(), config.tokens.clone())
-        .with_service(metrics, probe, tls);
+        .with_service(metrics, probe, tls)
+        .with_base_url(base_url);
     edge.activity = activity;
     let edge = Arc::new(edge);
-    let addr = listener.local_addr().map_err(DaemonError::Listener)?;
+    let mut ops_stop = stop_rx.clone();
+    let ops_task = match ops_listener {
+        Some(l) => tokio::spawn(crate::ops::serve(l, ops.clone(), async move {
+            let _ = ops_stop.wait_for(|s| *s).await;
+        })),
+        None => tokio::spawn(async {}),
+    };
     let sampler = tokio::spawn(crate::status::monitor::run(
         monitor.clone(),
         store.clone(),
@@ -264,9 +307,11 @@ pub async fn start_with(
     } else {
         "http"
     };
-    info!(%addr, scheme, dry_run = config.ldap.dry_run, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
+    info!(%addr, scheme, operations = %crate::ops::describe(ops_addr), dry_run = config.ldap.dry_run, base = %config.server.base_path, store = %config.store.path.display(), directory = %config.ldap.url, "scim2ldap is serving");
     Ok(Running {
         addr,
+        ops_addr,
+        ops,
         store,
         writer: writer_handle,
         model,
@@ -276,7 +321,14 @@ pub async fn start_with(
         writer_task,
         syntaxes,
         monitor,
-        background: vec![admin, compactor, schema_reader, flush_watch, sampler],
+        background: vec![
+            admin,
+            compactor,
+            schema_reader,
+            flush_watch,
+            ops_task,
+            sampler,
+        ],
         fatal: fatal_rx,
     })
 }
@@ -455,6 +507,7 @@ impl Running {
                 "compactor",
                 "schema reader",
                 "flush watch",
+                "operations listener",
                 "status sampler",
             ]
             .get(i)
@@ -478,6 +531,8 @@ struct DaemonProbe {
     /// False once the writer task has ended while the daemon was not
     /// stopping.
     writer_running: Arc<AtomicBool>,
+    /// The last request per token (`scim2ldap_token_last_request_timestamp_seconds`).
+    activity: Arc<crate::status::Activity>,
 }
 
 /// Parked entries are counted by scanning the pending ones; beyond this
@@ -501,6 +556,25 @@ impl Probe for DaemonProbe {
         } else {
             Err("the directory cannot be reached and ldap.when_down = \"reject\"".into())
         }
+    }
+
+    fn labelled_gauges(&self) -> Vec<crate::metrics::LabelledGauge> {
+        let started = self.activity.started();
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        vec![(
+            "scim2ldap_token_last_request_timestamp_seconds",
+            "Unix time of the last authenticated request per bearer token (the token's name: which identity provider); the daemon's start time until its first request.",
+            "token",
+            self.activity
+                .tokens()
+                .into_iter()
+                .map(|(name, at)| (name, unix(at.unwrap_or(started))))
+                .collect(),
+        )]
     }
 
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {

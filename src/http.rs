@@ -16,8 +16,8 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{
-    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, HOST, IF_MATCH, IF_NONE_MATCH,
-    LOCATION, RETRY_AFTER, WWW_AUTHENTICATE,
+    HeaderValue, AUTHORIZATION, CONNECTION, CONTENT_TYPE, ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION,
+    RETRY_AFTER, WWW_AUTHENTICATE,
 };
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
@@ -49,6 +49,10 @@ pub struct Edge {
     pub probe: Option<Arc<dyn Probe>>,
     /// HTTPS: the certificate, swapped on reload. `None`: plain HTTP.
     pub tls: Option<Arc<Acceptor>>,
+    /// The absolute URL of the SCIM base (`server.public_url` and the base
+    /// path), for `Location` and `meta.location`. Never from a request's
+    /// Host header: a client must not choose the URLs others are given.
+    pub base_url: String,
     /// The last request per token, for the status (one call, below).
     pub activity: Arc<crate::status::Activity>,
 }
@@ -63,8 +67,15 @@ impl Edge {
             metrics: Arc::new(Metrics::new()),
             probe: None,
             tls: None,
+            base_url: String::new(),
             activity: Default::default(),
         }
+    }
+
+    /// Sets the absolute URL of the SCIM base (see [`Edge::base_url`]).
+    pub fn with_base_url(mut self, base_url: String) -> Edge {
+        self.base_url = base_url;
+        self
     }
 
     /// Adds metrics, a readiness probe and TLS.
@@ -224,24 +235,10 @@ async fn handle(edge: &Edge, req: Request<Incoming>, peer: SocketAddr) -> Respon
 
 async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, String) {
     let path = req.uri().path().to_string();
-    match path.as_str() {
-        "/healthz" => return (plain(200, "ok\n".into()), "-".into()),
-        "/readyz" => {
-            let ready = edge.probe.as_ref().map_or(Ok(()), |p| p.readiness());
-            return match ready {
-                Ok(()) => (plain(200, "ready\n".into()), "-".into()),
-                Err(why) => (plain(503, format!("not ready: {why}\n")), "-".into()),
-            };
-        }
-        "/metrics" => {
-            let mut r = plain(200, edge.metrics.render(edge.probe.as_deref()));
-            r.headers_mut().insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            return (r, "-".into());
-        }
-        _ => {}
+    // For load balancers; /metrics and /readyz are on the operational
+    // listener only (`ops`), never here.
+    if path == "/healthz" {
+        return (plain(200, "ok\n".into()), "-".into());
     }
     let base = edge.server.base_path.as_str();
     let Some(rest) = path
@@ -320,18 +317,7 @@ async fn route(edge: &Edge, req: Request<Incoming>) -> (Response<Full<Bytes>>, S
         .get(IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let base_url = match &edge.server.public_url {
-        Some(u) => format!("{u}{base}"),
-        None => {
-            let host = req
-                .headers()
-                .get(HOST)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("localhost");
-            let scheme = if edge.tls.is_some() { "https" } else { "http" };
-            format!("{scheme}://{host}{base}")
-        }
-    };
+    let base_url = edge.base_url.clone();
 
     let body = match read_body(edge, req).await {
         Ok(b) => b,
@@ -509,11 +495,8 @@ fn plain(status: u16, text: String) -> Response<Full<Bytes>> {
 /// The route a path belongs to, as a template with no ids in it, for
 /// metric labels: `/Users/{id}`, `/Groups`, `/healthz`, `other`.
 pub fn route_template(base: &str, path: &str) -> &'static str {
-    match path {
-        "/healthz" => return "/healthz",
-        "/readyz" => return "/readyz",
-        "/metrics" => return "/metrics",
-        _ => {}
+    if path == "/healthz" {
+        return "/healthz";
     }
     let Some(rest) = path
         .strip_prefix(base)
@@ -552,6 +535,6 @@ mod tests {
         assert_eq!(route_template(b, "/scim/v2/Groups/x"), "/Groups/{id}");
         assert_eq!(route_template(b, "/scim/v2/Foo/x"), "other");
         assert_eq!(route_template(b, "/scim/v2x/Users"), "other");
-        assert_eq!(route_template(b, "/metrics"), "/metrics");
+        assert_eq!(route_template(b, "/metrics"), "other");
     }
 }

@@ -14,6 +14,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod ops;
 pub mod status;
 pub mod store;
 pub mod tls;

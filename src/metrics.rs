@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Upper bounds, in seconds, of the request latency histogram buckets.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -33,7 +36,16 @@ pub trait Probe: Send + Sync {
     fn readiness(&self) -> Result<(), String>;
     /// Gauges: (name, help, value).
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)>;
+    /// Gauges with one label: (name, help, label name, [(label value,
+    /// value)]). The label values come from the config, never a request.
+    fn labelled_gauges(&self) -> Vec<LabelledGauge> {
+        Vec::new()
+    }
 }
+
+/// (name, help, label name, [(label value, value)]), for
+/// [`Probe::labelled_gauges`].
+pub type LabelledGauge = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
 
 /// The daemon's metrics. One per running daemon (tests run several).
 #[derive(Default)]
@@ -183,6 +195,13 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}");
                 let _ = writeln!(out, "# TYPE {name} gauge");
                 let _ = writeln!(out, "{name} {value}");
+            }
+            for (name, help, label, values) in p.labelled_gauges() {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} gauge");
+                for (l, v) in values {
+                    let _ = writeln!(out, "{name}{{{label}=\"{}\"}} {v}", escape(&l));
+                }
             }
         }
         out

@@ -11,14 +11,18 @@
 //!   per-minute history, adoptions over the last day, the `STATUS=` line.
 //! - `history`: the bounded ring behind the charts.
 //! - `page`: the HTML page with its inline SVG charts.
+//! - `route`: `/status` and `/status.json` on the operational listener,
+//!   through its extension point (`ops::Route`).
 //!
 //! Architecture invariant: reads the store and the writer's handle, never
-//! writes either; knows no HTTP (the edge mounts the page) and no LDAP.
+//! writes either; knows no LDAP and no hyper (the operational listener
+//! serves the pages it renders).
 
 pub mod activity;
 pub mod history;
 pub mod monitor;
 pub mod page;
+pub mod route;
 
 use std::time::{Duration, SystemTime};
 

@@ -320,12 +320,16 @@ pub fn first(attrs: &HashMap<String, Vec<String>>, name: &str) -> Option<String>
 /// with the store in `state` and the mapping in `mapping.toml` beside it.
 pub fn config_text(slapd: &Slapd, token: &str, listen: &str) -> String {
     let sha = scim2ldap::token::TokenHash::of(token).to_hex();
-    slapd.daemon_config(&DaemonConfig {
+    let mut text = slapd.daemon_config(&DaemonConfig {
         listen,
         token_sha256: &sha,
         ldap: "timeout_secs = 5",
         ..Default::default()
-    })
+    });
+    // The operational listener (/metrics, /readyz) on a free port of its
+    // own: `Running::ops_addr`.
+    text.push_str("\n[operations]\nlisten = \"127.0.0.1:0\"\n");
+    text
 }
 
 /// An LDAP connection bound as the directory's administrator.

@@ -31,10 +31,11 @@ async fn a_lane_panic_makes_readyz_503_and_the_metric_say_so() {
     .await
     .expect("daemon starts");
     let addr = running.addr;
+    let ops = running.ops_addr.expect("the operational listener");
     h.base = format!("http://{addr}/scim/v2");
     h.daemon = Some(running);
-    assert_eq!(get_text(&format!("http://{addr}/readyz")).await.0, 200);
-    let metrics = get_text(&format!("http://{addr}/metrics")).await.1;
+    assert_eq!(get_text(&format!("http://{ops}/readyz")).await.0, 200);
+    let metrics = get_text(&format!("http://{ops}/metrics")).await.1;
     assert!(
         metrics.contains("\nscim2ldap_writer_running 1\n"),
         "{metrics}"
@@ -47,7 +48,7 @@ async fn a_lane_panic_makes_readyz_503_and_the_metric_say_so() {
 
     let deadline = Instant::now() + Duration::from_secs(5);
     let ready = loop {
-        let ready = get_text(&format!("http://{addr}/readyz")).await;
+        let ready = get_text(&format!("http://{ops}/readyz")).await;
         if ready.0 == 503 || Instant::now() > deadline {
             break ready;
         }
@@ -57,7 +58,7 @@ async fn a_lane_panic_makes_readyz_503_and_the_metric_say_so() {
     assert!(ready.1.contains("the writer stopped"), "{}", ready.1);
     assert!(ready.1.contains("panicked"), "{}", ready.1);
     assert!(ready.1.contains("exiting"), "{}", ready.1);
-    let metrics = get_text(&format!("http://{addr}/metrics")).await.1;
+    let metrics = get_text(&format!("http://{ops}/metrics")).await.1;
     assert!(
         metrics.contains("\nscim2ldap_writer_running 0\n"),
         "{metrics}"

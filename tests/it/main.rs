@@ -12,6 +12,7 @@ mod harness;
 mod journal;
 mod layering;
 mod loud;
+mod ops;
 mod protocol;
 mod safety;
 mod service;

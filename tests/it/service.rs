@@ -170,7 +170,8 @@ async fn metrics_count_requests_and_health_endpoints_need_no_token() {
     );
     h.settle().await;
     let d = h.daemon();
-    let metrics_url = format!("http://{}/metrics", d.addr);
+    let ops = d.ops_addr.expect("the operational listener");
+    let metrics_url = format!("http://{ops}/metrics");
     let text = get_text(&metrics_url).await;
     assert_eq!(text.0, 200);
     assert!(
@@ -192,7 +193,7 @@ async fn metrics_count_requests_and_health_endpoints_need_no_token() {
         .1
         .contains("scim2ldap_last_apply_timestamp_seconds 0\n"));
     assert_eq!(get_text(&format!("http://{}/healthz", d.addr)).await.0, 200);
-    assert_eq!(get_text(&format!("http://{}/readyz", d.addr)).await.0, 200);
+    assert_eq!(get_text(&format!("http://{ops}/readyz")).await.0, 200);
     // A 401 is counted too, under its route template.
     let r = h
         .send_raw("GET", "/Users/x", None, None, Some("wrong"), &[])
@@ -211,7 +212,10 @@ async fn readyz_fails_when_the_directory_is_down_and_writes_are_rejected() {
     // attempt to apply it.
     let r = h.send("POST", "/Users", Some(user("down"))).await;
     assert_eq!(r.status, 201, "accepted before the writer knew: {}", r.body);
-    let url = format!("http://{}/readyz", h.daemon().addr);
+    let url = format!(
+        "http://{}/readyz",
+        h.daemon().ops_addr.expect("the operational listener")
+    );
     let mut last = (0, String::new());
     for _ in 0..50 {
         last = get_text(&url).await;
