@@ -33,7 +33,7 @@ h1{font-size:1.4em}h2{font-size:1.1em;margin-top:1.5em}\
 table{border-collapse:collapse}td,th{padding:.25em .8em;text-align:left;border-bottom:1px solid #ddd;vertical-align:top}\
 .ok{color:#176d2c;font-weight:bold}.bad{color:#b00020;font-weight:bold}.warn{color:#9a5b00;font-weight:bold}\
 .charts{display:flex;flex-wrap:wrap;gap:1.5em}figure{margin:0}figcaption{font-size:.9em;color:#555}\
-small{color:#666}";
+small{color:#666}td.name,td.reason{word-break:break-all;max-width:24em}";
 
 /// The whole page. `history` is the per-minute ring, oldest first;
 /// `applied_now` the entries applied in the unfinished minute.
