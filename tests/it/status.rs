@@ -226,3 +226,46 @@ async fn status_shows_pending_and_parked_entries_in_the_command_the_json_and_a_b
     assert_eq!(c["last_applied"]["name"], "applied1", "{out}");
     assert!(c["tokens"].is_null(), "{out}");
 }
+
+/// `journal replay` and `journal compact` show their progress; not on a
+/// terminal (as here) as plain lines on stderr, ending with the whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_commands_print_progress_lines_when_not_on_a_terminal() {
+    let mut h = Harness::start().await;
+    for i in 0..30 {
+        let r = h
+            .send("POST", "/Users", Some(user(&format!("progress{i}"))))
+            .await;
+        assert_eq!(r.status, 201, "{}", r.body);
+    }
+    h.settle().await;
+    let config = h.config_path();
+    // Through the socket: replay waits while the writer applies them again.
+    let (ok, out, err) = tokio::task::block_in_place(|| {
+        cli(&["journal", "--config", &config, "replay", "--from", "1"])
+    });
+    assert!(ok, "{err}");
+    assert!(out.contains("30 entries queued"), "{out}");
+    assert!(
+        err.contains("applying the replayed entries: 30/30 (100%)"),
+        "{err}"
+    );
+    assert_eq!(h.daemon().store.pending_count(), 0);
+    let (ok, out, err) =
+        tokio::task::block_in_place(|| cli(&["journal", "--config", &config, "compact"]));
+    assert!(ok, "{err}");
+    assert!(out.contains("kept 30"), "{out}");
+    assert!(
+        err.contains("compacting the journal: 60/60 (100%)"),
+        "{err}"
+    );
+    // The store opened by the command itself.
+    h.stop_daemon().await;
+    let (ok, _, err) =
+        tokio::task::block_in_place(|| cli(&["journal", "--config", &config, "compact"]));
+    assert!(ok, "{err}");
+    assert!(
+        err.contains("compacting the journal: 60/60 (100%)"),
+        "{err}"
+    );
+}
