@@ -244,9 +244,10 @@ pub async fn start_with(
         writer_running,
         activity: activity.clone(),
     });
+    metrics.set_probe(probe.clone());
     // The operational listener. Pages beyond /metrics, /readyz and
-    // /healthz (the status page) are added here, one `Ops::route` each;
-    // see `ops::Route`.
+    // /healthz (the status page) go into `ops_routes`: each implements
+    // `ops::Route` and lists the paths it answers.
     let ops_listener = crate::ops::bind(&config.operations)
         .await
         .map_err(|source| DaemonError::OpsListener {
@@ -254,18 +255,21 @@ pub async fn start_with(
             source,
         })?;
     let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let ops = Arc::new(
+    let ops_routes: Vec<Arc<dyn crate::ops::Route>> = vec![Arc::new(
+        crate::status::route::StatusRoute {
+            store: store.clone(),
+            writer: writer_handle.clone(),
+            monitor: monitor.clone(),
+        },
+    )];
+    let ops = Arc::new(ops_routes.into_iter().fold(
         crate::ops::Ops::new(
             metrics.clone(),
             Some(probe.clone() as Arc<dyn Probe>),
             config.operations.token.clone(),
-        )
-        .route(Arc::new(crate::status::route::StatusRoute {
-            store: store.clone(),
-            writer: writer_handle.clone(),
-            monitor: monitor.clone(),
-        })),
-    );
+        ),
+        crate::ops::Ops::route,
+    ));
     let adoption_totals = {
         let m = metrics.clone();
         move || crate::status::Adoptions {
@@ -535,10 +539,6 @@ struct DaemonProbe {
     activity: Arc<crate::status::Activity>,
 }
 
-/// Parked entries are counted by scanning the pending ones; beyond this
-/// many the gauge stops counting.
-const PARKED_SCAN_LIMIT: usize = 100_000;
-
 impl Probe for DaemonProbe {
     fn readiness(&self) -> Result<(), String> {
         let why = self.fatal.borrow().clone().or_else(|| {
@@ -578,39 +578,46 @@ impl Probe for DaemonProbe {
     }
 
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {
-        let parked = self
+        // O(1): counters the store keeps where it writes the queue, and one
+        // seek for the oldest pending entry; never a walk over the queue.
+        let q = self
             .store
-            .pending_after(0, PARKED_SCAN_LIMIT)
-            .map(|seqs| {
-                seqs.into_iter()
-                    .filter(|s| {
-                        matches!(
-                            self.store.state(*s),
-                            Ok(crate::store::EntryState::Failed(_))
-                        )
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
+            .queue_gauges()
+            .unwrap_or(crate::store::QueueGauges {
+                pending: 0,
+                parked: 0,
+                oldest_pending: None,
+            });
+        let (oldest_seq, oldest_at) = q.oldest_pending.unwrap_or((0, 0.0));
         vec![
             (
                 "scim2ldap_journal_pending",
-                "Journal entries not yet applied to the directory (parked ones included).",
-                self.store.pending_count() as f64,
+                "Journal entries not yet applied to the directory (parked ones included)",
+                q.pending as f64,
             ),
             (
                 "scim2ldap_journal_parked",
-                "Journal entries the directory refused; see `scim2ldap journal`.",
-                parked as f64,
+                "Journal entries the directory refused; see `scim2ldap journal`",
+                q.parked as f64,
+            ),
+            (
+                "scim2ldap_journal_oldest_pending_seq",
+                "Seq of the oldest journal entry not yet applied (0: none)",
+                oldest_seq as f64,
+            ),
+            (
+                "scim2ldap_journal_oldest_pending_timestamp_seconds",
+                "Unix time the oldest journal entry not yet applied was accepted (0: none)",
+                oldest_at,
             ),
             (
                 "scim2ldap_directory_up",
-                "1 while the writer can reach the directory.",
+                "1 while the writer can reach the directory",
                 if self.writer.directory_up() { 1.0 } else { 0.0 },
             ),
             (
                 "scim2ldap_writer_running",
-                "1 while the writer runs; 0 once it stopped (the daemon then exits).",
+                "1 while the writer runs; 0 once it stopped (the daemon then exits)",
                 if self.writer_running.load(Ordering::SeqCst) {
                     1.0
                 } else {
@@ -619,7 +626,7 @@ impl Probe for DaemonProbe {
             ),
             (
                 "scim2ldap_store_writable",
-                "1 while the store flushes to disk; 0 once a flush failed (the daemon then exits).",
+                "1 while the store flushes to disk; 0 once a flush failed (the daemon then exits)",
                 if self.store.flush_error().is_none() {
                     1.0
                 } else {

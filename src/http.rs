@@ -418,42 +418,9 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, ScimErr
     Ok(buf.freeze())
 }
 
+/// The query string's pairs, `%XX` and `+` decoded (form encoding).
 fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
-/// Decodes `%XX` escapes and `+` (form encoding) in a query component.
-pub fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = b
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b[i], hex) {
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b'%', Some(byte)) => {
-                out.push(byte);
-                i += 3;
-            }
-            (c, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    form_urlencoded::parse(q.as_bytes()).into_owned().collect()
 }
 
 fn respond(r: ApiResponse) -> Response<Full<Bytes>> {
@@ -525,6 +492,21 @@ pub fn route_template(base: &str, path: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_strings_are_form_decoded() {
+        let q = parse_query("filter=userName+eq+%22a%26b%22&&count=5&bad=%zz&empty");
+        let pairs: Vec<(&str, &str)> = q.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("filter", "userName eq \"a&b\""),
+                ("count", "5"),
+                ("bad", "%zz"),
+                ("empty", "")
+            ]
+        );
+    }
 
     #[test]
     fn route_templates_hold_no_ids() {

@@ -149,7 +149,7 @@ impl Ops {
             "/metrics" => Page {
                 status: 200,
                 content_type: crate::metrics::CONTENT_TYPE,
-                body: Bytes::from(self.metrics.render(self.probe.as_deref())),
+                body: Bytes::from(self.metrics.render()),
             },
             _ => match self.routes.iter().find(|r| r.paths().contains(&path)) {
                 Some(r) => r.get(path, query).await,

@@ -138,13 +138,14 @@ pub struct Sources<'a> {
     pub monitor: Option<&'a Monitor>,
 }
 
-/// Reads the facts. Walks the pending and parked markers (keys only) and
-/// reads at most [`PARKED_SHOWN`] + 2 journal entries.
+/// Reads the facts. Walks the parked markers (keys only) and reads at most
+/// [`PARKED_SHOWN`] + 2 journal entries; the counts are the store's own.
 pub fn collect(src: &Sources<'_>) -> Result<Snapshot, StoreError> {
     let now = SystemTime::now();
     let store = src.store;
     let parked_seqs = store.parked()?;
-    let all_pending = store.pending_count() as u64;
+    let q = store.queue_gauges()?;
+    let all_pending = q.pending;
     let parked = parked_seqs.len() as u64;
     let parked_set: std::collections::HashSet<u64> = parked_seqs.iter().copied().collect();
 

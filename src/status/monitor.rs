@@ -18,10 +18,6 @@ use crate::writer::WriterHandle;
 /// Minutes of adoptions kept: one day.
 const DAY_MINUTES: usize = 24 * 60;
 
-/// The queue is counted no further than this (the `STATUS=` line then
-/// says "1000000+"): counting walks the pending markers.
-const COUNT_CAP: usize = 1_000_000;
-
 /// What the sampler has seen; shared with the status command and page.
 #[derive(Debug)]
 pub struct Monitor {
@@ -194,23 +190,11 @@ pub async fn run(
         let up = writer.directory_up();
         monitor.observe_directory(up, now);
         if n % 10 == 0 {
-            let s = store.clone();
-            let counted = tokio::task::spawn_blocking(move || {
-                let parked = s.parked().map(|p| p.len()).unwrap_or(0);
-                let all = s.pending_count_capped(COUNT_CAP + 1);
-                (
-                    all.saturating_sub(parked) as u64,
-                    parked as u64,
-                    all > COUNT_CAP,
-                )
-            })
-            .await;
-            if let Ok((pending, parked, capped)) = counted {
+            // O(1): the store's own counters.
+            if let Ok(q) = store.queue_gauges() {
+                let (pending, parked) = (q.pending.saturating_sub(q.parked), q.parked);
                 monitor.record_counts(pending, parked);
-                let mut line = short_line(pending, parked, up);
-                if capped {
-                    line = line.replacen(&pending.to_string(), &format!("{pending}+"), 1);
-                }
+                let line = short_line(pending, parked, up);
                 let line = format!("{}; {line}", parts.serving);
                 if line != last_line {
                     (parts.notify)(&format!("STATUS={line}"));

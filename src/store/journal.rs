@@ -195,13 +195,17 @@ impl Store {
         link: Option<&Link>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
+        let was_pending = self.inner.tree.contains_key(seq_key(PENDING, entry.seq))?;
         batch.remove(seq_key(PENDING, entry.seq));
-        if self.inner.tree.contains_key(seq_key(PARKED, entry.seq))? {
+        let was_parked = self.inner.tree.contains_key(seq_key(PARKED, entry.seq))?;
+        if was_parked {
             batch.remove(seq_key(PARKED, entry.seq));
         }
         self.link_into(&mut batch, entry.kind, &entry.id, link)?;
         super::applied::record_into(&mut batch, entry)?;
         self.inner.tree.apply_batch(batch)?;
+        self.inner.queue.pending(-i64::from(was_pending));
+        self.inner.queue.parked(-i64::from(was_parked));
         self.count_applied();
         Ok(())
     }
@@ -209,9 +213,11 @@ impl Store {
     /// Parks an entry: it stays pending (so later entries of the same
     /// resource wait behind it) and carries the failure.
     pub fn mark_failed(&self, seq: u64, failure: &Failure) -> Result<(), StoreError> {
-        self.inner
+        let old = self
+            .inner
             .tree
             .insert(seq_key(PARKED, seq), encode(failure, || "failure".into())?)?;
+        self.inner.queue.parked(i64::from(old.is_none()));
         Ok(())
     }
 
@@ -291,7 +297,10 @@ impl Store {
             return Ok(Change::NoSuchEntry);
         }
         match self.inner.tree.remove(seq_key(PARKED, seq))? {
-            Some(_) => Ok(Change::Done),
+            Some(_) => {
+                self.inner.queue.parked(-1);
+                Ok(Change::Done)
+            }
             None => Ok(Change::NotApplicable),
         }
     }
@@ -305,11 +314,14 @@ impl Store {
         if !self.inner.tree.contains_key(seq_key(PENDING, seq))? {
             return Ok(Change::NotApplicable);
         }
+        let was_parked = self.inner.tree.contains_key(seq_key(PARKED, seq))?;
         let mut batch = sled::Batch::default();
         batch.remove(seq_key(PENDING, seq));
         batch.remove(seq_key(PARKED, seq));
         batch.insert(seq_key(SKIPPED, seq), now_rfc3339().into_bytes());
         self.inner.tree.apply_batch(batch)?;
+        self.inner.queue.pending(-1);
+        self.inner.queue.parked(-i64::from(was_parked));
         self.inner.db.flush()?;
         Ok(Change::Done)
     }
@@ -344,6 +356,7 @@ impl Store {
             n += 1;
         }
         self.inner.tree.apply_batch(batch)?;
+        self.inner.queue.pending(n as i64);
         self.inner.db.flush()?;
         Ok(n)
     }

@@ -30,6 +30,7 @@ mod journal;
 mod keys;
 mod links;
 mod members;
+mod queue;
 mod resources;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ pub use journal::{
 };
 pub use links::Link;
 pub use members::MemberOps;
+pub use queue::QueueGauges;
 pub use resources::{get_ci, version_of, IndexDef, Intent, Matching, Write, RDN_KEY};
 
 /// The store's page cache unless the config says otherwise.
@@ -141,6 +143,9 @@ struct Inner {
     write_lock: Mutex<u64>,
     /// Counts and page cursors for listing without a filter.
     listing: Mutex<resources::Listing>,
+    /// Pending and parked counts for `/metrics`, kept where `q` and `f`
+    /// keys are written.
+    queue: queue::QueueCounts,
     /// Entries marked applied since opening (`applied.rs`).
     applied: std::sync::atomic::AtomicU64,
 }
@@ -191,6 +196,7 @@ impl Store {
         };
         resources::rebuild_indexes_if_stale(&tree)?;
         links::build_link_index(&tree)?;
+        let queue = queue::QueueCounts::count(&tree);
         let flusher = commit::Flusher::start(db.clone(), last)?;
         Ok(Store {
             inner: Arc::new(Inner {
@@ -199,6 +205,7 @@ impl Store {
                 tree,
                 write_lock: Mutex::new(last),
                 listing: Mutex::new(resources::Listing::default()),
+                queue,
                 applied: Default::default(),
             }),
         })

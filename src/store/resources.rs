@@ -346,6 +346,8 @@ impl Store {
             .tree
             .apply_batch(batch)
             .map_err(StoreError::from)?;
+        // Every seq since the last one is a new pending entry.
+        self.inner.queue.pending(seq.saturating_sub(*last) as i64);
         *last = seq;
         if old.is_none() {
             self.forget_positions(kind);
@@ -446,6 +448,8 @@ impl Store {
             .tree
             .apply_batch(batch)
             .map_err(StoreError::from)?;
+        // Every seq since the last one is a new pending entry.
+        self.inner.queue.pending(seq.saturating_sub(*last) as i64);
         *last = seq;
         self.forget_positions(kind);
         Ok(seq)

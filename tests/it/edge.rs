@@ -32,7 +32,7 @@ async fn made_up_methods_do_not_grow_the_metrics() {
         .await;
         assert!(head.starts_with("HTTP/1.1 "), "{head}");
     }
-    let metrics = h.daemon().edge.metrics.render(None);
+    let metrics = h.daemon().edge.metrics.render();
     assert!(
         !metrics.contains("YYYY"),
         "a client's method became a label"

@@ -275,7 +275,7 @@ async fn existing_users_are_adopted_only_as_the_policy_says() {
                 Some(id.as_str())
             );
             assert!(parked_messages(&h).is_empty());
-            let metrics = h.daemon().edge.metrics.render(None);
+            let metrics = h.daemon().edge.metrics.render();
             assert!(
                 metrics.contains("scim2ldap_adoptions_total{kind=\"User\"} 1"),
                 "{metrics}"
@@ -332,7 +332,7 @@ async fn a_refused_entry_parks_alone_while_the_rest_flows() {
     assert!(parked[0].contains("(80)"), "{}", parked[0]);
     assert!(h.ldap_get(&format!("uid={long},{people}")).await.is_none());
     // The refusals are counted by result.
-    let metrics = h.daemon().edge.metrics.render(None);
+    let metrics = h.daemon().edge.metrics.render();
     assert!(metrics.contains("result=\"other\"} 3"), "{metrics}");
 }
 

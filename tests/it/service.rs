@@ -189,9 +189,13 @@ async fn metrics_count_requests_and_health_endpoints_need_no_token() {
         .contains("scim2ldap_ldap_operations_total{operation=\"upsert\",result=\"success\"} 1\n"));
     assert!(text.1.contains("scim2ldap_journal_pending 0\n"));
     assert!(text.1.contains("scim2ldap_journal_parked 0\n"));
-    assert!(!text
+    let last_apply: f64 = text
         .1
-        .contains("scim2ldap_last_apply_timestamp_seconds 0\n"));
+        .lines()
+        .find_map(|l| l.strip_prefix("scim2ldap_last_apply_timestamp_seconds "))
+        .and_then(|v| v.parse().ok())
+        .expect("scim2ldap_last_apply_timestamp_seconds");
+    assert!(last_apply > 1.0e9, "{last_apply}");
     assert_eq!(get_text(&format!("http://{}/healthz", d.addr)).await.0, 200);
     assert_eq!(get_text(&format!("http://{ops}/readyz")).await.0, 200);
     // A 401 is counted too, under its route template.
