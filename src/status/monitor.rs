@@ -189,7 +189,7 @@ pub async fn run(
         let now = SystemTime::now();
         let up = writer.directory_up();
         monitor.observe_directory(up, now);
-        if n % 10 == 0 {
+        if n % 10 == 9 {
             // O(1): the store's own counters.
             if let Ok(q) = store.queue_gauges() {
                 let (pending, parked) = (q.pending.saturating_sub(q.parked), q.parked);

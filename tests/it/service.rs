@@ -694,11 +694,11 @@ fn the_binary_notifies_ready_and_stopping() {
             Err(e) => format!("<no datagram: {e}>"),
         }
     };
-    // The next message that is not a keep-alive.
+    // The next message that is not a keep-alive (nor a periodic status line).
     let next_state = |sock: &UnixDatagram| -> String {
         loop {
             let m = recv(sock);
-            if m != "WATCHDOG=1" {
+            if m != "WATCHDOG=1" && !m.starts_with("STATUS=") {
                 return m;
             }
         }
