@@ -255,13 +255,12 @@ pub async fn start_with(
             source,
         })?;
     let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let ops_routes: Vec<Arc<dyn crate::ops::Route>> = vec![Arc::new(
-        crate::status::route::StatusRoute {
+    let ops_routes: Vec<Arc<dyn crate::ops::Route>> =
+        vec![Arc::new(crate::status::route::StatusRoute {
             store: store.clone(),
             writer: writer_handle.clone(),
             monitor: monitor.clone(),
-        },
-    )];
+        })];
     let ops = Arc::new(ops_routes.into_iter().fold(
         crate::ops::Ops::new(
             metrics.clone(),
