@@ -19,9 +19,13 @@ PACKAGES=(
   # Samba AD DC: provisioning data, the directory modules, and socat for
   # the relays into samba's network namespace (its LDAP ports are fixed)
   samba samba-ad-provision samba-dsdb-modules socat ldb-tools iproute2
+  # The status page's test runs it in a headless browser
+  chromium
+  # promtool checks monitoring/alerts.yml
+  prometheus
 )
 # Services the packages above install; they are disabled after install.
-SERVICES=(slapd smbd nmbd samba-ad-dc winbind dirsrv)
+SERVICES=(slapd smbd nmbd samba-ad-dc winbind dirsrv prometheus prometheus-node-exporter)
 
 installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${PACKAGES[@]}" 2>/dev/null || true) "
 missing=()

@@ -339,6 +339,15 @@ impl Adopter {
     /// (and group) DN template's parent, reading the directory page by
     /// page. Entries already linked are left alone.
     pub async fn import(&self) -> Result<Vec<(Kind, ImportCounts)>, AdoptError> {
+        self.import_with_progress(&|_, _| {}).await
+    }
+
+    /// [`Adopter::import`], calling `progress(kind, entries read)` after
+    /// each entry (for `import`'s progress bar).
+    pub async fn import_with_progress(
+        &self,
+        progress: &(dyn Fn(Kind, usize) + Sync),
+    ) -> Result<Vec<(Kind, ImportCounts)>, AdoptError> {
         let model = self.model.current();
         let mut out = Vec::new();
         for kind in [Kind::User, Kind::Group] {
@@ -378,6 +387,7 @@ impl Adopter {
                 })? {
                     let entry = SearchEntry::construct(e);
                     counts.scanned += 1;
+                    progress(kind, counts.scanned);
                     if let Err(why) = policy.check_dn(&entry.dn) {
                         info!(dn = %entry.dn, %why, "not imported");
                         counts.refused += 1;

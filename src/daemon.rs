@@ -48,6 +48,8 @@ pub struct Running {
     pub edge: Arc<Edge>,
     /// The directory's attribute syntaxes, once read.
     pub syntaxes: Arc<DirectorySyntaxes>,
+    /// What the status command and page show over time.
+    pub monitor: Arc<crate::status::Monitor>,
     stop: watch::Sender<bool>,
     http: JoinHandle<()>,
     writer_task: JoinHandle<()>,
@@ -202,11 +204,16 @@ pub async fn start_with(
         )
         .with_metrics(metrics.clone()),
     );
+    let activity = Arc::new(crate::status::Activity::new(
+        config.tokens.iter().map(|t| t.name.clone()),
+    ));
+    let monitor = Arc::new(crate::status::Monitor::new(activity.clone()));
     let admin_ctx = AdminCtx {
         store: store.clone(),
         writer: Some(writer_handle.clone()),
         adopter: Some(adopter.clone()),
         retention: config.store.retention,
+        monitor: Some(monitor.clone()),
     };
     let admin = tokio::spawn(crate::admin::serve_admin(
         crate::admin::socket_path(&config.store.path),
@@ -241,13 +248,13 @@ pub async fn start_with(
         queue: config.ldap.when_down == crate::config::WhenDirectoryDown::Queue,
         fatal: fatal_rx.clone(),
         writer_running,
+        activity: activity.clone(),
     });
     // The edge and the operational listener keep the probe alive.
     metrics.set_probe(&(probe.clone() as Arc<dyn Probe>));
     // The operational listener. Pages beyond /metrics, /readyz and
     // /healthz (the status page) go into `ops_routes`: each implements
     // `ops::Route` and lists the paths it answers.
-    let ops_routes: Vec<Arc<dyn crate::ops::Route>> = Vec::new();
     let ops_listener = crate::ops::bind(&config.operations)
         .await
         .map_err(|source| DaemonError::OpsListener {
@@ -255,6 +262,12 @@ pub async fn start_with(
             source,
         })?;
     let ops_addr = ops_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let ops_routes: Vec<Arc<dyn crate::ops::Route>> =
+        vec![Arc::new(crate::status::route::StatusRoute {
+            store: store.clone(),
+            writer: writer_handle.clone(),
+            monitor: monitor.clone(),
+        })];
     let ops = Arc::new(ops_routes.into_iter().fold(
         crate::ops::Ops::new(
             metrics.clone(),
@@ -263,11 +276,18 @@ pub async fn start_with(
         ),
         crate::ops::Ops::route,
     ));
-    let edge = Arc::new(
-        Edge::new(api, config.server.clone(), config.tokens.clone())
-            .with_service(metrics, probe, tls)
-            .with_base_url(base_url),
-    );
+    let adoption_totals = {
+        let m = metrics.clone();
+        move || crate::status::Adoptions {
+            users: m.adoptions("User"),
+            groups: m.adoptions("Group"),
+        }
+    };
+    let mut edge = Edge::new(api, config.server.clone(), config.tokens.clone())
+        .with_service(metrics, probe, tls)
+        .with_base_url(base_url);
+    edge.activity = activity;
+    let edge = Arc::new(edge);
     let mut ops_stop = stop_rx.clone();
     let ops_task = match ops_listener {
         Some(l) => tokio::spawn(crate::ops::serve(l, ops.clone(), async move {
@@ -275,6 +295,19 @@ pub async fn start_with(
         })),
         None => tokio::spawn(async {}),
     };
+    let sampler = tokio::spawn(crate::status::monitor::run(
+        monitor.clone(),
+        store.clone(),
+        writer_handle.clone(),
+        crate::status::monitor::SamplerParts {
+            adoptions: Box::new(adoption_totals),
+            notify: Box::new(|state| {
+                let _ = crate::notify::Notifier::from_env().notify(state);
+            }),
+            serving: format!("serving on {addr}"),
+        },
+        stop_rx.clone(),
+    ));
     let mut http_stop = stop_rx;
     let http = tokio::spawn(crate::http::serve(listener, edge.clone(), async move {
         let _ = http_stop.wait_for(|s| *s).await;
@@ -297,7 +330,15 @@ pub async fn start_with(
         http,
         writer_task,
         syntaxes,
-        background: vec![admin, compactor, schema_reader, flush_watch, ops_task],
+        monitor,
+        background: vec![
+            admin,
+            compactor,
+            schema_reader,
+            flush_watch,
+            ops_task,
+            sampler,
+        ],
         fatal: fatal_rx,
     })
 }
@@ -443,6 +484,9 @@ impl Running {
             acceptor.install(tls);
         }
         self.model.replace(model);
+        self.edge
+            .activity
+            .know_tokens(config.tokens.iter().map(|t| t.name.clone()));
         *self.edge.tokens.write().unwrap_or_else(|p| p.into_inner()) = config.tokens;
         self.writer.wake();
         Ok(())
@@ -476,6 +520,7 @@ impl Running {
                 "schema reader",
                 "flush watch",
                 "operations listener",
+                "status sampler",
             ]
             .get(i)
             .copied()
@@ -498,6 +543,8 @@ struct DaemonProbe {
     /// False once the writer task has ended while the daemon was not
     /// stopping.
     writer_running: Arc<AtomicBool>,
+    /// The last request per token (`scim2ldap_token_last_request_timestamp_seconds`).
+    activity: Arc<crate::status::Activity>,
 }
 
 impl Probe for DaemonProbe {
@@ -517,6 +564,25 @@ impl Probe for DaemonProbe {
         } else {
             Err("the directory cannot be reached and ldap.when_down = \"reject\"".into())
         }
+    }
+
+    fn labelled_gauges(&self) -> Vec<crate::metrics::LabelledGauge> {
+        let started = self.activity.started();
+        let unix = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0)
+        };
+        vec![(
+            "scim2ldap_token_last_request_timestamp_seconds",
+            "Unix time of the last authenticated request per bearer token (the token's name: which identity provider); the daemon's start time until its first request.",
+            "token",
+            self.activity
+                .tokens()
+                .into_iter()
+                .map(|(name, at)| (name, unix(at.unwrap_or(started))))
+                .collect(),
+        )]
     }
 
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)> {

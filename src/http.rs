@@ -54,6 +54,8 @@ pub struct Edge {
     /// path), for `Location` and `meta.location`. Never from a request's
     /// Host header: a client must not choose the URLs others are given.
     pub base_url: String,
+    /// The last request per token, for the status (one call, below).
+    pub activity: Arc<crate::status::Activity>,
 }
 
 impl Edge {
@@ -67,6 +69,7 @@ impl Edge {
             probe: None,
             tls: None,
             base_url: String::new(),
+            activity: Default::default(),
         }
     }
 
@@ -348,6 +351,7 @@ async fn route(
     let client = match authenticate(edge, &req) {
         Some(name) => {
             peer_slot.authenticated();
+            edge.activity.request_from(&name);
             name
         }
         None => {

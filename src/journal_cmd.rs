@@ -1,4 +1,4 @@
-//! `scim2ldap journal ...` and `scim2ldap import` on the command line:
+//! `scim2ldap journal ...`, `import` and `status` on the command line:
 //! the subcommands as typed, sent through the daemon's admin socket when it
 //! answers, else run against the store opened here (sled lets one process
 //! open the store; changes such as retry, skip and replay then take effect
@@ -8,7 +8,10 @@ use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::admin::{handle, socket_path, AdminCtx, AdminError, Request, Response, StateFilter};
+use crate::admin::{
+    handle_with_progress, socket_path, AdminCtx, AdminError, Progress, ProgressLine, Request,
+    Response, StateFilter,
+};
 use crate::adopt::Adopter;
 use crate::config::Config;
 use crate::store::Store;
@@ -83,24 +86,64 @@ impl From<JournalCmd> for Request {
 /// when it answers, else against the store opened here. Prints the
 /// answer; an error carries the text of a failed request.
 pub fn run(config_path: &Path, req: Request) -> Result<(), AdminError> {
+    let text = ask(config_path, req)?;
+    println!("{text}");
+    Ok(())
+}
+
+/// Sends `req` (through the socket, else to the store opened here) and
+/// returns the answer's text; a failed request is an error. `import`,
+/// `journal compact` and `journal replay` show their progress on stderr:
+/// a bar on a terminal, a line every 5 s otherwise.
+fn ask(config_path: &Path, req: Request) -> Result<String, AdminError> {
     let cfg = Config::load(config_path)?;
     let sock = socket_path(&cfg.store.path);
-    let resp = match std::os::unix::net::UnixStream::connect(&sock) {
-        Ok(stream) => via_socket(stream, &req, &sock)?,
-        Err(_) => direct(&cfg, req, &sock)?,
+    let req = match req {
+        Request::Import | Request::Compact | Request::Replay { .. } => Request::Progress {
+            request: Box::new(req),
+        },
+        req => req,
     };
+    let view = ProgressView::new();
+    let resp = match std::os::unix::net::UnixStream::connect(&sock) {
+        Ok(stream) => via_socket(stream, &req, &sock, &view)?,
+        Err(_) => direct(&cfg, req, &sock, &view)?,
+    };
+    view.finish();
     if resp.ok {
-        println!("{}", resp.text);
-        Ok(())
+        Ok(resp.text)
     } else {
         Err(AdminError::Refused(resp.text))
     }
+}
+
+/// `scim2ldap status [--json]`: what the daemon is doing (through its
+/// socket), or what the store says when it is stopped. `--json` prints
+/// the [`crate::status::Snapshot`] as one JSON document.
+pub fn status(config_path: &Path, json: bool) -> Result<(), AdminError> {
+    let text = ask(config_path, Request::Status)?;
+    let snapshot: crate::status::Snapshot =
+        serde_json::from_str(&text).map_err(|e| {
+            AdminError::Refused(format!(
+                "the daemon answered `status` with something else ({e}): is it an older scim2ldap? `journal stats` works with every version"
+            ))
+        })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&snapshot).unwrap_or_default()
+        );
+    } else {
+        println!("{}", snapshot.text());
+    }
+    Ok(())
 }
 
 fn via_socket(
     mut stream: std::os::unix::net::UnixStream,
     req: &Request,
     sock: &Path,
+    view: &ProgressView,
 ) -> Result<Response, AdminError> {
     let io = |source| AdminError::Socket {
         path: sock.to_path_buf(),
@@ -109,8 +152,16 @@ fn via_socket(
     let mut line = serde_json::to_vec(req).expect("a request serializes");
     line.push(b'\n');
     stream.write_all(&line).map_err(io)?;
+    let mut reader = BufReader::new(stream);
     let mut answer = String::new();
-    BufReader::new(stream).read_line(&mut answer).map_err(io)?;
+    loop {
+        answer.clear();
+        reader.read_line(&mut answer).map_err(io)?;
+        match serde_json::from_str::<ProgressLine>(answer.trim()) {
+            Ok(p) => view.show(&p.progress),
+            Err(_) => break,
+        }
+    }
     if answer.trim().is_empty() {
         return Err(AdminError::NoAnswer(sock.to_path_buf()));
     }
@@ -120,10 +171,20 @@ fn via_socket(
     })
 }
 
-fn direct(cfg: &Config, req: Request, sock: &Path) -> Result<Response, AdminError> {
+fn direct(
+    cfg: &Config,
+    req: Request,
+    sock: &Path,
+    view: &ProgressView,
+) -> Result<Response, AdminError> {
+    let inner = match &req {
+        Request::Progress { request } => request.as_ref(),
+        req => req,
+    };
+    let import = matches!(inner, Request::Import);
     // `import` may start a store; the other commands need an existing one
     // (a typo in store.path must not look like an empty journal).
-    if !matches!(req, Request::Import) && !cfg.store.path.join("db").exists() {
+    if !import && !cfg.store.path.join("db").exists() {
         return Err(AdminError::NoStore {
             store: cfg.store.path.clone(),
             config: cfg.file.clone(),
@@ -141,8 +202,8 @@ fn direct(cfg: &Config, req: Request, sock: &Path) -> Result<Response, AdminErro
         .enable_all()
         .build()
         .map_err(AdminError::Runtime)?;
-    let adopter = match &req {
-        Request::Import => {
+    let adopter = match import {
+        true => {
             let model =
                 crate::model::Model::load(&cfg.mapping_file).map_err(AdminError::Mapping)?;
             Some(Arc::new(Adopter::new(
@@ -156,16 +217,110 @@ fn direct(cfg: &Config, req: Request, sock: &Path) -> Result<Response, AdminErro
                     .map(|u| format!("{u}{}", cfg.server.base_path)),
             )))
         }
-        _ => None,
+        false => None,
     };
     let ctx = AdminCtx {
         store: store.clone(),
         writer: None,
         adopter,
         retention: cfg.store.retention,
+        monitor: None,
     };
-    let resp = rt.block_on(handle(&ctx, req));
+    let resp = rt.block_on(handle_with_progress(&ctx, req, &|p| view.show(&p)));
     drop(ctx);
     store.flush()?;
     Ok(resp)
+}
+
+/// Shows progress on stderr: an `indicatif` bar (or a spinner when the end
+/// is not known) on a terminal, else a plain line every 5 s, so that logs
+/// of a scripted run show it moving without a line per entry.
+struct ProgressView {
+    terminal: bool,
+    state: std::sync::Mutex<ViewState>,
+}
+
+#[derive(Default)]
+struct ViewState {
+    what: String,
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Option<std::time::Instant>,
+    last: Option<Progress>,
+    /// The last progress has been printed (plain lines).
+    printed: bool,
+}
+
+impl ProgressView {
+    fn new() -> ProgressView {
+        use std::io::IsTerminal;
+        ProgressView {
+            terminal: std::io::stderr().is_terminal(),
+            state: Default::default(),
+        }
+    }
+
+    fn show(&self, p: &Progress) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if s.what != p.what {
+            match s.bar.take() {
+                Some(b) => b.finish(),
+                None if !s.printed => Self::line(&s),
+                None => {}
+            }
+            s.what = p.what.clone();
+            s.last_line = None;
+        }
+        s.last = Some(p.clone());
+        s.printed = false;
+        if self.terminal {
+            let bar = s.bar.get_or_insert_with(|| {
+                let b = match p.total {
+                    Some(t) => indicatif::ProgressBar::new(t).with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{msg} [{bar:40}] {pos}/{len} ({per_sec}, {eta} left)",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                        .progress_chars("=> "),
+                    ),
+                    None => indicatif::ProgressBar::new_spinner().with_style(
+                        indicatif::ProgressStyle::with_template(
+                            "{spinner} {msg}: {pos} entries ({per_sec})",
+                        )
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    ),
+                };
+                b.set_message(p.what.clone());
+                b.enable_steady_tick(std::time::Duration::from_millis(200));
+                b
+            });
+            bar.set_position(p.done);
+        } else if s
+            .last_line
+            .is_none_or(|l| l.elapsed() >= std::time::Duration::from_secs(5))
+        {
+            s.last_line = Some(std::time::Instant::now());
+            Self::line(&s);
+            s.printed = true;
+        }
+    }
+
+    /// The plain line for the last progress seen (not on a terminal).
+    fn line(s: &ViewState) {
+        if let Some(p) = &s.last {
+            match p.total {
+                Some(t) if t > 0 => eprintln!("{}: {}/{t} ({}%)", p.what, p.done, p.done * 100 / t),
+                _ => eprintln!("{}: {} entries", p.what, p.done),
+            }
+        }
+    }
+
+    /// Ends the bar, or prints the last line.
+    fn finish(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match s.bar.take() {
+            Some(b) => b.finish(),
+            None if !s.printed => Self::line(&s),
+            None => {}
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod ops;
+pub mod status;
 pub mod store;
 pub mod tls;
 pub mod token;

@@ -88,6 +88,18 @@ enum Command {
         #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
         config: PathBuf,
     },
+    /// What the daemon is doing: directory up or down, pending and parked
+    /// entries (with the directory's answer), the last entry applied, the
+    /// last request of each identity provider. Reads the store when the
+    /// daemon is stopped.
+    Status {
+        /// The configuration file.
+        #[arg(long, short, default_value = "/etc/scim2ldap/config.toml")]
+        config: PathBuf,
+        /// One JSON document for scripts (shape in README, "Is it working?").
+        #[arg(long)]
+        json: bool,
+    },
     /// Make a new bearer token and print it with the line to put in the config.
     Token {
         /// A name for the client that will use it (shown in logs).
@@ -151,6 +163,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Journal { config, command } => {
             Ok(scim2ldap::journal_cmd::run(&config, command.into())?)
         }
+        Command::Status { config, json } => Ok(scim2ldap::journal_cmd::status(&config, json)?),
         Command::Import { config } => Ok(scim2ldap::journal_cmd::run(
             &config,
             scim2ldap::admin::Request::Import,

@@ -43,7 +43,16 @@ pub trait Probe: Send + Sync {
     /// Gauges: (name, help, value). Must cost O(1): it runs on every
     /// scrape.
     fn gauges(&self) -> Vec<(&'static str, &'static str, f64)>;
+    /// Gauges with one label: (name, help, label name, [(label value,
+    /// value)]). The label values come from the config, never a request.
+    fn labelled_gauges(&self) -> Vec<LabelledGauge> {
+        Vec::new()
+    }
 }
+
+/// (name, help, label name, [(label value, value)]), for
+/// [`Probe::labelled_gauges`].
+pub type LabelledGauge = (&'static str, &'static str, &'static str, Vec<(String, f64)>);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -321,6 +330,23 @@ impl Collector for ProbeCollector {
                 ConstGauge::new(value as i64).encode(m)?;
             } else {
                 ConstGauge::new(value).encode(m)?;
+            }
+        }
+        for (name, help, label, values) in probe.labelled_gauges() {
+            let mut m = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (l, v) in values {
+                // Label values from the config, kept to a safe alphabet.
+                let l: String = l
+                    .chars()
+                    .map(|c| {
+                        if c.is_ascii_alphanumeric() || "-_.@".contains(c) {
+                            c
+                        } else {
+                            '_'
+                        }
+                    })
+                    .collect();
+                ConstGauge::new(v).encode(m.encode_family(&[(label, l.as_str())])?)?;
             }
         }
         Ok(())

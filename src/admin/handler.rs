@@ -1,6 +1,6 @@
 //! Runs admin requests against the daemon's parts (or a store the command
 //! line opened itself): list, show, retry, skip, replay, stats, compact,
-//! import.
+//! import, status.
 //!
 //! Architecture invariant: no sockets here; the server and the command
 //! line both call [`handle`].
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::protocol::{Request, Response, StateFilter};
+use super::protocol::{Progress, Request, Response, StateFilter};
 use super::AdminError;
 use crate::adopt::Adopter;
 use crate::store::{Change, EntryState, EntryView, Op, Store};
@@ -23,6 +23,8 @@ pub struct AdminCtx {
     pub writer: Option<WriterHandle>,
     pub adopter: Option<Arc<Adopter>>,
     pub retention: Option<std::time::Duration>,
+    /// What the status sampler has seen (the daemon only).
+    pub monitor: Option<Arc<crate::status::Monitor>>,
 }
 
 impl AdminCtx {
@@ -39,15 +41,83 @@ impl AdminCtx {
 
 /// Runs one request.
 pub async fn handle(ctx: &AdminCtx, req: Request) -> Response {
-    match run_request(ctx, req).await {
+    handle_with_progress(ctx, req, &|_| {}).await
+}
+
+/// Runs one request; a [`Request::Progress`] reports to `sink` as it goes
+/// (at most five times a second, and at the end).
+pub async fn handle_with_progress(
+    ctx: &AdminCtx,
+    req: Request,
+    sink: &(dyn Fn(Progress) + Sync),
+) -> Response {
+    let (req, throttle) = match req {
+        Request::Progress { request } => (*request, Some(Throttle::new(sink))),
+        req => (req, None),
+    };
+    match run_request(ctx, req, throttle.as_ref()).await {
         Ok(r) => r,
         Err(e) => Response::fail(e.to_string()),
     }
 }
 
-async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminError> {
+/// Passes progress on at most every 200 ms (and always the last step).
+struct Throttle<'a> {
+    sink: &'a (dyn Fn(Progress) + Sync),
+    last: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl<'a> Throttle<'a> {
+    fn new(sink: &'a (dyn Fn(Progress) + Sync)) -> Throttle<'a> {
+        Throttle {
+            sink,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn report(&self, what: &str, done: u64, total: Option<u64>) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let due = last.is_none_or(|l| l.elapsed() >= std::time::Duration::from_millis(200));
+        if due || Some(done) == total {
+            *last = Some(std::time::Instant::now());
+            (self.sink)(Progress {
+                what: what.to_string(),
+                done,
+                total,
+            });
+        }
+    }
+}
+
+/// Entries from `from` to `to` still pending and not parked.
+fn waiting_in(store: &Store, from: u64, to: u64) -> Result<u64, AdminError> {
+    let parked: std::collections::HashSet<u64> = store.parked()?.into_iter().collect();
+    let mut after = from.saturating_sub(1);
+    let mut n = 0;
+    loop {
+        let chunk = store.pending_after(after, 4096)?;
+        let Some(&last) = chunk.last() else { break };
+        n += chunk
+            .iter()
+            .filter(|s| **s <= to && !parked.contains(s))
+            .count() as u64;
+        if last >= to {
+            break;
+        }
+        after = last;
+    }
+    Ok(n)
+}
+
+async fn run_request(
+    ctx: &AdminCtx,
+    req: Request,
+    progress: Option<&Throttle<'_>>,
+) -> Result<Response, AdminError> {
     let store = &ctx.store;
     Ok(match req {
+        // Not nested: the inner request of a progress request runs plainly.
+        Request::Progress { request } => Box::pin(run_request(ctx, *request, progress)).await?,
         Request::List {
             state,
             resource,
@@ -144,6 +214,26 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
             }
             let n = store.requeue(from, to)?;
             let tail = ctx.wake();
+            // Asked for progress, with the daemon running: watch the
+            // entries being applied, until they are or the directory is
+            // unreachable (then the daemon goes on when it is back).
+            let mut watched = String::new();
+            if let (Some(p), Some(w), true) = (progress, &ctx.writer, n > 0) {
+                let what = "applying the replayed entries";
+                loop {
+                    let waiting = waiting_in(store, from, to)?;
+                    p.report(what, (n as u64).saturating_sub(waiting), Some(n as u64));
+                    if waiting == 0 {
+                        p.report(what, n as u64, Some(n as u64));
+                        break;
+                    }
+                    if !w.directory_up() {
+                        watched = format!("\nthe directory is unreachable: {waiting} of them wait, and are applied when it is back");
+                        break;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
             let oldest = store.stats()?.oldest_seq;
             let note = match oldest {
                 Some(o) if o > from => format!(
@@ -152,7 +242,7 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
                 _ => String::new(),
             };
             Response::ok(format!(
-                "{n} entr{} queued to be applied again, in order{note}{tail}",
+                "{n} entr{} queued to be applied again, in order{note}{watched}{tail}",
                 if n == 1 { "y" } else { "ies" }
             ))
         }
@@ -216,11 +306,23 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
             );
             Response::ok(t.trim_end().to_string())
         }
+        Request::Status => {
+            let snapshot = crate::status::collect(&crate::status::Sources {
+                store,
+                writer: ctx.writer.as_ref(),
+                monitor: ctx.monitor.as_deref(),
+            })?;
+            Response::ok(serde_json::to_string(&snapshot).unwrap_or_default())
+        }
         Request::Compact => match ctx.retention {
             None => Response::ok("store.retention_secs is 0: the journal is kept whole"),
             Some(r) => {
                 let cutoff = std::time::SystemTime::now() - r;
-                let rep = store.compact(cutoff)?;
+                let rep = store.compact_with_progress(cutoff, &|done, total| {
+                    if let Some(p) = progress {
+                        p.report("compacting the journal", done, Some(total));
+                    }
+                })?;
                 Response::ok(format!(
                     "removed {} applied entries older than {}, kept {}",
                     rep.removed,
@@ -233,7 +335,18 @@ async fn run_request(ctx: &AdminCtx, req: Request) -> Result<Response, AdminErro
             let Some(adopter) = &ctx.adopter else {
                 return Ok(Response::fail("import needs the mapping and the directory"));
             };
-            let counts = adopter.import().await.map_err(AdminError::Import)?;
+            let counts = adopter
+                .import_with_progress(&|kind, n| {
+                    if let Some(p) = progress {
+                        p.report(
+                            &format!("importing {}s", kind.name().to_ascii_lowercase()),
+                            n as u64,
+                            None,
+                        );
+                    }
+                })
+                .await
+                .map_err(AdminError::Import)?;
             let mut t = String::new();
             for (kind, c) in counts {
                 if c.off {

@@ -12,8 +12,8 @@ pub mod handler;
 pub mod protocol;
 pub mod server;
 
-pub use handler::{handle, AdminCtx};
-pub use protocol::{socket_path, Request, Response, StateFilter, SOCKET};
+pub use handler::{handle, handle_with_progress, AdminCtx};
+pub use protocol::{socket_path, Progress, ProgressLine, Request, Response, StateFilter, SOCKET};
 pub use server::serve_admin;
 
 /// Why an admin request or command could not be carried out. The messages

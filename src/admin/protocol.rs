@@ -1,7 +1,8 @@
 //! The admin channel's protocol: one JSON request line in, one JSON
 //! response line out, over the Unix socket `admin/sock` in the store
 //! directory (folder 0700, socket 0600: only the daemon's user and root can
-//! use it).
+//! use it). A request wrapped in [`Request::Progress`] gets progress lines
+//! (`{"progress": {...}}`) before its response.
 //!
 //! Architecture invariant: plain serde types, shared by the daemon's
 //! server and the command line; no store, no sockets.
@@ -63,6 +64,30 @@ pub enum Request {
     Pending,
     Compact,
     Import,
+    /// What the daemon is doing: the answer's text is the JSON of a
+    /// [`crate::status::Snapshot`].
+    Status,
+    /// Runs `request` (import, compact, replay) and sends [`ProgressLine`]s
+    /// before the response line. A plain request gets one line, as always.
+    Progress {
+        request: Box<Request>,
+    },
+}
+
+/// How far a long request has come.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// What is being done ("compacting the journal").
+    pub what: String,
+    pub done: u64,
+    /// `None` when the end is not known in advance (an import).
+    pub total: Option<u64>,
+}
+
+/// A line sent before the response of a [`Request::Progress`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProgressLine {
+    pub progress: Progress,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

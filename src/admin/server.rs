@@ -7,8 +7,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::handler::{handle, AdminCtx};
-use super::protocol::{Request, Response, MAX_REQUEST};
+use super::handler::{handle_with_progress, AdminCtx};
+use super::protocol::{Progress, ProgressLine, Request, Response, MAX_REQUEST};
 
 /// Serves the admin socket until `stop` turns true; removes it then.
 pub async fn serve_admin(path: PathBuf, ctx: AdminCtx, mut stop: watch::Receiver<bool>) {
@@ -61,7 +61,31 @@ async fn admin_connection(stream: tokio::net::UnixStream, ctx: AdminCtx) {
         Ok(_) => match serde_json::from_str::<Request>(line.trim()) {
             Ok(req) => {
                 info!(request = ?req, "admin request");
-                handle(&ctx, req).await
+                // Progress lines go out while the request runs; a client
+                // that hangs up cancels the watching (not the work done).
+                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+                let sink = move |p: Progress| {
+                    let _ = tx.send(p);
+                };
+                let run = handle_with_progress(&ctx, req, &sink);
+                tokio::pin!(run);
+                let resp = loop {
+                    tokio::select! {
+                        resp = &mut run => break resp,
+                        Some(p) = rx.recv() => {
+                            if write.write_all(&progress_line(p)).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                };
+                // What was reported last, before the answer.
+                while let Ok(p) = rx.try_recv() {
+                    if write.write_all(&progress_line(p)).await.is_err() {
+                        return;
+                    }
+                }
+                resp
             }
             Err(e) => Response::fail(format!("bad admin request: {e}")),
         },
@@ -71,4 +95,10 @@ async fn admin_connection(stream: tokio::net::UnixStream, ctx: AdminCtx) {
     out.push(b'\n');
     let _ = write.write_all(&out).await;
     let _ = write.shutdown().await;
+}
+
+fn progress_line(p: Progress) -> Vec<u8> {
+    let mut out = serde_json::to_vec(&ProgressLine { progress: p }).unwrap_or_default();
+    out.push(b'\n');
+    out
 }

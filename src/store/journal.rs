@@ -278,6 +278,7 @@ impl Store {
             batch.remove(seq_key(PARKED, entry.seq));
         }
         self.link_into(&mut batch, entry.kind, &entry.id, link)?;
+        super::applied::record_into(&mut batch, entry)?;
         self.inner.tree.apply_batch(batch)?;
         // Applied: the password has reached the directory, and the store
         // forgets it (a replay of this entry then leaves the directory's
@@ -287,6 +288,7 @@ impl Store {
         }
         self.inner.queue.pending(-i64::from(was_pending));
         self.inner.queue.parked(-i64::from(was_parked));
+        self.count_applied();
         Ok(())
     }
 
@@ -465,16 +467,32 @@ impl Store {
     /// so that a replay into an empty directory rebuilds every entry).
     /// Pending and parked entries are never removed.
     pub fn compact(&self, cutoff: std::time::SystemTime) -> Result<CompactReport, StoreError> {
+        self.compact_with_progress(cutoff, &|_, _| {})
+    }
+
+    /// [`Store::compact`], calling `progress(read, total)` as it reads the
+    /// journal (twice: `total` is twice the entries).
+    pub fn compact_with_progress(
+        &self,
+        cutoff: std::time::SystemTime,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<CompactReport, StoreError> {
+        let total = 2 * self.inner.tree.scan_prefix([JOURNAL]).keys().count() as u64;
+        let mut read = 0;
         // The latest entry of each resource.
         let mut latest: HashMap<(Kind, String), (u64, Op)> = HashMap::new();
         for e in self.heads() {
             let e = e?;
+            read += 1;
+            progress(read, total);
             latest.insert((e.kind, e.id.clone()), (e.seq, e.op));
         }
         let mut report = CompactReport::default();
         let mut candidates = Vec::new();
         for e in self.heads() {
             let e = e?;
+            read += 1;
+            progress(read.min(total), total);
             let old = humantime::parse_rfc3339_weak(&e.at)
                 .map(|t| t < cutoff)
                 .unwrap_or(false);

@@ -25,7 +25,8 @@
 //! seq assigned), `mlinkidx` (the `a` index has been built), `mindex` (how the `i`
 //! keys were computed: [`super::INDEX_VERSION`] and the Unicode tables of
 //! the RFC 4518 preparation; any difference rebuilds them at start-up),
-//! `mcompact` (time and outcome of the last compaction) and `mnopw`
+//! `mcompact` (time and outcome of the last compaction), `mapplied`
+//! (the last entry marked applied: seq, resource, time) and `mnopw`
 //! (passwords stored by older versions in snapshots and journal entries
 //! have been removed).
 //!
@@ -48,6 +49,7 @@ pub(super) const META_LINK_INDEX: &[u8] = b"mlinkidx";
 pub(super) const META_COMPACTION: &[u8] = b"mcompact";
 pub(super) const META_INDEX: &[u8] = b"mindex";
 pub(super) const META_NO_PASSWORDS: &[u8] = b"mnopw";
+pub(super) const META_LAST_APPLIED: &[u8] = b"mapplied";
 
 pub(super) const JOURNAL: u8 = b'j';
 pub(super) const PENDING: u8 = b'q';

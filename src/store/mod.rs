@@ -19,12 +19,14 @@
 //! - `links.rs`: links to directory entries, the stable-id index, adoption;
 //! - `secrets.rs`: the passwords of pending entries, held in files beside
 //!   sled until the entry is applied.
+//! - `applied.rs`: the last entry applied, and a count since opening.
 //!
 //! This file holds the `Store` handle, opening, and the errors.
 //!
 //! Architecture invariant: the store knows SCIM JSON and journal entries,
 //! never LDAP, HTTP or the mapping.
 
+mod applied;
 mod commit;
 mod journal;
 mod keys;
@@ -44,6 +46,7 @@ use serde::{de::DeserializeOwned, Serialize};
 /// The two SCIM resource types, from the core; how keys spell them is
 /// `keys::KindByte`.
 pub use crate::scim::Kind;
+pub use applied::LastApplied;
 pub use journal::{
     Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op,
     Password, Stats,
@@ -155,6 +158,8 @@ struct Inner {
     /// Pending and parked counts for `/metrics`, kept where `q` and `f`
     /// keys are written.
     queue: queue::QueueCounts,
+    /// Entries marked applied since opening (`applied.rs`).
+    applied: std::sync::atomic::AtomicU64,
 }
 
 impl Store {
@@ -229,6 +234,7 @@ impl Store {
                 listing: Mutex::new(resources::Listing::default()),
                 secrets,
                 queue,
+                applied: Default::default(),
             }),
         })
     }

@@ -218,6 +218,19 @@ const RULES: &[(&str, &[&str])] = &[
     // Adoption reads the directory and writes the store; the endpoints call
     // it (through `api::Adoption`), never the other way round.
     ("adopt", &["hyper", "crate::api", "crate::http"]),
+    // The status reads the store and the writer's handle; it knows no
+    // LDAP and no hyper (the operational listener serves its pages).
+    (
+        "status",
+        &[
+            "ldap3",
+            "hyper",
+            "crate::http",
+            "crate::api",
+            "crate::adopt",
+            "crate::mapping",
+        ],
+    ),
     // The store knows SCIM JSON and journal entries, never LDAP, HTTP or
     // the mapping.
     (

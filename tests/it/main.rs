@@ -21,4 +21,5 @@ mod protocol;
 mod safety;
 mod service;
 mod slapd;
+mod status;
 mod users;

@@ -803,8 +803,9 @@ fn notify_recv(sock: &UnixDatagram) -> String {
 /// The next notification that is not a watchdog keep-alive.
 fn next_notify_state(sock: &UnixDatagram) -> String {
     loop {
+        // Neither a keep-alive nor a periodic status line.
         let m = notify_recv(sock);
-        if m != "WATCHDOG=1\n" {
+        if m != "WATCHDOG=1\n" && !m.starts_with("STATUS=") {
             return m;
         }
     }
