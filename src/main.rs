@@ -266,7 +266,9 @@ fn dev_setup(dir: &std::path::Path, listen: &str, ldap_port: u16) -> anyhow::Res
         slapd.password()
     );
     println!("\nTry:  curl -H 'Authorization: Bearer {token}' http://{listen}/scim/v2/Users");
-    println!("Entra ID and Okta need an HTTPS URL they can reach: see README.md, \"Connecting Entra ID\".\n");
+    println!(
+        "Entra ID and Okta need an HTTPS URL they can reach: see docs/entra.md and docs/okta.md.\n"
+    );
     std::mem::forget(slapd);
     Ok(config_path)
 }
