@@ -301,9 +301,10 @@ pub async fn start_with(
         writer_handle.clone(),
         crate::status::monitor::SamplerParts {
             adoptions: Box::new(adoption_totals),
-            notify: Box::new(|state| {
-                let _ = crate::notify::Notifier::from_env().notify(state);
-            }),
+            notify: {
+                let notifier = crate::notify::Notifier::from_env();
+                Box::new(move |line| notifier.status(line))
+            },
             serving: format!("serving on {addr}"),
         },
         stop_rx.clone(),

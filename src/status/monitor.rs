@@ -161,7 +161,7 @@ impl Monitor {
 pub struct SamplerParts {
     /// Adoption totals since the daemon started (from the metrics).
     pub adoptions: Box<dyn Fn() -> Adoptions + Send + Sync>,
-    /// Sends one `sd_notify` state (e.g. `STATUS=...`).
+    /// Sends the systemd `STATUS=` line (the text after `STATUS=`).
     pub notify: Box<dyn Fn(&str) + Send + Sync>,
     /// Prefix of the `STATUS=` line (e.g. "serving on 127.0.0.1:8443").
     pub serving: String,
@@ -197,7 +197,7 @@ pub async fn run(
                 let line = short_line(pending, parked, up);
                 let line = format!("{}; {line}", parts.serving);
                 if line != last_line {
-                    (parts.notify)(&format!("STATUS={line}"));
+                    (parts.notify)(&line);
                     last_line = line;
                 }
             }
