@@ -58,3 +58,15 @@ on_every_directory!(
     adopts_an_existing_entry,
     password_set_and_changed,
 );
+
+/// Scenarios that only one server can show.
+mod samba_ad_only {
+    /// Samba AD's default policy refuses a one-character password.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_refused_password_parks_and_keeps_the_old_one() {
+        super::scenarios::a_refused_password_parks_and_keeps_the_old_one(
+            super::env::Server::SambaAd,
+        )
+        .await
+    }
+}

@@ -701,3 +701,23 @@ fn the_ad_names_follow_the_preset() {
     assert_eq!(sam_account_name(" .a/b[c]=d+e*f?. @x"), "a_b_c__d_e_f_");
     assert_eq!(sam_account_name("nodomain"), "nodomain");
 }
+
+impl Env {
+    /// The directory's reasons for the entries it refused and the writer
+    /// parked, waiting up to `limit` for at least one (a refusal is tried
+    /// again twice before it parks).
+    pub async fn parked_reasons(&self, limit: Duration) -> Vec<String> {
+        let d = self.daemon.as_ref().expect("daemon running");
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let parked = d.store.parked().unwrap();
+            if !parked.is_empty() || tokio::time::Instant::now() >= deadline {
+                return parked
+                    .iter()
+                    .map(|s| format!("{:?}", d.store.state(*s).unwrap()))
+                    .collect();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}

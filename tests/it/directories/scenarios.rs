@@ -2,6 +2,8 @@
 //! each preset says an entry holds). Each ends by comparing the whole of
 //! the test's OU with what the daemon reports.
 
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use scim2ldap::store::Kind;
@@ -574,4 +576,46 @@ pub async fn password_set_and_changed(server: Server) {
         "{server:?}: a PUT without password keeps it"
     );
     env.assert_directory_matches().await;
+}
+
+/// A password the directory's policy refuses (AD's complexity and length
+/// rules): the entry parks with the directory's reason and the account
+/// keeps the password it had. Samba AD only: the OpenLDAP and 389 DS
+/// fixtures run no password policy that would refuse one.
+pub async fn a_refused_password_parks_and_keeps_the_old_one(server: Server) {
+    let Some(env) = Env::start_with(server, with_password(server)).await else {
+        return;
+    };
+    let login = format!("weak.{}@example.org", env.tag);
+    let mut body = okta_user(&login, "Weak", "Password");
+    let good = "Okta-Pa55word!1";
+    body["password"] = json!(good);
+    let id = env.create_user(body).await;
+    env.settle().await;
+    let dn = env.linked_dn(Kind::User, &id);
+    assert_eq!(env.bind_as(&dn, good).await, Ok(()), "the first password");
+
+    env.patch(
+        &format!("/Users/{id}"),
+        json!([{"op": "replace", "value": {"password": "a"}}]),
+    )
+    .await;
+    let reasons = env.parked_reasons(Duration::from_secs(30)).await;
+    assert_eq!(reasons.len(), 1, "one parked entry: {reasons:?}");
+    let why = reasons[0].to_lowercase();
+    assert!(
+        why.contains("constraint") && why.contains("password"),
+        "the directory's reason: {reasons:?}"
+    );
+    assert_eq!(
+        env.bind_as(&dn, good).await,
+        Ok(()),
+        "the account keeps its password"
+    );
+    assert!(
+        env.bind_as(&dn, "a").await.is_err(),
+        "the refused password was not set"
+    );
+    let e = env.entry(&dn).await.expect("the entry is still there");
+    assert!(!env.is_locked(&e), "still enabled: {e:?}");
 }
