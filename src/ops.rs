@@ -175,16 +175,14 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, shutdown: impl Future<O
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!(error = %e, "operations listener: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
+        let Some((stream, peer)) = crate::http::accept_until(
+            &listener,
+            &mut shutdown,
+            "operations listener: accept failed",
+        )
+        .await
+        else {
+            break;
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             debug!(%peer, "operations listener: too many connections; closed");
