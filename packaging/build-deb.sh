@@ -14,6 +14,8 @@
 #   /usr/lib/sysusers.d/scim2ldap.conf       the scim2ldap system user
 #   /usr/share/scim2ldap/mappings/*.toml     the mapping presets (examples/)
 #   /usr/share/scim2ldap/certbot-deploy-hook
+#   /usr/share/scim2ldap/monitoring/         Prometheus alert rules (and their
+#                                            tests), the Grafana dashboard
 #   /usr/share/doc/scim2ldap/                README.md, entra.md, okta.md,
 #                                            config.example.toml, copyright
 #   /usr/share/man/man1/scim2ldap*.1.gz      generated from the clap definitions
@@ -41,6 +43,9 @@ install -D -m 0644 packaging/sysusers.conf "$root/usr/lib/sysusers.d/scim2ldap.c
 install -D -m 0755 packaging/certbot-deploy-hook "$root/usr/share/scim2ldap/certbot-deploy-hook"
 install -d "$root/usr/share/scim2ldap/mappings"
 install -m 0644 examples/*.toml "$root/usr/share/scim2ldap/mappings/"
+install -d "$root/usr/share/scim2ldap/monitoring"
+install -m 0644 monitoring/alerts.yml monitoring/alerts.test.yml monitoring/grafana-dashboard.json \
+    "$root/usr/share/scim2ldap/monitoring/"
 doc=$root/usr/share/doc/scim2ldap
 install -d "$doc"
 install -m 0644 README.md config.example.toml packaging/debian/copyright "$doc/"

@@ -36,6 +36,7 @@ fail() { echo "ci-test-deb: $*" >&2; exit 1; }
 /usr/bin/scim2ldap --version | grep -q '^scim2ldap ' || fail "--version"
 for f in /usr/lib/systemd/system/scim2ldap.service /usr/lib/sysusers.d/scim2ldap.conf \
     /usr/share/scim2ldap/mappings/openldap.toml /usr/share/scim2ldap/certbot-deploy-hook \
+    /usr/share/scim2ldap/monitoring/alerts.yml /usr/share/scim2ldap/monitoring/grafana-dashboard.json \
     /usr/share/doc/scim2ldap/README.md /usr/share/doc/scim2ldap/entra.md \
     /usr/share/doc/scim2ldap/okta.md /usr/share/doc/scim2ldap/config.example.toml \
     /usr/share/doc/scim2ldap/copyright /usr/share/man/man1/scim2ldap.1.gz \
