@@ -57,9 +57,18 @@ on_every_directory!(
     rename_rewrites_member_values,
     adopts_an_existing_entry,
     password_set_and_changed,
+    check_passes_with_the_preset,
 );
 
 /// Scenarios that only one server can show.
+mod dirsrv_only {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn check_passes_with_the_freeipa_preset_on_389_ds() {
+        super::scenarios::check_passes_with_the_freeipa_preset_on_389_ds(super::env::Server::Dirsrv)
+            .await
+    }
+}
+
 mod samba_ad_only {
     /// Samba AD's default policy refuses a one-character password.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

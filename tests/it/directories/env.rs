@@ -721,3 +721,10 @@ impl Env {
         }
     }
 }
+
+impl Env {
+    /// The daemon's config file (the mapping is `mapping.toml` beside it).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.toml")
+    }
+}

@@ -619,3 +619,63 @@ pub async fn a_refused_password_parks_and_keeps_the_old_one(server: Server) {
     let e = env.entry(&dn).await.expect("the entry is still there");
     assert!(!env.is_locked(&e), "still enabled: {e:?}");
 }
+
+/// `scim2ldap check` with the server's own preset: the pairing is right
+/// (the server's kind read from its root DSE), the bind works, the schema
+/// has what the preset writes and the stable-id attribute exists.
+pub async fn check_passes_with_the_preset(server: Server) {
+    let Some(env) = Env::start(server).await else {
+        return;
+    };
+    let report = scim2ldap::check::run(&env.config_path()).await;
+    let text = report.to_string();
+    assert!(report.ok(), "{server:?}: check fails:\n{text}");
+    let kind = match server {
+        Server::OpenLdap => "OpenLDAP",
+        Server::Dirsrv => "389 Directory Server (or FreeIPA)",
+        Server::SambaAd => "Active Directory (or Samba AD)",
+    };
+    assert!(
+        text.contains(&format!("the directory is {kind}")),
+        "{server:?}: the server's kind:\n{text}"
+    );
+}
+
+/// The FreeIPA-style preset on plain 389 DS, as far as its schema allows:
+/// `check` passes with `nsUniqueId` as the stable id (plain 389 DS has no
+/// `ipaUniqueID`) and refuses `ipaUniqueID`, naming the attribute.
+pub async fn check_passes_with_the_freeipa_preset_on_389_ds(server: Server) {
+    let Some(env) = Env::start(server).await else {
+        return;
+    };
+    let dir = env.config_path().parent().unwrap().to_path_buf();
+    // FreeIPA's containers (cn=users,cn=accounts,...) are not on a plain
+    // 389 DS: the test's OUs stand in for them.
+    std::fs::write(
+        dir.join("mapping.toml"),
+        include_str!("../../../examples/freeipa.toml")
+            .replace("cn=users,cn=accounts,dc=example,dc=com", &env.people)
+            .replace("cn=groups,cn=accounts,dc=example,dc=com", &env.groups),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(env.config_path()).unwrap();
+    for (uuid, ok) in [("nsUniqueId", true), ("ipaUniqueID", false)] {
+        std::fs::write(
+            env.config_path(),
+            config.replace(
+                "uuid_attribute = \"entryUUID\"",
+                &format!("uuid_attribute = \"{uuid}\""),
+            ),
+        )
+        .unwrap();
+        let report = scim2ldap::check::run(&env.config_path()).await;
+        let text = report.to_string();
+        assert_eq!(report.ok(), ok, "{uuid}:\n{text}");
+        if !ok {
+            assert!(
+                report.problems.iter().any(|p| p.contains("ipaUniqueID")),
+                "{text}"
+            );
+        }
+    }
+}
