@@ -9,6 +9,9 @@
 # Idempotent and fast when everything is there: one dpkg-query, no apt.
 # To add a package, add a line to PACKAGES (and a service that it starts,
 # if any, to SERVICES).
+#
+# `install-deps.sh --openldap` installs only OpenLDAP (what the quick
+# start's `scim2ldap dev` needs).
 set -euo pipefail
 
 PACKAGES=(
@@ -26,6 +29,10 @@ PACKAGES=(
 )
 # Services the packages above install; they are disabled after install.
 SERVICES=(slapd smbd nmbd samba-ad-dc winbind dirsrv prometheus prometheus-node-exporter)
+if [[ ${1:-} == --openldap ]]; then
+  PACKAGES=(slapd ldap-utils openssl)
+  SERVICES=(slapd)
+fi
 
 installed=" $(dpkg-query -W -f='${Package}:${db:Status-Status} ' "${PACKAGES[@]}" 2>/dev/null || true) "
 missing=()

@@ -4,5 +4,5 @@
 # SCIM base URL and a bearer token to paste into Entra ID or Okta.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/install-deps.sh
+scripts/install-deps.sh --openldap
 exec cargo run --release --quiet -- dev "$@"
