@@ -237,7 +237,7 @@ pub(crate) fn parse(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mapping::{Mapping, Problem};
+    use crate::mapping::Mapping;
 
     const BASE: &str = r#"
 [user]
@@ -253,19 +253,8 @@ sn = { from = ["name.familyName", "userName"], required = true }
 set = { pwdAccountLockedTime = "000001010000Z" }
 "#;
 
-    fn parse(text: &str) -> Mapping {
-        Mapping::parse(text, "m.toml").unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn problem(text: &str) -> Problem {
-        let e = Mapping::parse(text, "m.toml").expect_err("should not validate");
-        assert_eq!(e.problems().len(), 1, "{e}");
-        e.problems()[0].clone()
-    }
-
-    fn line_of(text: &str, needle: &str) -> usize {
-        text.lines().position(|l| l.contains(needle)).expect(needle) + 1
-    }
+    // The mapping tests' helpers: parse, the one problem, a line's number.
+    use crate::mapping::tests::{line_of, parse, problem};
 
     /// The presets' commented `[user.password]` blocks are valid.
     #[test]

@@ -36,19 +36,19 @@ attribute = "member"
 empty = { placeholder = "cn=empty,dc=example,dc=com" }
 "#;
 
-fn parse(text: &str) -> Mapping {
+pub(super) fn parse(text: &str) -> Mapping {
     Mapping::parse(text, "mapping.toml").unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The one problem `text` has; fails if it parses or has several.
-fn problem(text: &str) -> Problem {
+pub(super) fn problem(text: &str) -> Problem {
     let err = Mapping::parse(text, "mapping.toml").expect_err("should not validate");
     assert_eq!(err.problems().len(), 1, "expected one problem, got:\n{err}");
     err.problems()[0].clone()
 }
 
 /// 1-based line of the first line containing `needle`.
-fn line_of(text: &str, needle: &str) -> usize {
+pub(super) fn line_of(text: &str, needle: &str) -> usize {
     text.lines().position(|l| l.contains(needle)).expect(needle) + 1
 }
 
