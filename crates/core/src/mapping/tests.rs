@@ -1631,3 +1631,27 @@ fn adopt_tables_are_read_and_checked() {
         "is empty",
     );
 }
+
+/// homeDirectory is IA5 (ASCII only): the posix presets fold a login
+/// name's accents instead of writing a value the directory refuses.
+#[test]
+fn posix_presets_write_an_ascii_home_directory() {
+    for text in [
+        include_str!("../../../../examples/openldap-posix.toml"),
+        include_str!("../../../../examples/openldap-rfc2307bis.toml"),
+    ] {
+        let m = parse(text);
+        let user = serde_json::json!({
+            "userName": "Jérôme.Müller",
+            "name": {"givenName": "Jérôme", "familyName": "Müller"},
+            "urn:ietf:params:scim:schemas:extension:posix:2.0:User":
+                {"uidNumber": 10000, "gidNumber": 10000},
+            (ALLOCATED_KEY): {"uidNumber": 10000, "gidNumber": 10000},
+        });
+        let e = m
+            .user_entry(&user, &m.user_registry(), &dir())
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(e.attrs["homeDirectory"], vec!["/home/Jerome.Muller"]);
+        assert_eq!(e.attrs["uid"], vec!["Jérôme.Müller"]);
+    }
+}
