@@ -163,29 +163,6 @@ const TOO_MANY_FROM_PEER: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\n\
 content-type: text/plain\r\nretry-after: 10\r\nconnection: close\r\ncontent-length: 74\r\n\r\n\
 too many connections without a valid token from this address; retry later\n";
 
-/// The next connection on `listener`, or `None` once `shutdown` completes.
-/// A failed accept (out of file descriptors, say) is logged with `what`
-/// and tried again after a pause. Shared by the SCIM and the operational
-/// listeners.
-pub(crate) async fn accept_until(
-    listener: &TcpListener,
-    shutdown: &mut (impl Future<Output = ()> + Unpin),
-    what: &str,
-) -> Option<(tokio::net::TcpStream, SocketAddr)> {
-    loop {
-        tokio::select! {
-            r = listener.accept() => match r {
-                Ok(x) => return Some(x),
-                Err(e) => {
-                    warn!(error = %e, "{what}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
-            _ = &mut *shutdown => return None,
-        }
-    }
-}
-
 /// Serves HTTP on `listener` until `shutdown` completes, then stops
 /// accepting and lets in-flight requests finish (up to 30 s).
 pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future<Output = ()>) {
@@ -198,7 +175,8 @@ pub async fn serve(listener: TcpListener, edge: Arc<Edge>, shutdown: impl Future
     let overflow = Arc::new(Semaphore::new(OVERFLOW_SLOTS));
     tokio::pin!(shutdown);
     loop {
-        let Some((stream, peer)) = accept_until(&listener, &mut shutdown, "accept failed").await
+        let Some((stream, peer)) =
+            crate::listen::accept_until(&listener, &mut shutdown, "accept failed").await
         else {
             break;
         };

@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod http;
 pub mod journal_cmd;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod model;

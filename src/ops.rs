@@ -175,7 +175,7 @@ pub async fn serve(listener: TcpListener, ops: Arc<Ops>, shutdown: impl Future<O
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
     loop {
-        let Some((stream, peer)) = crate::http::accept_until(
+        let Some((stream, peer)) = crate::listen::accept_until(
             &listener,
             &mut shutdown,
             "operations listener: accept failed",
