@@ -12,8 +12,8 @@ use std::io;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use crate::scripted::{require, shared_error, Scripted, SharedResult};
-use crate::{write_daemon_config, DaemonConfig};
+use crate::daemon_config::{write_daemon_config, DaemonConfig};
+use crate::scripted::{require, shared, Scripted, SharedResult};
 
 const SCRIPT: &str = include_str!("../scripts/dirsrv.sh");
 const INSTALL_HINT: &str =
@@ -55,7 +55,7 @@ impl Dirsrv {
     /// 389 DS is not installed (the message says how to install it).
     pub fn shared() -> io::Result<&'static Dirsrv> {
         static SHARED: OnceLock<SharedResult<Dirsrv>> = OnceLock::new();
-        shared_error(SHARED.get_or_init(|| Dirsrv::start().map_err(|e| (e.kind(), e.to_string()))))
+        shared(&SHARED, Dirsrv::start)
     }
 
     /// `ldap://127.0.0.1:PORT`

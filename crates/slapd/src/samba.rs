@@ -16,8 +16,8 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::scripted::{require, shared_error, Scripted, SharedResult};
-use crate::{write_daemon_config, DaemonConfig};
+use crate::daemon_config::{write_daemon_config, DaemonConfig};
+use crate::scripted::{require, shared, Scripted, SharedResult};
 
 const SCRIPT: &str = include_str!("../scripts/samba-ad.sh");
 const INSTALL_HINT: &str = "Samba AD is not installed: run scripts/install-deps.sh \
@@ -73,7 +73,7 @@ impl SambaAd {
     /// others wait for it); stopped by its watchdog when the process ends.
     pub fn shared() -> io::Result<&'static SambaAd> {
         static SHARED: OnceLock<SharedResult<SambaAd>> = OnceLock::new();
-        shared_error(SHARED.get_or_init(|| SambaAd::start().map_err(|e| (e.kind(), e.to_string()))))
+        shared(&SHARED, SambaAd::start)
     }
 
     /// `ldaps://127.0.0.1:PORT`; verify with [`SambaAd::ca_cert`].

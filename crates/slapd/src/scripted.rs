@@ -15,8 +15,9 @@ use std::io::{self, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
 
-use crate::{create_temp_dir_named, ctx, free_ports};
+use crate::process::{create_temp_dir_named, ctx, find_in_path, free_ports};
 
 /// Attempts when a port we picked was taken before the server bound it.
 const PORT_ATTEMPTS: usize = 3;
@@ -149,7 +150,7 @@ pub(crate) fn require(programs: &[&str], hint: &str) -> io::Result<()> {
         let found = if p.starts_with('/') {
             Path::new(p).exists()
         } else {
-            crate::find_in_path(p).is_some()
+            find_in_path(p).is_some()
                 || Path::new("/usr/sbin").join(p).exists()
                 || Path::new("/sbin").join(p).exists()
         };
@@ -167,8 +168,16 @@ pub(crate) fn require(programs: &[&str], hint: &str) -> io::Result<()> {
 /// `io::Error` is not `Clone`, so its kind and text.
 pub(crate) type SharedResult<T> = Result<T, (io::ErrorKind, String)>;
 
-pub(crate) fn shared_error<T>(r: &SharedResult<T>) -> io::Result<&T> {
-    r.as_ref()
+/// The one instance of a server in this process, kept in `cell` (a
+/// `static` of the server's type): started with `start` by the first
+/// caller while the others wait for it; a failure to start is kept too and
+/// returned to every caller.
+pub(crate) fn shared<T>(
+    cell: &'static OnceLock<SharedResult<T>>,
+    start: impl FnOnce() -> io::Result<T>,
+) -> io::Result<&'static T> {
+    cell.get_or_init(|| start().map_err(|e| (e.kind(), e.to_string())))
+        .as_ref()
         .map_err(|(kind, text)| io::Error::new(*kind, text.clone()))
 }
 
