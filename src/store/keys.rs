@@ -18,6 +18,7 @@
 //! | `M`    | `M` group-id 0 member-id    | member kind (`u` / `g`), then the `display` given |
 //! | `B`    | `B` member-id 0 group-id    | empty (reverse of `M`)                         |
 //! | `n`    | `n` kind attribute          | next number to allocate (u64 big-endian)       |
+//! | `x`    | `x` seq                     | a large member change still being written: its keys and the entry's `q` value (`spill.rs`) |
 //!
 //! `kind` is one byte (`u` / `g`); `attr-no` is the position of the
 //! attribute in [`indexes`](super::resources::indexes). The metadata keys
@@ -62,6 +63,7 @@ pub(super) const LINKED_ID: u8 = b'a';
 pub(super) const MEMBER: u8 = b'M';
 pub(super) const MEMBER_OF: u8 = b'B';
 pub(super) const COUNTER: u8 = b'n';
+pub(super) const SPILL: u8 = b'x';
 
 /// How keys spell a [`Kind`]: one byte, `u` or `g`.
 pub(super) trait KindByte {

@@ -38,7 +38,7 @@ impl Store {
     /// a whole replacement, which compares with the current list.
     pub(super) fn member_changes(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut super::spill::KeyWrites,
         gid: &str,
         ops: &MemberOps,
     ) -> Result<MemberChange, StoreError> {
@@ -143,7 +143,7 @@ impl Store {
     /// is being deleted).
     pub(super) fn drop_members(
         &self,
-        batch: &mut sled::Batch,
+        batch: &mut super::spill::KeyWrites,
         gid: &str,
     ) -> Result<(), StoreError> {
         for (m, _) in self.members(gid)? {

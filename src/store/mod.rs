@@ -35,6 +35,7 @@ mod members;
 mod queue;
 mod resources;
 mod secrets;
+mod spill;
 #[cfg(test)]
 mod tests;
 
@@ -208,6 +209,13 @@ impl Store {
         };
         resources::rebuild_indexes_if_stale(&tree)?;
         links::build_link_index(&tree)?;
+        let finished = spill::finish_interrupted(&tree)?;
+        if finished > 0 {
+            tracing::info!(
+                finished,
+                "finished writing large member changes that a stop interrupted"
+            );
+        }
         let stripped = journal::strip_stored_passwords(&tree)?;
         if stripped > 0 {
             tracing::info!(

@@ -13,6 +13,7 @@ use serde_json::Value;
 use super::journal::{journal_into, new_entry, Op};
 use super::keys::{self, index_prefix, kind_prefix, res_key, KindByte, INDEX, RESOURCE};
 use super::members::MemberOps;
+use super::spill::KeyWrites;
 use super::{decode, encode, Kind, Store, StoreError, WriteError};
 
 /// An indexed attribute of a kind.
@@ -363,17 +364,22 @@ impl Store {
             res_key(RESOURCE, kind, id),
             encode(&*resource, || id.into())?,
         );
+        let mut member_keys = KeyWrites::default();
         let change = match members {
-            Some(ops) => Some(self.member_changes(&mut batch, id, ops)?),
+            Some(ops) => Some(self.member_changes(&mut member_keys, id, ops)?),
             None => None,
         };
         let mut entry = new_entry(seq, kind, id, Op::Upsert, resource.clone(), change);
         entry.password_file = password_file;
         journal_into(&mut batch, &entry)?;
+        let spilled = member_keys.settle(&mut batch, seq, &res_key(RESOURCE, kind, id));
         self.inner
             .tree
             .apply_batch(batch)
             .map_err(StoreError::from)?;
+        if let Some(s) = spilled {
+            s.finish(&self.inner.tree)?;
+        }
         // Every seq since the last one is a new pending entry.
         self.inner.queue.pending(seq.saturating_sub(*last) as i64);
         *last = seq;
@@ -444,6 +450,7 @@ impl Store {
         }
         let mut seq = *last;
         let mut batch = sled::Batch::default();
+        let mut member_keys = KeyWrites::default();
         for gid in self.groups_of(id)? {
             let Some(mut group) = self.get(Kind::Group, &gid)? else {
                 continue;
@@ -459,23 +466,27 @@ impl Store {
                 only_members: true,
                 ..Default::default()
             };
-            let change = self.member_changes(&mut batch, &gid, &ops)?;
+            let change = self.member_changes(&mut member_keys, &gid, &ops)?;
             journal_into(
                 &mut batch,
                 &new_entry(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
             )?;
         }
         if kind == Kind::Group {
-            self.drop_members(&mut batch, id)?;
+            self.drop_members(&mut member_keys, id)?;
         }
         seq += 1;
         index_changes(&mut batch, kind, id, Some(&old), None);
         batch.remove(res_key(RESOURCE, kind, id));
         journal_into(&mut batch, &new_entry(seq, kind, id, Op::Delete, old, None))?;
+        let spilled = member_keys.settle(&mut batch, seq, &res_key(RESOURCE, kind, id));
         self.inner
             .tree
             .apply_batch(batch)
             .map_err(StoreError::from)?;
+        if let Some(s) = spilled {
+            s.finish(&self.inner.tree)?;
+        }
         // Every seq since the last one is a new pending entry.
         self.inner.queue.pending(seq.saturating_sub(*last) as i64);
         *last = seq;
