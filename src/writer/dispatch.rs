@@ -614,7 +614,9 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::*;
-    use crate::writer::plan::{Desired, FullMembers, Plan, PlanError};
+    use crate::writer::plan::{
+        Desired, FullMembers, GroupPlan, MemberAttrPlan, MemberPlan, Plan, PlanError,
+    };
 
     /// Snapshots carry `dn`, `deps` (user ids it names) and `delay` (ms the
     /// fake directory takes); `badRoute` makes the route fail.
@@ -633,12 +635,42 @@ mod tests {
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|d| (Kind::User, d.as_str().unwrap_or_default().to_string()))
+                    .map(|d| d.as_str().unwrap_or_default().to_string())
+                    // A group names the members it adds.
+                    .chain(e.members.iter().flat_map(|m| m.add.iter().cloned()))
+                    .map(|d| (Kind::User, d))
                     .collect(),
             })
         }
         fn plan(&self, e: &crate::store::JournalEntry) -> Result<Plan, PlanError> {
             let delay = e.snapshot["delay"].as_u64().unwrap_or(0);
+            if e.kind == Kind::Group {
+                // Member values are `uid=<id>,dc=x`; without a member change,
+                // an empty full list.
+                let dn = |ids: &[String]| ids.iter().map(|i| format!("uid={i},dc=x")).collect();
+                let values = match &e.members {
+                    Some(c) => MemberPlan::Delta {
+                        add: dn(&c.add),
+                        remove: dn(&c.remove),
+                        empty_before: c.empty_before,
+                        empty_after: c.empty_after,
+                    },
+                    None => MemberPlan::Full(Vec::new()),
+                };
+                return Ok(Plan::Group(GroupPlan {
+                    desired: Desired {
+                        dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
+                        attrs: BTreeMap::from([("delay".to_string(), vec![delay.to_string()])]),
+                        ..Desired::default()
+                    },
+                    members: vec![MemberAttrPlan {
+                        attr: "member".into(),
+                        values,
+                        placeholder: None,
+                    }],
+                    only_members: e.members.as_ref().is_some_and(|c| c.only_members),
+                }));
+            }
             Ok(Plan::Upsert(Desired {
                 dn: e.snapshot["dn"].as_str().unwrap_or_default().to_string(),
                 attrs: BTreeMap::from([
@@ -666,10 +698,21 @@ mod tests {
         end: usize,
     }
 
+    /// One apply of a group plan: its member values added and removed.
+    #[derive(Debug, Clone)]
+    struct GroupApplied {
+        lane: usize,
+        start: usize,
+        end: usize,
+        add: Vec<String>,
+        remove: Vec<String>,
+    }
+
     #[derive(Clone, Default)]
     struct Log {
         clock: Arc<AtomicUsize>,
         applied: Arc<Mutex<Vec<Applied>>>,
+        groups: Arc<Mutex<Vec<GroupApplied>>>,
     }
 
     impl Log {
@@ -681,12 +724,62 @@ mod tests {
         fn tried(&self, seq: u64) -> bool {
             self.applied.lock().unwrap().iter().any(|a| a.seq == seq)
         }
+        /// The member deltas applied, in order, as (added, removed) ids.
+        fn group_applies(&self) -> Vec<GroupApplied> {
+            let mut g = self.groups.lock().unwrap().clone();
+            g.sort_by_key(|a| a.start);
+            g
+        }
     }
 
-    /// Applies after the plan's delay; parks an entry whose DN has `park`.
+    /// `uid=<id>,dc=x` back to `<id>`.
+    fn ids(values: &[String]) -> Vec<String> {
+        values
+            .iter()
+            .map(|v| {
+                v.trim_start_matches("uid=")
+                    .trim_end_matches(",dc=x")
+                    .to_string()
+            })
+            .collect()
+    }
+
+    /// Applies after the plan's delay; parks an entry whose DN has `park`,
+    /// and a group plan that adds a member whose id has `park`.
     struct FakeDir {
         lane: usize,
         log: Log,
+    }
+
+    impl FakeDir {
+        async fn apply_group(&mut self, g: &GroupPlan) -> Result<Option<Link>, ApplyError> {
+            let delay: u64 = g.desired.attrs["delay"][0].parse().unwrap();
+            let (add, remove) = match &g.members[0].values {
+                MemberPlan::Delta { add, remove, .. } => (add.clone(), remove.clone()),
+                MemberPlan::Full(v) => (v.clone(), Vec::new()),
+            };
+            let start = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let end = self.log.clock.fetch_add(1, Ordering::SeqCst);
+            let park = add.iter().any(|v| v.contains("park"));
+            self.log.groups.lock().unwrap().push(GroupApplied {
+                lane: self.lane,
+                start,
+                end,
+                add,
+                remove,
+            });
+            if park {
+                return Err(ApplyError::Park {
+                    code: Some(19),
+                    message: "constraintViolation (19)".into(),
+                });
+            }
+            Ok(Some(Link {
+                dn: g.desired.dn.clone(),
+                ..Link::default()
+            }))
+        }
     }
 
     impl Apply for FakeDir {
@@ -696,8 +789,10 @@ mod tests {
             _link: Option<&Link>,
             _full: FullMembers<'_>,
         ) -> Result<Option<Link>, ApplyError> {
-            let Plan::Upsert(d) = plan else {
-                panic!("the fake planner makes upserts only")
+            let d = match plan {
+                Plan::Upsert(d) => d,
+                Plan::Group(g) => return self.apply_group(g).await,
+                Plan::Delete { .. } => panic!("the fake planner makes no deletes"),
             };
             let seq: u64 = d.attrs["seq"][0].parse().unwrap();
             let delay: u64 = d.attrs["delay"][0].parse().unwrap();
@@ -765,6 +860,34 @@ mod tests {
 
         fn user(&mut self, id: &str, delay: u64) -> u64 {
             self.write(id, json!({"dn": format!("uid={id},dc=x"), "delay": delay}))
+        }
+
+        /// Journals a change of group `id` (created on its first write,
+        /// with no members): `add` and `remove` are member ids, and the
+        /// change is member-only after the create. Returns its seq.
+        fn group(&mut self, id: &str, add: &[&str], remove: &[&str]) -> u64 {
+            let mut resource =
+                json!({"displayName": id, "dn": format!("cn={id},dc=x"), "delay": 0});
+            let create = self.seen.insert(id.to_string());
+            let ops = crate::store::MemberOps {
+                add: add.iter().map(|m| (m.to_string(), Kind::User)).collect(),
+                remove: remove.iter().map(|m| m.to_string()).collect(),
+                only_members: !create,
+                ..Default::default()
+            };
+            self.store
+                .write(crate::store::Write {
+                    kind: Kind::Group,
+                    id,
+                    resource: &mut resource,
+                    intent: if create {
+                        crate::store::Intent::Create
+                    } else {
+                        crate::store::Intent::Update { if_version: None }
+                    },
+                    members: (!create).then_some(&ops),
+                })
+                .unwrap()
         }
 
         /// Runs the writer with `lanes` fake connections until every entry
@@ -949,5 +1072,142 @@ mod tests {
             // restart.
             assert_eq!(j.state(first), EntryState::Pending, "{lanes} lanes");
         }
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_member_adds_to_one_group_leaves_as_one_apply_with_every_value_in_order() {
+        for lanes in [1, 4] {
+            let mut j = Journal::new();
+            let create = j.group("g", &[], &[]);
+            let members: Vec<String> = (0..20).map(|i| format!("m{i:02}")).collect();
+            let seqs: Vec<u64> = members.iter().map(|m| j.group("g", &[m], &[])).collect();
+            let log = j.run(lanes).await;
+            let applies = log.group_applies();
+            // The create, then the 20 changes (all waiting in the lane when
+            // the first was taken) in one apply.
+            assert_eq!(applies.len(), 2, "{applies:?} ({lanes} lanes)");
+            assert_eq!(ids(&applies[1].add), members, "{lanes} lanes");
+            assert!(applies[1].remove.is_empty());
+            for s in seqs.into_iter().chain([create]) {
+                assert_eq!(j.state(s), EntryState::Applied, "{s} ({lanes} lanes)");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lane_holds_more_than_lane_depth_of_one_group_so_its_changes_merge() {
+        let mut j = Journal::new();
+        j.group("g", &[], &[]);
+        let members: Vec<String> = (0..300).map(|i| format!("m{i:03}")).collect();
+        for m in &members {
+            j.group("g", &[m], &[]);
+        }
+        let log = j.run(2).await;
+        let applies = log.group_applies();
+        // At LANE_DEPTH (8) a lane would hold 8 at a time: 38 applies or
+        // more. It holds up to JOIN_DEPTH, and a batch carries up to 256
+        // (what arrives while one is applied makes the next).
+        let sizes: Vec<usize> = applies.iter().map(|a| a.add.len()).collect();
+        assert!(applies.len() <= 5, "{sizes:?}");
+        assert!(applies[1..].iter().all(|a| a.add.len() <= 256));
+        let added: Vec<String> = applies[1..].iter().flat_map(|a| ids(&a.add)).collect();
+        assert_eq!(added, members);
+    }
+
+    #[tokio::test]
+    async fn a_member_added_then_removed_is_not_merged_into_one_apply() {
+        let mut j = Journal::new();
+        j.group("g", &[], &[]);
+        let seqs = [
+            j.group("g", &["a"], &[]),
+            j.group("g", &["b"], &[]),
+            j.group("g", &[], &["a"]),
+            j.group("g", &["c"], &[]),
+        ];
+        let log = j.run(1).await;
+        let applies: Vec<(Vec<String>, Vec<String>)> = log.group_applies()[1..]
+            .iter()
+            .map(|a| (ids(&a.add), ids(&a.remove)))
+            .collect();
+        // The removal of `a` starts a new apply (with what follows it).
+        assert_eq!(
+            applies,
+            vec![
+                (vec!["a".to_string(), "b".to_string()], vec![]),
+                (vec!["c".to_string()], vec!["a".to_string()]),
+            ]
+        );
+        for s in seqs {
+            assert_eq!(j.state(s), EntryState::Applied);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_combined_apply_falls_back_one_by_one_and_only_the_bad_entry_parks() {
+        for lanes in [1, 4] {
+            let mut j = Journal::new();
+            j.group("g", &[], &[]);
+            let m1 = j.group("g", &["m1"], &[]);
+            let m2 = j.group("g", &["m2"], &[]);
+            let bad = j.group("g", &["park-me"], &[]);
+            let m4 = j.group("g", &["m4"], &[]);
+            let other = j.user("u", 0);
+            let log = j.run(lanes).await;
+            let applies: Vec<Vec<String>> = log.group_applies()[1..]
+                .iter()
+                .map(|a| ids(&a.add))
+                .collect();
+            assert_eq!(
+                applies,
+                vec![
+                    vec!["m1", "m2", "park-me", "m4"],
+                    vec!["m1"],
+                    vec!["m2"],
+                    vec!["park-me"],
+                ],
+                "{lanes} lanes"
+            );
+            assert_eq!(j.state(m1), EntryState::Applied);
+            assert_eq!(j.state(m2), EntryState::Applied);
+            match j.state(bad) {
+                EntryState::Failed(f) => assert_eq!(f.code, Some(19)),
+                s => panic!("{s:?} ({lanes} lanes)"),
+            }
+            // Behind the parked change of its group, as any later write of
+            // a resource with a parked entry.
+            assert_eq!(j.state(m4), EntryState::Pending, "{lanes} lanes");
+            assert_eq!(j.state(other), EntryState::Applied, "{lanes} lanes");
+        }
+    }
+
+    #[tokio::test]
+    async fn only_consecutive_changes_of_one_group_merge_and_order_across_resources_holds() {
+        // One lane: another resource's entry between two changes of the
+        // group is applied between them.
+        let mut j = Journal::new();
+        j.group("g", &[], &[]);
+        j.group("g", &["m1"], &[]);
+        let x = j.user("x", 0);
+        j.group("g", &["m2"], &[]);
+        j.group("g", &["m3"], &[]);
+        let log = j.run(1).await;
+        let applies = log.group_applies();
+        let added: Vec<Vec<String>> = applies[1..].iter().map(|a| ids(&a.add)).collect();
+        assert_eq!(added, vec![vec!["m1"], vec!["m2", "m3"]]);
+        assert!(applies[1].end < log.of(x).start);
+        assert!(log.of(x).end < applies[2].start);
+
+        // A member added is in the directory before the apply that names it.
+        let mut j = Journal::new();
+        j.group("g", &[], &[]);
+        let slow = j.user("slow", 40);
+        j.group("g", &["slow"], &[]);
+        j.group("g", &["m2"], &[]);
+        let log = j.run(4).await;
+        let applies = log.group_applies();
+        let added: Vec<Vec<String>> = applies[1..].iter().map(|a| ids(&a.add)).collect();
+        assert_eq!(added, vec![vec!["slow", "m2"]]);
+        assert!(log.of(slow).end < applies[1].start);
+        let _ = applies[1].lane;
     }
 }

@@ -250,6 +250,152 @@ pub(super) fn member_delta_mods(g: &GroupPlan) -> Vec<Mod<String>> {
     mods
 }
 
+/// Consecutive member-only changes of one group merged into one plan, so
+/// that they leave as one modify: per member attribute, the values added
+/// and removed (sets of normalised values, first spelling and order kept),
+/// the first change's `empty_before` and the last one's `empty_after`.
+///
+/// A change joins only when merging keeps the meaning of applying the
+/// changes one after another: the same entry (`desired`) and member
+/// attributes, every attribute a delta, no value added by one change and
+/// removed by another, and an emptiness that follows on (the first
+/// change's `empty_after` is the next one's `empty_before`).
+pub(super) struct MergedMembers {
+    plan: GroupPlan,
+    /// Per member attribute: the normalised values added and removed.
+    seen: Vec<(HashSet<String>, HashSet<String>)>,
+}
+
+impl MergedMembers {
+    /// Starts from a member-only change planned as deltas; `None` for any
+    /// other plan (it is applied alone).
+    pub(super) fn start(g: &GroupPlan) -> Option<MergedMembers> {
+        if !g.only_members || g.members.is_empty() {
+            return None;
+        }
+        let mut seen = Vec::with_capacity(g.members.len());
+        for m in &g.members {
+            let MemberPlan::Delta { add, remove, .. } = &m.values else {
+                return None;
+            };
+            seen.push((
+                add.iter().map(|v| norm_value(v)).collect(),
+                remove.iter().map(|v| norm_value(v)).collect(),
+            ));
+        }
+        Some(MergedMembers {
+            plan: g.clone(),
+            seen,
+        })
+    }
+
+    /// How many values the largest member attribute's delta carries.
+    pub(super) fn values(&self) -> usize {
+        delta_values(&self.plan)
+    }
+
+    /// Merges the next change of the group if that keeps its meaning;
+    /// false (and nothing changed) otherwise.
+    pub(super) fn absorb(&mut self, g: &GroupPlan) -> bool {
+        if !g.only_members
+            || g.desired != self.plan.desired
+            || g.members.len() != self.plan.members.len()
+        {
+            return false;
+        }
+        // Check everything before changing anything.
+        let mut normalised = Vec::with_capacity(g.members.len());
+        for ((have, next), (added, removed)) in
+            self.plan.members.iter().zip(&g.members).zip(&self.seen)
+        {
+            let (
+                MemberPlan::Delta {
+                    empty_after: was_empty,
+                    ..
+                },
+                MemberPlan::Delta {
+                    add,
+                    remove,
+                    empty_before,
+                    ..
+                },
+            ) = (&have.values, &next.values)
+            else {
+                return false;
+            };
+            if have.attr != next.attr || have.placeholder != next.placeholder {
+                return false;
+            }
+            if was_empty != empty_before {
+                return false;
+            }
+            let add_n: Vec<String> = add.iter().map(|v| norm_value(v)).collect();
+            let remove_n: Vec<String> = remove.iter().map(|v| norm_value(v)).collect();
+            if add_n.iter().any(|v| removed.contains(v))
+                || remove_n.iter().any(|v| added.contains(v))
+            {
+                return false;
+            }
+            normalised.push((add_n, remove_n));
+        }
+        for (((have, next), (added, removed)), (add_n, remove_n)) in self
+            .plan
+            .members
+            .iter_mut()
+            .zip(&g.members)
+            .zip(&mut self.seen)
+            .zip(normalised)
+        {
+            let (
+                MemberPlan::Delta {
+                    add,
+                    remove,
+                    empty_after,
+                    ..
+                },
+                MemberPlan::Delta {
+                    add: next_add,
+                    remove: next_remove,
+                    empty_after: next_empty_after,
+                    ..
+                },
+            ) = (&mut have.values, &next.values)
+            else {
+                // Both deltas: checked above.
+                continue;
+            };
+            for (v, n) in next_add.iter().zip(add_n) {
+                if added.insert(n) {
+                    add.push(v.clone());
+                }
+            }
+            for (v, n) in next_remove.iter().zip(remove_n) {
+                if removed.insert(n) {
+                    remove.push(v.clone());
+                }
+            }
+            *empty_after = *next_empty_after;
+        }
+        true
+    }
+
+    pub(super) fn into_plan(self) -> GroupPlan {
+        self.plan
+    }
+}
+
+/// How many values a group plan's largest member attribute carries.
+pub(super) fn delta_values(g: &GroupPlan) -> usize {
+    g.members
+        .iter()
+        .map(|m| match &m.values {
+            MemberPlan::Delta { add, remove, .. } => add.len() + remove.len(),
+            MemberPlan::Full(v) => v.len(),
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// The group's full member lists, one per member attribute of the plan.
 /// A count that differs means the mapping was reloaded since the plan was
 /// made: the next pass plans again.
@@ -369,6 +515,72 @@ mod tests {
         assert_eq!(
             group_ldif(&g),
             "# memberUid: add [\"a\"], remove []\ndn: cn=unix,dc=x\nchangetype: add\nobjectClass: groupOfNames\nobjectClass: posixGroup\ncn: unix\nmember: uid=a,dc=x\n"
+        );
+    }
+
+    #[test]
+    fn merged_member_changes_keep_the_meaning_of_applying_them_in_turn() {
+        let placeholder = "cn=empty,dc=x";
+        let change = |add: &[&str], remove: &[&str], empty_before, empty_after| GroupPlan {
+            desired: Desired {
+                dn: "cn=g,dc=x".into(),
+                ..Desired::default()
+            },
+            members: vec![MemberAttrPlan {
+                attr: "member".into(),
+                values: MemberPlan::Delta {
+                    add: add.iter().map(|s| s.to_string()).collect(),
+                    remove: remove.iter().map(|s| s.to_string()).collect(),
+                    empty_before,
+                    empty_after,
+                },
+                placeholder: Some(placeholder.into()),
+            }],
+            only_members: true,
+        };
+        // Into an empty group: the placeholder goes once, a value spelled
+        // twice is sent once.
+        let mut m = MergedMembers::start(&change(&["uid=a,dc=x"], &[], true, false)).unwrap();
+        assert!(m.absorb(&change(&["uid=b,dc=x"], &[], false, false)));
+        assert!(m.absorb(&change(&["UID=A, DC=X"], &[], false, false)));
+        assert!(m.absorb(&change(&[], &["uid=c,dc=x"], false, false)));
+        assert_eq!(m.values(), 3);
+        // Removing a value added earlier in the batch, or adding one
+        // removed: not merged, nothing changed.
+        assert!(!m.absorb(&change(&[], &["uid=b,dc=x"], false, false)));
+        assert!(!m.absorb(&change(&["uid=C,dc=x"], &[], false, false)));
+        // An emptiness that does not follow on, another entry, a full list,
+        // a change that is not member-only: not merged either.
+        assert!(!m.absorb(&change(&["uid=d,dc=x"], &[], true, false)));
+        let mut other = change(&["uid=d,dc=x"], &[], false, false);
+        other.desired.dn = "cn=h,dc=x".into();
+        assert!(!m.absorb(&other));
+        let mut full = change(&[], &[], false, false);
+        full.members[0].values = MemberPlan::Full(vec!["uid=d,dc=x".into()]);
+        assert!(!m.absorb(&full));
+        assert!(MergedMembers::start(&full).is_none());
+        let mut not_only = change(&["uid=d,dc=x"], &[], false, false);
+        not_only.only_members = false;
+        assert!(!m.absorb(&not_only));
+        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
+        assert_eq!(
+            member_delta_mods(&m.into_plan()),
+            vec![
+                Mod::Add("member".into(), set(&["uid=a,dc=x", "uid=b,dc=x"])),
+                Mod::Delete("member".into(), set(&["uid=c,dc=x"])),
+                Mod::Delete("member".into(), set(&[placeholder])),
+            ]
+        );
+        // Emptied, then a new member: the placeholder neither comes nor
+        // goes.
+        let mut m = MergedMembers::start(&change(&[], &["uid=a,dc=x"], false, true)).unwrap();
+        assert!(m.absorb(&change(&["uid=b,dc=x"], &[], true, false)));
+        assert_eq!(
+            member_delta_mods(&m.into_plan()),
+            vec![
+                Mod::Add("member".into(), set(&["uid=b,dc=x"])),
+                Mod::Delete("member".into(), set(&["uid=a,dc=x"])),
+            ]
         );
     }
 }

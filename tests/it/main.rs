@@ -3,6 +3,7 @@
 
 mod adopt;
 mod bounded;
+mod coalesce;
 mod concurrency;
 mod crash;
 mod crash_windows;
