@@ -1,7 +1,9 @@
 //! Links: the directory entry each resource is linked to (`l` keys: DN and
 //! stable id), the reverse index from a stable id (entryUUID, objectGUID,
 //! ...) to the SCIM id (`a` keys), so that one entry is never linked
-//! twice, and adoption's record of an entry that exists already.
+//! twice, and adoption's record of an entry that exists already. A link
+//! also carries the writer's fingerprint of what it last applied
+//! ([`Applied`]: opaque hashes here), cleared by a replay.
 //!
 //! Knows DNs and stable ids as opaque strings; never reads the directory.
 

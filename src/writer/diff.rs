@@ -1,8 +1,11 @@
 //! Comparing entries: the attribute diff between a plan and what the
-//! directory holds, value and DN normalisation, userAccountControl bits.
+//! directory holds, value and DN normalisation, userAccountControl bits,
+//! and the fingerprint of an applied entry with the modifications it
+//! allows without a read.
 //!
 //! Architecture invariant: pure functions over plans and read entries; no
-//! connection, no store, no dispatcher.
+//! connection, no store access (only the link's `Applied` type), no
+//! dispatcher.
 
 use std::collections::{HashMap, HashSet};
 
