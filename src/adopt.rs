@@ -311,6 +311,7 @@ impl Adopter {
             dn: entry.dn.clone(),
             uuid,
             adopted: true,
+            applied: None,
         };
         if link.uuid.is_none() {
             warn!(dn = %entry.dn, "adopting an entry without a stable id: it stays linked by DN only");

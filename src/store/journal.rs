@@ -454,6 +454,8 @@ impl Store {
                 seq_key(PENDING, seq),
                 res_key(RESOURCE, entry.kind, &entry.id),
             );
+            // The directory may hold anything now: the writer reads it.
+            self.forget_applied_into(&mut batch, entry.kind, &entry.id)?;
             n += 1;
         }
         self.inner.tree.apply_batch(batch)?;

@@ -1,7 +1,9 @@
 //! Links: the directory entry each resource is linked to (`l` keys: DN and
 //! stable id), the reverse index from a stable id (entryUUID, objectGUID,
 //! ...) to the SCIM id (`a` keys), so that one entry is never linked
-//! twice, and adoption's record of an entry that exists already.
+//! twice, and adoption's record of an entry that exists already. A link
+//! also carries the writer's fingerprint of what it last applied
+//! ([`Applied`]: opaque hashes here), cleared by a replay.
 //!
 //! Knows DNs and stable ids as opaque strings; never reads the directory.
 
@@ -24,6 +26,89 @@ pub struct Link {
     /// send are never removed. Absent (false) in older links.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopted: bool,
+    /// A fingerprint of what the writer last applied to the entry (the
+    /// writer's business: opaque hashes here), so that the next update can
+    /// be sent without reading the entry first. Absent in older links, in
+    /// links of adopted entries and after `journal replay`: the writer
+    /// then reads the entry, as it always did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<Applied>,
+}
+
+/// What the writer last applied to a linked entry, as hashes: enough to
+/// tell which managed attributes an update changes, never the values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Applied {
+    /// The entry's shape: its object classes, the managed and required
+    /// attribute names (a mapping reload that changes them makes the
+    /// writer read again).
+    pub shape: u64,
+    /// One hash per managed attribute (in the shape's order) of the values
+    /// the directory holds for it.
+    pub attrs: Vec<u64>,
+    /// Active Directory: whether ACCOUNTDISABLE was last set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+    /// [`Applied::digest`] of the fingerprint this one was worked out from
+    /// without reading the entry; 0 after a read. A fingerprint made from
+    /// one that was cleared meanwhile (a replay) is not kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub from: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+impl Applied {
+    /// A stable 64-bit digest of the fingerprint (FNV-1a; `from` left out).
+    pub fn digest(&self) -> u64 {
+        let mut h = Fnv::default();
+        h.u64(self.shape);
+        h.u64(self.attrs.len() as u64);
+        for a in &self.attrs {
+            h.u64(*a);
+        }
+        h.u64(match self.disabled {
+            None => 0,
+            Some(false) => 1,
+            Some(true) => 2,
+        });
+        // Never 0: 0 means "after a read".
+        h.finish().max(1)
+    }
+}
+
+/// FNV-1a, 64 bits: stable across builds and versions (unlike
+/// `std::hash::DefaultHasher`), which a stored fingerprint needs.
+#[derive(Debug, Clone, Copy)]
+pub struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub fn bytes(&mut self, b: &[u8]) {
+        for x in b {
+            self.0 ^= u64::from(*x);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    /// A byte string with its length first, so that ("ab", "c") and
+    /// ("a", "bc") differ.
+    pub fn field(&mut self, b: &[u8]) {
+        self.u64(b.len() as u64);
+        self.bytes(b);
+    }
+    pub fn u64(&mut self, v: u64) {
+        self.bytes(&v.to_be_bytes());
+    }
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Builds the stable-id → SCIM id index from the links once, for stores
@@ -78,6 +163,29 @@ impl Store {
         new: Option<&Link>,
     ) -> Result<(), StoreError> {
         let old = self.link(kind, id)?;
+        // A fingerprint worked out from the one stored without reading the
+        // entry is kept only if that one is still there: a replay that
+        // cleared it meanwhile wins, and the next write reads the entry.
+        let checked;
+        let new = match new {
+            Some(l)
+                if l.applied.as_ref().is_some_and(|a| {
+                    a.from != 0
+                        && old
+                            .as_ref()
+                            .and_then(|o| o.applied.as_ref())
+                            .map(Applied::digest)
+                            != Some(a.from)
+                }) =>
+            {
+                checked = Link {
+                    applied: None,
+                    ..l.clone()
+                };
+                Some(&checked)
+            }
+            other => other,
+        };
         if old.as_ref() == new {
             return Ok(());
         }
@@ -94,6 +202,24 @@ impl Store {
         match new {
             Some(l) => batch.insert(res_key(LINK, kind, id), encode(l, || "link".into())?),
             None => batch.remove(res_key(LINK, kind, id)),
+        }
+        Ok(())
+    }
+
+    /// Adds to `batch` the clearing of `id`'s fingerprint of what was last
+    /// applied, so that the writer reads the entry before its next write
+    /// (`journal replay`: the directory may hold anything, a backup
+    /// restored, values changed by hand). Nothing when there is none.
+    pub(super) fn forget_applied_into(
+        &self,
+        batch: &mut sled::Batch,
+        kind: Kind,
+        id: &str,
+    ) -> Result<(), StoreError> {
+        if let Some(mut l) = self.link(kind, id)? {
+            if l.applied.take().is_some() {
+                batch.insert(res_key(LINK, kind, id), encode(&l, || "link".into())?);
+            }
         }
         Ok(())
     }
@@ -149,5 +275,100 @@ impl Store {
         *last = seq;
         self.forget_positions(kind);
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+    use crate::store::{Intent, Write};
+    use serde_json::json;
+
+    fn applied(shape: u64, from: u64) -> Applied {
+        Applied {
+            shape,
+            attrs: vec![1, 2],
+            disabled: None,
+            from,
+        }
+    }
+
+    #[test]
+    fn old_links_read_without_a_fingerprint_and_new_ones_round_trip() {
+        let old: Link = serde_json::from_str(r#"{"dn":"uid=a","uuid":"u1"}"#).unwrap();
+        assert_eq!(old.applied, None);
+        let l = Link {
+            applied: Some(applied(7, 0)),
+            ..old.clone()
+        };
+        let text = serde_json::to_string(&l).unwrap();
+        assert!(!text.contains("from"), "{text}");
+        assert_eq!(serde_json::from_str::<Link>(&text).unwrap(), l);
+        // Without one, a link is written as before.
+        assert_eq!(
+            serde_json::to_string(&old).unwrap(),
+            r#"{"dn":"uid=a","uuid":"u1"}"#
+        );
+    }
+
+    #[test]
+    fn the_digest_is_stable_and_ignores_from() {
+        // FNV-1a of known input, so that a stored digest means the same
+        // after an upgrade.
+        let mut h = Fnv::default();
+        h.bytes(b"a");
+        assert_eq!(h.finish(), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(applied(7, 0).digest(), applied(7, 99).digest());
+        assert_ne!(applied(7, 0).digest(), applied(8, 0).digest());
+        assert_ne!(applied(7, 0).digest(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_fingerprint_made_without_reading_is_kept_only_over_the_one_it_came_from() {
+        let dir = std::env::temp_dir().join(format!("scim2ldap-links-{}", uuid::Uuid::new_v4()));
+        let s = Store::open(&dir).unwrap();
+        let mut u = json!({"userName": "a"});
+        let seq = s
+            .write(Write {
+                kind: Kind::User,
+                id: "a",
+                resource: &mut u,
+                intent: Intent::Create,
+                members: None,
+            })
+            .unwrap();
+        let e = s.entry(seq).unwrap().unwrap();
+        let base = Link {
+            dn: "uid=a".into(),
+            uuid: Some("u-a".into()),
+            ..Link::default()
+        };
+        let read = Link {
+            applied: Some(applied(1, 0)),
+            ..base.clone()
+        };
+        s.mark_applied(&e, Some(&read)).unwrap();
+        assert_eq!(s.link(Kind::User, "a").unwrap(), Some(read.clone()));
+        // Worked out from the stored one: kept.
+        let next = Link {
+            applied: Some(applied(2, applied(1, 0).digest())),
+            ..base.clone()
+        };
+        s.mark_applied(&e, Some(&next)).unwrap();
+        assert_eq!(s.link(Kind::User, "a").unwrap(), Some(next.clone()));
+        // Worked out from one that is no longer there (a replay cleared it
+        // meanwhile): the link is recorded without a fingerprint.
+        let stale = Link {
+            applied: Some(applied(3, applied(1, 0).digest())),
+            ..base.clone()
+        };
+        s.mark_applied(&e, Some(&stale)).unwrap();
+        assert_eq!(s.link(Kind::User, "a").unwrap(), Some(base.clone()));
+        // A requeue clears it.
+        s.mark_applied(&e, Some(&read)).unwrap();
+        assert_eq!(s.requeue(seq, seq).unwrap(), 1);
+        assert_eq!(s.link(Kind::User, "a").unwrap(), Some(base.clone()));
+        drop(s);
+        std::fs::remove_dir_all(dir).ok();
     }
 }

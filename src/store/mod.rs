@@ -52,7 +52,7 @@ pub use journal::{
     Change, CompactReport, EntryState, EntryView, Failure, JournalEntry, MemberChange, Op,
     Password, Stats,
 };
-pub use links::Link;
+pub use links::{Applied, Fnv, Link};
 pub use members::MemberOps;
 pub use queue::QueueGauges;
 pub use resources::{get_ci, version_of, IndexDef, Intent, Matching, Write, RDN_KEY};

@@ -155,6 +155,7 @@ mod tests {
             dn: format!("uid={id}"),
             uuid: Some(format!("uuid-{id}")),
             adopted: false,
+            applied: None,
         };
         // Apply a: b is the oldest now.
         s.mark_applied(&s.entry(a).unwrap().unwrap(), Some(&link("a")))

@@ -68,6 +68,7 @@ async fn put_get_lookup_and_journal() {
             dn: "uid=alice".into(),
             uuid: None,
             adopted: false,
+            applied: None,
         }),
     )
     .unwrap();
@@ -84,6 +85,7 @@ async fn applying_keeps_links_and_their_index_right() {
         dn: dn.into(),
         uuid: Some(uuid.into()),
         adopted: false,
+        applied: None,
     };
     let put = |title: &str| {
         s.write(Write {
@@ -483,6 +485,7 @@ fn skip_retry_requeue_and_ordering_questions() {
             dn: format!("uid={}", e.id),
             uuid: Some(format!("uuid-{}", e.id)),
             adopted: false,
+            applied: None,
         };
         s.mark_applied(&e, Some(&link)).unwrap();
     }
@@ -508,6 +511,7 @@ fn adopt_records_an_applied_entry_and_refuses_duplicates() {
         dn: "uid=alice,ou=people".into(),
         uuid: Some("u-1".into()),
         adopted: false,
+        applied: None,
     };
     let seq = s
         .adopt(Kind::User, "1", &mut json!({"userName": "alice"}), &link)
@@ -533,6 +537,7 @@ fn adopt_records_an_applied_entry_and_refuses_duplicates() {
         dn: "uid=alice,ou=other".into(),
         uuid: Some("u-2".into()),
         adopted: false,
+        applied: None,
     };
     let err = s
         .adopt(Kind::User, "3", &mut json!({"userName": "Alice"}), &other)

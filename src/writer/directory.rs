@@ -14,8 +14,8 @@ use ldap3::{
 use tracing::{debug, info};
 
 use super::diff::{
-    attr_ci, diff, mod_bytes, rdn_spelled_differently, same_dn, split_rdn, user_account_control,
-    UAC,
+    attr_ci, diff, fingerprint, mod_bytes, rdn_spelled_differently, same_dn, split_rdn,
+    trusted_mods, user_account_control, UAC,
 };
 use super::errors::{classify, permissive_modify, ApplyError};
 use super::members::{full_lists, group_ldif, member_delta_mods};
@@ -26,8 +26,17 @@ use crate::mapping::{PasswordFormat, PasswordWrite};
 use crate::store::Link;
 
 /// RFC 4527's post-read control.
-/// RFC 4527's post-read control.
 const POST_READ_OID: &str = "1.3.6.1.1.13.2";
+
+/// RFC 4528's assertion control: the modify applies only if the entry at
+/// the DN matches a filter (here: its stable id), else 122.
+const ASSERTION_OID: &str = "1.3.6.1.1.12";
+
+/// Answers to a modify sent without reading that mean the entry is not as
+/// last applied (moved or gone: 32; another entry at its DN: 122; values
+/// or classes that differ: 16, 20, 65, 67, 69): the entry is read and
+/// converged instead.
+const NOT_AS_RECORDED: &[u32] = &[16, 20, 32, 65, 67, 69, 122];
 
 /// A connection to the directory, opened on first use and re-opened after
 /// a failure; one connection serves every operation.
@@ -36,6 +45,9 @@ pub struct Directory {
     /// Attribute holding the directory's stable id (entryUUID, objectGUID).
     uuid_attr: String,
     ldap: Option<Ldap>,
+    /// Whether the directory supports the assertion control (read once
+    /// from its root DSE): without it, every update reads the entry.
+    assertion: Option<bool>,
     /// Counts adoptions of existing entries, when the daemon supplies its
     /// metrics.
     pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
@@ -48,6 +60,7 @@ impl Directory {
             cfg,
             uuid_attr,
             ldap: None,
+            assertion: None,
             metrics: None,
         }
     }
@@ -403,6 +416,15 @@ impl Directory {
                 }
             }
         }
+        // A linked user entry whose last applied state is known: the changed
+        // attributes go without a read, unless the directory says the entry
+        // is not as recorded.
+        if let (Some(l), None) = (link, &group) {
+            if let Some(done) = self.trusted_update(want, l).await? {
+                self.set_memberships(want).await?;
+                return Ok(done);
+            }
+        }
         let mut adopted = false;
         if link.is_none() {
             if let Some(done) = self.add_entry(want, group).await? {
@@ -528,7 +550,110 @@ impl Directory {
                 .uuid_of(&cur)
                 .or_else(|| link.and_then(|l| l.uuid.clone())),
             adopted: adopted || link.is_some_and(|l| l.adopted),
+            // Read and converged: the entry is as `want` says.
+            applied: group.is_none().then(|| fingerprint(want)),
         })
+    }
+
+    /// Updates a linked entry from the fingerprint of what was last
+    /// applied to it, without reading it: the changed managed attributes
+    /// are replaced (and the password set, when the entry carries one) in
+    /// one modify that asserts the entry's stable id. `None` when the
+    /// entry must be read instead: no fingerprint or stable id, a rename,
+    /// a change that needs the entry's current values ([`trusted_mods`]),
+    /// a directory without the assertion control, or an answer that says
+    /// the entry is not as recorded ([`NOT_AS_RECORDED`]).
+    async fn trusted_update(
+        &mut self,
+        want: &Desired,
+        l: &Link,
+    ) -> Result<Option<Link>, ApplyError> {
+        let (Some(last), Some(uuid)) = (&l.applied, &l.uuid) else {
+            return Ok(None);
+        };
+        if !same_dn(&l.dn, &want.dn) || rdn_spelled_differently(&l.dn, &want.dn) {
+            return Ok(None);
+        }
+        let Some((mods, applied)) = trusted_mods(want, last) else {
+            return Ok(None);
+        };
+        let password = password_mod(want.password.as_ref(), None);
+        if mods.is_empty() && password.is_none() {
+            // Nothing to send; the fingerprint changes only when a required
+            // attribute lost its value (the entry keeps it).
+            if applied.digest() == last.digest() {
+                return Ok(Some(l.clone()));
+            }
+            return Ok(Some(Link {
+                applied: Some(applied),
+                ..l.clone()
+            }));
+        }
+        if !self.supports_assertion().await? {
+            return Ok(None);
+        }
+        let sets_password = password.is_some();
+        let mut mods: Vec<Mod<Vec<u8>>> = mods.into_iter().map(mod_bytes).collect();
+        mods.extend(password);
+        let control = assertion_control(&self.uuid_attr, uuid);
+        let ldap = self.conn().await?;
+        match ldap
+            .with_controls(control)
+            .modify(&l.dn, mods)
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok(_) => {
+                info!(dn = %l.dn, password = sets_password, "modified entry");
+                Ok(Some(Link {
+                    applied: Some(applied),
+                    ..l.clone()
+                }))
+            }
+            Err(LdapError::LdapResult { result }) if NOT_AS_RECORDED.contains(&result.rc) => {
+                debug!(dn = %l.dn, rc = result.rc, "the entry is not as last applied; reading it");
+                Ok(None)
+            }
+            // unavailableCriticalExtension: the root DSE listed the control,
+            // the server refuses it anyway. Read from now on.
+            Err(LdapError::LdapResult { result }) if result.rc == 12 => {
+                self.assertion = Some(false);
+                Ok(None)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Whether the directory lists the assertion control in its root DSE
+    /// (read once per `Directory`).
+    async fn supports_assertion(&mut self) -> Result<bool, ApplyError> {
+        if let Some(known) = self.assertion {
+            return Ok(known);
+        }
+        let ldap = self.conn().await?;
+        let known = match ldap
+            .search("", Scope::Base, "(objectClass=*)", vec!["supportedControl"])
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok((entries, _)) => entries
+                .into_iter()
+                .next()
+                .map(SearchEntry::construct)
+                .and_then(|e| {
+                    attr_ci(&e.attrs, "supportedControl")
+                        .map(|v| v.iter().any(|c| c.trim() == ASSERTION_OID))
+                })
+                .unwrap_or(false),
+            // A root DSE the daemon may not read: no control, read entries.
+            Err(LdapError::LdapResult { .. }) => false,
+            Err(e) => return Err(classify(e)),
+        };
+        if !known {
+            info!("the directory does not list the assertion control (RFC 4528): every update reads the entry first");
+        }
+        self.assertion = Some(known);
+        Ok(known)
     }
 
     /// Adds the entry `want` describes (a group with its members). `None`
@@ -666,6 +791,7 @@ impl Directory {
             dn: want.dn.clone(),
             uuid,
             adopted: false,
+            applied: group.is_none().then(|| fingerprint(want)),
         }))
     }
     /// Replaces `old` with `new` in `attr` of every entry under the base
@@ -765,6 +891,42 @@ fn post_read_value(result: &ldap3::LdapResult, attr: &str) -> Option<String> {
     attr_ci(&parsed.attrs, attr).and_then(|v| v.first().cloned())
 }
 
+/// The assertion control (RFC 4528, critical) for `(attr=uuid)`: the
+/// filter as BER, an equalityMatch ([3] AttributeValueAssertion).
+/// Binary ids (kept as `hex:...`) are asserted as their bytes.
+fn assertion_control(attr: &str, uuid: &str) -> ldap3::controls::RawControl {
+    let value: Vec<u8> = match uuid.strip_prefix("hex:") {
+        Some(hex) => hex
+            .as_bytes()
+            .chunks(2)
+            .filter_map(|c| u8::from_str_radix(std::str::from_utf8(c).ok()?, 16).ok())
+            .collect(),
+        None => uuid.as_bytes().to_vec(),
+    };
+    let mut ava = ber(0x04, attr.as_bytes());
+    ava.extend(ber(0x04, &value));
+    ldap3::controls::RawControl {
+        ctype: ASSERTION_OID.to_string(),
+        crit: true,
+        val: Some(ber(0xa3, &ava)),
+    }
+}
+
+/// One BER element: tag, definite length, content.
+fn ber(tag: u8, content: &[u8]) -> Vec<u8> {
+    let n = content.len();
+    let mut out = vec![tag];
+    if n < 0x80 {
+        out.push(n as u8);
+    } else if n <= 0xff {
+        out.extend([0x81, n as u8]);
+    } else {
+        out.extend([0x82, (n >> 8) as u8, n as u8]);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
 /// The stable id as a filter value: plain ids are escaped per RFC 4515,
 /// binary ones (kept as `hex:...`) become `\xx` byte escapes.
 fn escape_uuid(uuid: &str) -> String {
@@ -829,6 +991,23 @@ mod tests {
         assert_eq!(redacted_password(&want), "unicodePwd:: <redacted>\n");
         want.password = Some(m.write(None));
         assert_eq!(redacted_password(&want), "");
+    }
+
+    #[test]
+    fn the_assertion_is_an_equality_filter_in_ber() {
+        let c = assertion_control("entryUUID", "ab");
+        assert_eq!(c.ctype, "1.3.6.1.1.12");
+        assert!(c.crit);
+        let mut want = vec![0xa3, 15, 0x04, 9];
+        want.extend_from_slice(b"entryUUID");
+        want.extend_from_slice(&[0x04, 2, b'a', b'b']);
+        assert_eq!(c.val.unwrap(), want);
+        // A binary id is asserted as its bytes.
+        let c = assertion_control("objectGUID", "hex:0aff");
+        assert!(c.val.unwrap().ends_with(&[0x04, 2, 0x0a, 0xff]));
+        // Long content takes the long form of the length.
+        assert_eq!(ber(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
+        assert_eq!(ber(0x04, &[0; 300])[..4], [0x04, 0x82, 1, 44]);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod layering;
 mod loud;
 mod ops;
 mod passwords;
+mod patch_trust;
 mod presets;
 mod protocol;
 mod safety;
