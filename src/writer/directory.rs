@@ -48,12 +48,23 @@ pub struct Directory {
     /// Whether the directory supports the assertion control (read once
     /// from its root DSE): without it, every update reads the entry.
     assertion: Option<bool>,
+    /// Added to `ldap.timeout` for the plan being applied: a group of
+    /// 50,000 members takes the directory longer to add or read than the
+    /// timeout meant for one entry, and timing it out would retry it for
+    /// ever as "directory unavailable".
+    extra_timeout: std::time::Duration,
     /// Counts adoptions of existing entries, when the daemon supplies its
     /// metrics.
     pub(super) metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl Directory {
+    /// Gives the operations of the plan being applied at least `extra`
+    /// more than `ldap.timeout`.
+    pub(super) fn allow_extra(&mut self, extra: std::time::Duration) {
+        self.extra_timeout = self.extra_timeout.max(extra);
+    }
+
     pub fn new(cfg: LdapConfig) -> Directory {
         let uuid_attr = cfg.uuid_attribute.clone();
         Directory {
@@ -61,6 +72,7 @@ impl Directory {
             uuid_attr,
             ldap: None,
             assertion: None,
+            extra_timeout: std::time::Duration::ZERO,
             metrics: None,
         }
     }
@@ -96,7 +108,7 @@ impl Directory {
                     ))
                 })?;
             ldap3::drive!(conn);
-            ldap.with_timeout(self.cfg.timeout);
+            ldap.with_timeout(self.cfg.timeout + self.extra_timeout);
             if !self.cfg.bind_dn.is_empty() {
                 ldap.simple_bind(&self.cfg.bind_dn, self.cfg.bind_password.expose())
                     .await
@@ -115,7 +127,7 @@ impl Directory {
         }
         match self.ldap.as_mut() {
             Some(l) => {
-                l.with_timeout(self.cfg.timeout);
+                l.with_timeout(self.cfg.timeout + self.extra_timeout);
                 Ok(l)
             }
             None => Err(ApplyError::Retry("not connected".into())),
@@ -373,10 +385,15 @@ impl Directory {
                 Ok(None)
             }
             Plan::Upsert(want) => self.upsert(want, link, None).await.map(Some),
-            Plan::Group(g) => self
-                .upsert(&g.desired, link, Some((g, full_members)))
-                .await
-                .map(Some),
+            Plan::Group(g) => {
+                self.extra_timeout = member_timeout(g);
+                let done = self
+                    .upsert(&g.desired, link, Some((g, full_members)))
+                    .await
+                    .map(Some);
+                self.extra_timeout = std::time::Duration::ZERO;
+                done
+            }
         }
     }
 
@@ -845,6 +862,21 @@ impl Directory {
 /// The replace that sets the entry's password: the one the entry carried,
 /// else `fallback`; `None` when there is neither (the directory's password
 /// is left alone).
+/// Extra time the directory gets for a group plan: a second per 1,000
+/// member values it carries (a full list also has to be read and compared
+/// by the directory). Nothing for ordinary groups.
+fn member_timeout(g: &GroupPlan) -> std::time::Duration {
+    let values: usize = g
+        .members
+        .iter()
+        .map(|m| match &m.values {
+            MemberPlan::Full(v) => v.len(),
+            MemberPlan::Delta { add, remove, .. } => add.len() + remove.len(),
+        })
+        .sum();
+    std::time::Duration::from_millis(values as u64)
+}
+
 fn password_mod(want: Option<&PasswordWrite>, fallback: Option<&Password>) -> Option<Mod<Vec<u8>>> {
     let want = want?;
     let value = match (&want.password, fallback) {
@@ -1008,6 +1040,34 @@ mod tests {
         // Long content takes the long form of the length.
         assert_eq!(ber(0x04, &[0; 200])[..3], [0x04, 0x81, 200]);
         assert_eq!(ber(0x04, &[0; 300])[..4], [0x04, 0x82, 1, 44]);
+    }
+
+    #[test]
+    fn big_groups_get_more_time() {
+        let plan = |values: MemberPlan| GroupPlan {
+            desired: Desired::default(),
+            members: vec![crate::plan::MemberAttrPlan {
+                attr: "member".into(),
+                values,
+                placeholder: None,
+            }],
+            only_members: false,
+        };
+        let many: Vec<String> = (0..50_000).map(|i| format!("uid=u{i}")).collect();
+        assert_eq!(
+            member_timeout(&plan(MemberPlan::Full(many.clone()))),
+            std::time::Duration::from_secs(50)
+        );
+        let delta = MemberPlan::Delta {
+            add: many[..2].to_vec(),
+            remove: many[2..3].to_vec(),
+            empty_before: false,
+            empty_after: false,
+        };
+        assert_eq!(
+            member_timeout(&plan(delta)),
+            std::time::Duration::from_millis(3)
+        );
     }
 
     #[test]

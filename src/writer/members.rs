@@ -81,6 +81,10 @@ impl Directory {
         targets: &[(&MemberAttrPlan, &[String])],
         keep: bool,
     ) -> Result<(), ApplyError> {
+        // A whole list to read and compare: the directory gets a second
+        // more per 1,000 values (see `member_timeout`).
+        let values: usize = targets.iter().map(|(_, v)| v.len()).sum();
+        self.allow_extra(std::time::Duration::from_millis(values as u64));
         let attrs: Vec<String> = targets.iter().map(|(m, _)| m.attr.clone()).collect();
         let cur = self
             .find(None, dn, &attrs)
