@@ -367,7 +367,8 @@ impl Store {
             Some(ops) => Some(self.member_changes(&mut batch, id, ops)?),
             None => None,
         };
-        let mut entry = new_entry(seq, kind, id, Op::Upsert, resource.clone(), change);
+        // The entry refers to the snapshot written above (stored once).
+        let mut entry = new_entry(seq, kind, id, Op::Upsert, Value::Null, change);
         entry.password_file = password_file;
         journal_into(&mut batch, &entry)?;
         self.inner
@@ -462,7 +463,14 @@ impl Store {
             let change = self.member_changes(&mut batch, &gid, &ops)?;
             journal_into(
                 &mut batch,
-                &new_entry(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
+                &new_entry(
+                    seq,
+                    Kind::Group,
+                    &gid,
+                    Op::Upsert,
+                    Value::Null,
+                    Some(change),
+                ),
             )?;
         }
         if kind == Kind::Group {
