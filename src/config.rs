@@ -245,7 +245,7 @@ struct RawStore {
 }
 
 fn default_cache_mib() -> u64 {
-    32
+    crate::store::DEFAULT_CACHE_BYTES / (1024 * 1024)
 }
 
 #[derive(Deserialize)]

@@ -482,7 +482,8 @@ impl Planner for MappingPlanner {
             store: &self.store,
             model: &model,
         };
-        let dn = match entry.op {
+        // An Upsert of a resource deleted since converges to its absence.
+        let dn = match entry.effective_op() {
             // The same error as `plan` gives.
             Op::Upsert if entry.kind == Kind::Group && model.mapping.group.is_none() => {
                 return Err(PlanError::NoGroupTable);
@@ -513,7 +514,9 @@ impl Planner for MappingPlanner {
             store: &self.store,
             model: &model,
         };
-        let mut plan = match entry.op {
+        // An Upsert of a resource deleted since converges to its absence
+        // (its snapshot is then the last state, from the Delete entry).
+        let mut plan = match entry.effective_op() {
             Op::Upsert if entry.kind == Kind::Group => self.group_plan(&model, entry, &resolver)?,
             Op::Upsert => {
                 let mut desired = model.desired(entry.kind, &entry.snapshot, &resolver)?;
@@ -576,7 +579,7 @@ impl MappingPlanner {
     /// A group names the members it adds: they must be in the directory
     /// first.
     fn dependencies(&self, entry: &JournalEntry) -> Vec<(Kind, String)> {
-        if entry.op != Op::Upsert {
+        if entry.effective_op() != Op::Upsert {
             return Vec::new();
         }
         if entry.kind == Kind::Group {

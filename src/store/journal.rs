@@ -39,6 +39,7 @@ pub(super) fn new_entry(
         members,
         password_file: None,
         password: None,
+        superseded: false,
     }
 }
 
@@ -190,15 +191,53 @@ pub(super) fn strip_stored_passwords(tree: &sled::Tree) -> Result<usize, StoreEr
     Ok(n)
 }
 
-/// Adds `entry` to `batch`, pending, as the last seq assigned.
+/// Migrates a format-2 journal, whose Upsert entries carried the full
+/// snapshot, to references: the snapshot is dropped from every Upsert whose
+/// resource still exists (the entry then reads the resource's current
+/// snapshot, as a new one does). An Upsert of a resource deleted since
+/// keeps its snapshot and is read as it was. Returns how many entries were
+/// rewritten; the caller records the new format version after it.
+pub(super) fn refer_to_snapshots(tree: &sled::Tree) -> Result<usize, StoreError> {
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for item in tree.scan_prefix([JOURNAL]) {
+        let (k, v) = item?;
+        let mut e: JournalEntry = decode(&v, || format!("journal {}", seq_of(&k)))?;
+        if e.op != Op::Upsert
+            || e.snapshot.is_null()
+            || !tree.contains_key(res_key(RESOURCE, e.kind, &e.id))?
+        {
+            continue;
+        }
+        e.snapshot = Value::Null;
+        batch.insert(k, encode(&e, || format!("journal {}", e.seq))?);
+        n += 1;
+    }
+    tree.apply_batch(batch)?;
+    Ok(n)
+}
+
+/// Adds `entry` to `batch`, pending, as the last seq assigned. An Upsert
+/// is stored without its snapshot (it refers to the resource's, written in
+/// the same batch): each snapshot is stored once.
 pub(super) fn journal_into(
     batch: &mut sled::Batch,
     entry: &JournalEntry,
 ) -> Result<(), StoreError> {
     let seq = entry.seq;
+    let reference;
+    let stored = if entry.op == Op::Upsert && !entry.snapshot.is_null() {
+        reference = JournalEntry {
+            snapshot: Value::Null,
+            ..entry.clone()
+        };
+        &reference
+    } else {
+        entry
+    };
     batch.insert(
         seq_key(JOURNAL, seq),
-        encode(entry, || format!("journal {seq}"))?,
+        encode(stored, || format!("journal {seq}"))?,
     );
     batch.insert(
         seq_key(PENDING, seq),
@@ -209,11 +248,79 @@ pub(super) fn journal_into(
 }
 
 impl Store {
+    /// Entry `seq` with its snapshot: an Upsert stored without one gets
+    /// its resource's current snapshot ([`Store::resolve`]).
     pub fn entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
+        match self.stored_entry(seq)? {
+            None => Ok(None),
+            Some(e) => self.resolve(e).map(Some),
+        }
+    }
+
+    /// Entry `seq` as stored (an Upsert's snapshot is null unless an older
+    /// version wrote it).
+    fn stored_entry(&self, seq: u64) -> Result<Option<JournalEntry>, StoreError> {
         match self.inner.tree.get(seq_key(JOURNAL, seq))? {
             None => Ok(None),
             Some(v) => decode(&v, || format!("journal {seq}")).map(Some),
         }
+    }
+
+    /// Fills the snapshot of an Upsert stored without one: the resource's
+    /// current snapshot (entries of one resource are applied in order and
+    /// converge, so the latest state early is correct). When the resource
+    /// has been deleted since, the entry is `superseded`: its snapshot is
+    /// the last state (from the Delete entry that follows it) and applying
+    /// it converges to the resource's absence. An entry that carries its
+    /// snapshot (a Delete, or an Upsert written by format 2) is as it was.
+    fn resolve(&self, mut e: JournalEntry) -> Result<JournalEntry, StoreError> {
+        if e.op != Op::Upsert || !e.snapshot.is_null() {
+            return Ok(e);
+        }
+        match self.get(e.kind, &e.id)? {
+            Some(current) => e.snapshot = current,
+            None => {
+                e.superseded = true;
+                e.snapshot = self.last_state_after(e.kind, &e.id, e.seq)?;
+            }
+        }
+        Ok(e)
+    }
+
+    /// The snapshot carried by the first Delete of `kind`/`id` after
+    /// `seq`: looked for among the pending entries (where it waits behind
+    /// the entry being resolved), then the whole journal after `seq` (a
+    /// replayed entry). Null when there is none (compacted).
+    fn last_state_after(&self, kind: Kind, id: &str, seq: u64) -> Result<Value, StoreError> {
+        let want = res_key(RESOURCE, kind, id);
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(PENDING, seq.saturating_add(1))..seq_key(PENDING, u64::MAX))
+        {
+            let (k, v) = item?;
+            if v.as_ref() != want.as_slice() {
+                continue;
+            }
+            if let Some(later) = self.stored_entry(seq_of(&k))? {
+                if later.op == Op::Delete {
+                    return Ok(later.snapshot);
+                }
+            }
+        }
+        for item in self
+            .inner
+            .tree
+            .range(seq_key(JOURNAL, seq.saturating_add(1))..seq_key(JOURNAL, u64::MAX))
+        {
+            let (k, v) = item?;
+            let head: EntryHead = decode(&v, || format!("journal {}", seq_of(&k)))?;
+            if head.op == Op::Delete && head.kind == kind && head.id == id {
+                let later: JournalEntry = decode(&v, || format!("journal {}", head.seq))?;
+                return Ok(later.snapshot);
+            }
+        }
+        Ok(Value::Null)
     }
 
     /// Seqs of entries not yet applied, oldest first, starting after `after`.
@@ -350,7 +457,7 @@ impl Store {
             .range(seq_key(JOURNAL, from)..seq_key(JOURNAL, u64::MAX))
             .map(|item| {
                 let (k, v) = item?;
-                decode(&v, || format!("journal {}", seq_of(&k)))
+                self.resolve(decode(&v, || format!("journal {}", seq_of(&k)))?)
             })
     }
 
@@ -411,7 +518,7 @@ impl Store {
             return Ok(Change::NotApplicable);
         }
         let was_parked = self.inner.tree.contains_key(seq_key(PARKED, seq))?;
-        let file = self.entry(seq)?.and_then(|e| e.password_file);
+        let file = self.stored_entry(seq)?.and_then(|e| e.password_file);
         let mut batch = sled::Batch::default();
         batch.remove(seq_key(PENDING, seq));
         batch.remove(seq_key(PARKED, seq));
@@ -447,7 +554,7 @@ impl Store {
             {
                 continue;
             }
-            let Some(entry) = self.entry(seq)? else {
+            let Some(entry) = self.stored_entry(seq)? else {
                 continue;
             };
             batch.insert(
@@ -465,8 +572,9 @@ impl Store {
     }
 
     /// Removes applied journal entries accepted before `cutoff`, except
-    /// the latest entry of each resource that still exists (its snapshot,
-    /// so that a replay into an empty directory rebuilds every entry).
+    /// the latest entry of each resource that still exists (it refers to
+    /// the resource's snapshot, so that a replay into an empty directory
+    /// rebuilds every entry).
     /// Pending and parked entries are never removed.
     pub fn compact(&self, cutoff: std::time::SystemTime) -> Result<CompactReport, StoreError> {
         self.compact_with_progress(cutoff, &|_, _| {})

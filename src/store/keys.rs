@@ -7,7 +7,7 @@
 //! | prefix | key                         | value                                          |
 //! |--------|-----------------------------|------------------------------------------------|
 //! | `m`    | `m` name                    | metadata (below)                               |
-//! | `j`    | `j` seq (u64 big-endian)    | [`JournalEntry`](super::JournalEntry) JSON     |
+//! | `j`    | `j` seq (u64 big-endian)    | [`JournalEntry`](super::JournalEntry) JSON; an Upsert's without the snapshot (it refers to `r`) |
 //! | `q`    | `q` seq                     | pending, not yet applied: the `r` key of its resource |
 //! | `f`    | `f` seq                     | parked: [`Failure`](super::Failure) JSON       |
 //! | `s`    | `s` seq                     | skipped by an administrator: RFC 3339 time     |

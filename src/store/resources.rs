@@ -369,7 +369,8 @@ impl Store {
             Some(ops) => Some(self.member_changes(&mut member_keys, id, ops)?),
             None => None,
         };
-        let mut entry = new_entry(seq, kind, id, Op::Upsert, resource.clone(), change);
+        // The entry refers to the snapshot written above (stored once).
+        let mut entry = new_entry(seq, kind, id, Op::Upsert, Value::Null, change);
         entry.password_file = password_file;
         journal_into(&mut batch, &entry)?;
         let spilled = member_keys.settle(&mut batch, seq, &res_key(RESOURCE, kind, id));
@@ -469,7 +470,14 @@ impl Store {
             let change = self.member_changes(&mut member_keys, &gid, &ops)?;
             journal_into(
                 &mut batch,
-                &new_entry(seq, Kind::Group, &gid, Op::Upsert, group, Some(change)),
+                &new_entry(
+                    seq,
+                    Kind::Group,
+                    &gid,
+                    Op::Upsert,
+                    Value::Null,
+                    Some(change),
+                ),
             )?;
         }
         if kind == Kind::Group {

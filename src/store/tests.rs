@@ -702,3 +702,219 @@ async fn a_version_1_store_is_migrated_and_its_indexes_rebuilt() {
     drop(db);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The raw stored journal entry `seq`, as JSON.
+fn stored_entry(s: &Store, seq: u64) -> Value {
+    let v = s
+        .inner
+        .tree
+        .get(keys::seq_key(keys::JOURNAL, seq))
+        .unwrap()
+        .unwrap();
+    serde_json::from_slice(&v).unwrap()
+}
+
+/// Each snapshot is stored once: an Upsert entry refers to the resource's
+/// snapshot, and reads as the resource's current state.
+#[tokio::test]
+async fn an_upsert_entry_refers_to_the_snapshot_and_reads_the_current_one() {
+    let (dir, s) = tmp();
+    let mut u = json!({"id": "1", "userName": "erin", "title": "one"});
+    let first = s.write(create(Kind::User, "1", &mut u)).unwrap();
+    let mut v = json!({"id": "1", "userName": "erin", "title": "two"});
+    let second = s.write(update(Kind::User, "1", &mut v, None)).unwrap();
+    s.commit(second).await.unwrap();
+    for seq in [first, second] {
+        let raw = stored_entry(&s, seq);
+        assert!(raw.get("snapshot").is_none(), "{raw}");
+        assert_eq!(raw["op"], "Upsert");
+        // Both converge to the latest state: applying the first one early
+        // is what the second would do.
+        let e = s.entry(seq).unwrap().unwrap();
+        assert_eq!(e.snapshot["title"], "two");
+        assert_eq!(e.snapshot["meta"]["version"], format!("W/\"{second}\""));
+        assert!(!e.superseded && e.effective_op() == Op::Upsert);
+    }
+    let read: Vec<String> = s
+        .entries_from(0)
+        .map(|e| e.unwrap().snapshot["title"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(read, ["two", "two"]);
+    // A group's entries journaled by a member's deletion refer to the group
+    // too; the deletion carries the member's last state.
+    let mut g = json!({"id": "g", "displayName": "staff"});
+    s.write(Write {
+        members: Some(&MemberOps {
+            add: vec![("1".into(), Kind::User)],
+            ..Default::default()
+        }),
+        ..create(Kind::Group, "g", &mut g)
+    })
+    .unwrap();
+    let last = s.delete(Kind::User, "1", None).unwrap();
+    let group_entry = stored_entry(&s, last - 1);
+    assert_eq!(
+        (group_entry["id"].as_str(), group_entry.get("snapshot")),
+        (Some("g"), None)
+    );
+    assert_eq!(
+        s.entry(last - 1).unwrap().unwrap().snapshot["displayName"],
+        "staff"
+    );
+    let delete = stored_entry(&s, last);
+    assert_eq!(delete["op"], "Delete");
+    assert_eq!(delete["snapshot"]["title"], "two");
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// An Upsert whose resource was deleted since reads as superseded: the
+/// last state (from the Delete entry), converging to the absence, both
+/// while the Delete waits behind it and when it is replayed alone.
+#[tokio::test]
+async fn an_upsert_of_a_deleted_resource_converges_to_its_absence() {
+    let (dir, s) = tmp();
+    let mut u = json!({"id": "1", "userName": "finn", "title": "one"});
+    let created = s.write(create(Kind::User, "1", &mut u)).unwrap();
+    let mut v = json!({"id": "1", "userName": "finn", "title": "last"});
+    let updated = s.write(update(Kind::User, "1", &mut v, None)).unwrap();
+    let deleted = s.delete(Kind::User, "1", None).unwrap();
+    s.commit(deleted).await.unwrap();
+    // The writer's invariants are untouched: the Delete waits for both.
+    assert_eq!(
+        s.unapplied_before(Kind::User, "1", deleted).unwrap(),
+        Some(created)
+    );
+    for seq in [created, updated] {
+        let e = s.entry(seq).unwrap().unwrap();
+        assert_eq!(e.op, Op::Upsert, "the entry says what was accepted");
+        assert!(e.superseded);
+        assert_eq!(e.effective_op(), Op::Delete);
+        assert_eq!(e.snapshot["title"], "last");
+    }
+    let d = s.entry(deleted).unwrap().unwrap();
+    assert!(!d.superseded && d.effective_op() == Op::Delete);
+    for seq in [created, updated, deleted] {
+        let e = s.entry(seq).unwrap().unwrap();
+        s.mark_applied(&e, None).unwrap();
+    }
+    // Replayed alone (the Delete is applied): found in the journal.
+    assert_eq!(s.requeue(created, created).unwrap(), 1);
+    let e = s.entry(created).unwrap().unwrap();
+    assert!(e.superseded && e.snapshot["title"] == "last");
+    // Another resource's Delete is not this one's.
+    let mut w = json!({"id": "2", "userName": "gail"});
+    let other = s.write(create(Kind::User, "2", &mut w)).unwrap();
+    let mut x = json!({"id": "3", "userName": "hank"});
+    s.write(create(Kind::User, "3", &mut x)).unwrap();
+    s.delete(Kind::User, "3", None).unwrap();
+    s.delete(Kind::User, "2", None).unwrap();
+    assert_eq!(
+        s.entry(other).unwrap().unwrap().snapshot["userName"],
+        "gail"
+    );
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Compaction keeps the latest entry of every resource that exists, and a
+/// replay of what is kept reads the current snapshots.
+#[test]
+fn a_replay_after_compaction_reads_the_current_snapshots() {
+    let (dir, s) = tmp();
+    let mut seqs = Vec::new();
+    for title in ["1", "2", "3"] {
+        let is_new = s.get(Kind::User, "a").unwrap().is_none();
+        seqs.push(
+            s.write(Write {
+                intent: if is_new {
+                    Intent::Create
+                } else {
+                    Intent::Update { if_version: None }
+                },
+                ..create(
+                    Kind::User,
+                    "a",
+                    &mut json!({"userName": "a", "title": title}),
+                )
+            })
+            .unwrap(),
+        );
+    }
+    for seq in &seqs {
+        s.mark_applied(&s.entry(*seq).unwrap().unwrap(), None)
+            .unwrap();
+    }
+    let future = std::time::SystemTime::now() + std::time::Duration::from_secs(3600);
+    assert_eq!(s.compact(future).unwrap().removed, 2);
+    assert_eq!(s.requeue(1, s.last_seq()).unwrap(), 1);
+    let pending = s.pending_after(0, 10).unwrap();
+    assert_eq!(pending, vec![seqs[2]]);
+    assert_eq!(s.entry(pending[0]).unwrap().unwrap().snapshot["title"], "3");
+    drop(s);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A version-2 store (every entry carried its snapshot) is migrated: the
+/// Upserts of resources that exist refer to them; an Upsert of a resource
+/// deleted since keeps its snapshot and reads as written; pending entries
+/// stay pending; a password an older version stored in a carried snapshot
+/// is gone.
+#[tokio::test]
+async fn a_version_2_store_is_migrated_and_its_pending_entries_still_read() {
+    let (dir, s) = tmp();
+    let mut a = json!({"id": "a", "userName": "ivy", "title": "one"});
+    let a1 = s.write(create(Kind::User, "a", &mut a)).unwrap();
+    let mut a_now = json!({"id": "a", "userName": "ivy", "title": "two"});
+    let a2 = s.write(update(Kind::User, "a", &mut a_now, None)).unwrap();
+    let mut b = json!({"id": "b", "userName": "jo"});
+    let b1 = s.write(create(Kind::User, "b", &mut b)).unwrap();
+    let b2 = s.delete(Kind::User, "b", None).unwrap();
+    s.commit(b2).await.unwrap();
+    s.mark_applied(&s.entry(a1).unwrap().unwrap(), None)
+        .unwrap();
+    // What version 2 wrote: every Upsert with the snapshot of its time,
+    // one with a password in it.
+    {
+        let t = &s.inner.tree;
+        for (seq, mut snap) in [(a1, a.clone()), (a2, a_now.clone()), (b1, b.clone())] {
+            if seq == a2 {
+                snap["password"] = json!("old-secret");
+            }
+            let mut raw = stored_entry(&s, seq);
+            raw["snapshot"] = snap;
+            t.insert(
+                keys::seq_key(keys::JOURNAL, seq),
+                serde_json::to_vec(&raw).unwrap(),
+            )
+            .unwrap();
+        }
+        t.insert(keys::META_FORMAT, b"2".to_vec()).unwrap();
+        t.remove(keys::META_NO_PASSWORDS).unwrap();
+    }
+    s.flush().unwrap();
+    drop(s);
+    let s = Store::open(&dir).unwrap();
+    for seq in [a1, a2] {
+        assert!(stored_entry(&s, seq).get("snapshot").is_none());
+        let e = s.entry(seq).unwrap().unwrap();
+        assert_eq!(e.snapshot["title"], "two");
+        assert!(e.snapshot.get("password").is_none());
+    }
+    let kept = stored_entry(&s, b1);
+    assert_eq!(kept["snapshot"]["userName"], "jo");
+    let e = s.entry(b1).unwrap().unwrap();
+    assert!(!e.superseded && e.snapshot["userName"] == "jo");
+    assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1, b2]);
+    assert_eq!(s.state(a1).unwrap(), EntryState::Applied);
+    drop(s);
+    let db = sled::open(&dir).unwrap();
+    let tree = db.open_tree("scim2ldap").unwrap();
+    assert_eq!(
+        tree.get(keys::META_FORMAT).unwrap().as_deref(),
+        Some(&b"3"[..])
+    );
+    drop(tree);
+    drop(db);
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -1002,12 +1002,17 @@ mod tests {
             // Behind it in its lane: unrelated entries, handed back and
             // applied after all.
             let unrelated: Vec<u64> = ["u1", "u2"].into_iter().map(|u| j.user(u, 0)).collect();
-            let later = j.write("p", json!({"dn": "uid=p,dc=x", "delay": 0}));
+            // An entry reads its resource's latest snapshot: the later
+            // write keeps what parks it.
+            let later = j.write("p", json!({"dn": "uid=park-me,dc=x", "delay": 1}));
             let names = j.write(
                 "names-p",
                 json!({"dn": "uid=names-p,dc=x", "deps": ["p"], "delay": 0}),
             );
-            let after_names = j.user("names-p", 0);
+            let after_names = j.write(
+                "names-p",
+                json!({"dn": "uid=names-p,dc=x", "deps": ["p"], "delay": 1}),
+            );
             let last = j.user("u3", 0);
             let log = j.run(lanes).await;
             assert!(matches!(j.state(parked), EntryState::Failed(_)));
@@ -1025,7 +1030,9 @@ mod tests {
     async fn a_route_that_cannot_be_worked_out_parks_the_entry() {
         let mut j = Journal::new();
         let bad = j.write("bad", json!({"badRoute": true}));
-        let later = j.user("bad", 0);
+        // An entry reads its resource's latest snapshot: the later write
+        // keeps what fails the route.
+        let later = j.write("bad", json!({"badRoute": true, "delay": 1}));
         let other = j.user("other", 0);
         let log = j.run(2).await;
         match j.state(bad) {

@@ -28,10 +28,24 @@ pub struct JournalEntry {
     pub kind: Kind,
     pub id: String,
     pub op: Op,
-    /// The full SCIM resource after the operation (before it, for Delete):
-    /// the writer converges the directory to this, which makes applying an
-    /// entry twice harmless. A group's snapshot has no members.
+    /// The full SCIM resource the writer converges the directory to, which
+    /// makes applying an entry twice harmless. A group's snapshot has no
+    /// members.
+    ///
+    /// Stored only with a Delete (the resource's last state: its own key is
+    /// gone). An Upsert is stored without it and refers to the resource's
+    /// current snapshot, which the store fills in when the entry is read
+    /// (entries of one resource are applied in order and converge, so
+    /// applying the latest state early is correct). Entries written before
+    /// that (format 2) may still carry it, and are read as they are.
+    #[serde(default, skip_serializing_if = "Value::is_null")]
     pub snapshot: Value,
+    /// Filled in by the store when it reads an Upsert whose resource has
+    /// been deleted since: `snapshot` is then the resource's last state and
+    /// the entry converges to the resource's absence (as its later Delete
+    /// entry will). Never serialized.
+    #[serde(skip)]
+    pub superseded: bool,
     /// For groups: the membership change this operation made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub members: Option<MemberChange>,
@@ -45,6 +59,18 @@ pub struct JournalEntry {
     /// the store still holds it. Never serialized.
     #[serde(skip)]
     pub password: Option<Password>,
+}
+
+impl JournalEntry {
+    /// What applying the entry means now: a Delete for an Upsert whose
+    /// resource was deleted since ([`JournalEntry::superseded`]).
+    pub fn effective_op(&self) -> Op {
+        if self.superseded {
+            Op::Delete
+        } else {
+            self.op
+        }
+    }
 }
 
 /// A password on its way to the directory. `Debug` never shows it, it is
@@ -160,6 +186,26 @@ mod tests {
         assert!(v.get("password_file").is_none());
     }
 
+    /// An Upsert stored without its snapshot (it refers to the resource's)
+    /// reads with a null one, and is written back without it.
+    #[test]
+    fn an_entry_without_its_snapshot_reads_and_writes_back_the_same() {
+        let stored = json!({
+            "seq": 8, "at": "2026-01-01T00:00:00Z", "kind": "User", "id": "u",
+            "op": "Upsert",
+        });
+        let e: JournalEntry = serde_json::from_value(stored.clone()).unwrap();
+        assert!(e.snapshot.is_null() && !e.superseded);
+        assert_eq!(e.effective_op(), Op::Upsert);
+        assert_eq!(serde_json::to_value(&e).unwrap(), stored);
+        let gone = JournalEntry {
+            superseded: true,
+            ..e
+        };
+        assert_eq!(gone.effective_op(), Op::Delete);
+        assert_eq!(serde_json::to_value(&gone).unwrap(), stored);
+    }
+
     /// The password is never written with the entry, nor shown by
     /// `Debug`; only the marker that the store holds one is.
     #[test]
@@ -174,6 +220,7 @@ mod tests {
             members: None,
             password_file: Some("f00d".into()),
             password: Some(Password::new("canary-Zx81")),
+            superseded: false,
         };
         let text = serde_json::to_string(&e).unwrap();
         assert!(!text.contains("canary"), "{text}");
