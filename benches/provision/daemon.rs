@@ -64,6 +64,9 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(dir.join("config.toml"))
             .env("SCIM2LDAP_LOG", "warn")
+            // Kept out of the report (one warning per write while the
+            // directory is down); counted by `Daemon::log_lines`.
+            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("daemon.log"))
             .spawn()
             .expect("start the daemon");
         for _ in 0..400 {
@@ -104,6 +107,15 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+    }
+
+    /// Lines the daemon has logged (warnings and errors) so far, and
+    /// those among them that contain `needle`.
+    pub fn log_lines(&self, needle: &str) -> (usize, usize) {
+        let log = self.store.with_file_name("daemon.log");
+        let log = std::fs::read_to_string(log).unwrap_or_default();
+        let matching = log.lines().filter(|l| l.contains(needle)).count();
+        (log.lines().count(), matching)
     }
 
     /// The daemon's process id, for its CPU time and RSS in /proc.

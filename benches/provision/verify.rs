@@ -10,6 +10,7 @@ use scim2ldap_slapd::Slapd;
 
 use crate::daemon::ldap;
 use crate::phases::{change, Change};
+use crate::raw::PLACEHOLDER;
 
 /// What the deactivation of the example mapping sets (ppolicy's lock).
 const LOCKED: &str = "000001010000Z";
@@ -103,8 +104,9 @@ fn users_base(slapd: &Slapd, users: &str) -> String {
 }
 
 /// After a drain: each group below `base` matching `filter` holds exactly
-/// the users `<users>NNNNNN` that `want(cn)` lists (no placeholder left);
-/// returns how many groups and members were found.
+/// the users `<users>NNNNNN` that `want(cn)` lists, or the placeholder
+/// alone if it lists none; returns how many groups and members were
+/// found.
 async fn groups(
     slapd: &Slapd,
     base: &str,
@@ -122,12 +124,15 @@ async fn groups(
             .find(|(a, _)| a.eq_ignore_ascii_case("member"))
             .map(|(_, v)| v.iter().map(|m| m.to_lowercase()).collect())
             .unwrap_or_default();
-        let expected: HashSet<String> = want(one(e, "cn").unwrap())
+        let mut expected: HashSet<String> = want(one(e, "cn").unwrap())
             .into_iter()
             .map(|i| format!("uid={users}{i:06},{users_dn}").to_lowercase())
             .collect();
+        total += expected.len();
+        if expected.is_empty() {
+            expected.insert(PLACEHOLDER.to_lowercase());
+        }
         assert_eq!(members, expected, "{}", e.dn);
-        total += members.len();
     }
     (found.len(), total)
 }
