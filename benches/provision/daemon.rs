@@ -60,13 +60,15 @@ impl Daemon {
             ..Default::default()
         });
         std::fs::write(dir.join("config.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.join("daemon.log")).expect("daemon.log");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_scim2ldap"))
             .args(["serve", "--config"])
             .arg(dir.join("config.toml"))
             .env("SCIM2LDAP_LOG", "warn")
             // Kept out of the report (one warning per write while the
             // directory is down); counted by `Daemon::log_lines`.
-            .stderr(std::fs::File::create(dir.join("daemon.log")).expect("daemon.log"))
+            .stdout(log.try_clone().expect("daemon.log"))
+            .stderr(log)
             .spawn()
             .expect("start the daemon");
         for _ in 0..400 {
