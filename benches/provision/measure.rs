@@ -93,7 +93,8 @@ impl Procs {
     }
 
     /// Ends a daemon phase of `ops` operations begun at `mark` (for a
-    /// write phase, call it once the journal is drained).
+    /// write phase, call it once the journal is drained), and says so on
+    /// stderr.
     pub fn daemon_phase(
         &self,
         mark: &Mark,
@@ -102,11 +103,14 @@ impl Procs {
         ops: usize,
         lat: Vec<Duration>,
     ) -> Phase {
+        let secs = mark.secs();
+        // Progress for long runs; the table comes at the end.
+        eprintln!("{name}: {ops} in {secs:.1} s");
         Phase {
             name,
             kind,
             ops,
-            secs: mark.at.elapsed().as_secs_f64(),
+            secs,
             acked: None,
             lat,
             rss: Some(status_mib(self.daemon, "VmHWM")),
