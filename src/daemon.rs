@@ -650,7 +650,7 @@ impl Probe for DaemonProbe {
 // traits (`api` knows no LDAP); this is where they are wired.
 impl crate::api::WriterSignal for WriterHandle {
     fn wake(&self) {
-        WriterHandle::wake(self)
+        WriterHandle::accepted(self)
     }
     fn directory_up(&self) -> bool {
         WriterHandle::directory_up(self)

@@ -110,11 +110,27 @@ pub struct WriterHandle {
     news: Arc<Notify>,
     processed: watch::Receiver<u64>,
     up: watch::Receiver<bool>,
+    /// Cuts short the wait after the directory could not be reached.
+    retry_now: Arc<Notify>,
 }
 
 impl WriterHandle {
     /// Tells the writer that new entries are pending.
     pub fn wake(&self) {
+        self.wake.notify_one();
+        self.news.notify_one();
+        self.retry_now.notify_one();
+    }
+
+    /// Tells the writer that a new entry is pending. Unlike [`wake`], it
+    /// does not cut short the wait after the directory could not be
+    /// reached: a write accepted during an outage would otherwise start
+    /// another failing attempt (and its warning) at once, one per write.
+    /// The backoff, and the probe that notices the directory answering
+    /// again, decide when the writer tries next.
+    ///
+    /// [`wake`]: WriterHandle::wake
+    pub fn accepted(&self) {
         self.wake.notify_one();
         self.news.notify_one();
     }
@@ -152,6 +168,9 @@ pub struct Writer {
     /// try again. They wait (and so does what follows them for their
     /// resource) while the rest flows; after [`MAX_REFUSALS`] they park.
     refused: std::sync::Mutex<std::collections::HashMap<u64, (u32, Instant)>>,
+    /// An administrator's wake: cuts short the wait after the directory
+    /// could not be reached (a new write does not).
+    retry_now: Arc<Notify>,
     /// Where to probe the directory while it is unreachable, so writes
     /// resume within a second of its return. `None` with fake directories.
     probe: Option<LdapConfig>,
@@ -197,6 +216,7 @@ impl Writer {
         let news = Arc::new(Notify::new());
         let (tx, rx) = watch::channel(0);
         let (up_tx, up_rx) = watch::channel(true);
+        let retry_now = Arc::new(Notify::new());
         (
             Writer {
                 store,
@@ -208,6 +228,7 @@ impl Writer {
                 up: up_tx,
                 metrics: None,
                 refused: Default::default(),
+                retry_now: retry_now.clone(),
                 probe: None,
                 inject_lane_panic: false,
             },
@@ -216,6 +237,7 @@ impl Writer {
                 news,
                 processed: rx,
                 up: up_rx,
+                retry_now,
             },
         )
     }
@@ -296,11 +318,12 @@ impl Writer {
                     self.up.send_if_modified(|u| std::mem::replace(u, false));
                     let delay = backoff.next_delay();
                     warn!(error = %msg, retry_in = ?delay, pending = self.store.pending_count(), "directory unavailable; writes stay queued");
-                    // A new write, `journal retry` or the directory
-                    // answering again cuts the wait short.
+                    // An administrator's `journal retry` or the directory
+                    // answering again cuts the wait short; a new write
+                    // does not (`WriterHandle::accepted`).
                     tokio::select! {
                         _ = tokio::time::sleep(delay) => {}
-                        _ = &mut notified => {}
+                        _ = self.retry_now.notified() => {}
                         _ = self.directory_back() => {}
                         _ = shutdown.changed() => {}
                     }
@@ -925,6 +948,56 @@ mod tests {
         fn drop(&mut self) {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+
+    /// A directory that cannot be reached: counts the attempts.
+    struct DownDir(Arc<std::sync::atomic::AtomicUsize>);
+
+    impl Apply for DownDir {
+        async fn apply(
+            &mut self,
+            _plan: &Plan,
+            _link: Option<&Link>,
+            _full: FullMembers<'_>,
+        ) -> Result<Option<Link>, ApplyError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(ApplyError::Retry("connection refused".into()))
+        }
+        fn reset(&mut self) {}
+    }
+
+    #[tokio::test]
+    async fn writes_accepted_during_an_outage_do_not_cut_the_backoff_short() {
+        let mut j = Journal::new();
+        j.user("first", 0);
+        let tries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (writer, handle) =
+            Writer::with_dirs(j.store.clone(), Arc::new(FakePlanner), Vec::new());
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(writer.run_with(vec![DownDir(tries.clone())], stop_rx));
+        handle.accepted();
+        while tries.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The first backoff is 250 ms: fifty writes within it start no
+        // attempt of their own.
+        for i in 0..50 {
+            j.user(&format!("u{i}"), 0);
+            handle.accepted();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        // An administrator's wake does.
+        handle.wake();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while tries.load(Ordering::SeqCst) < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("a wake starts another attempt");
+        stop.send_replace(true);
+        task.await.unwrap().unwrap();
     }
 
     #[tokio::test]
