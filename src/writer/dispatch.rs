@@ -976,17 +976,22 @@ mod tests {
         let (stop, stop_rx) = watch::channel(false);
         let task = tokio::spawn(writer.run_with(vec![DownDir(tries.clone())], stop_rx));
         handle.accepted();
-        while tries.load(Ordering::SeqCst) == 0 {
+        // Two failed attempts: the wait now is at least 750 ms (1 s, with
+        // jitter). Fifty writes within it start no attempt of their own.
+        while tries.load(Ordering::SeqCst) < 3 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        // The first backoff is 250 ms: fifty writes within it start no
-        // attempt of their own.
+        let started = std::time::Instant::now();
         for i in 0..50 {
             j.user(&format!("u{i}"), 0);
             handle.accepted();
-            tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        assert_eq!(tries.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            started.elapsed() < Duration::from_millis(700),
+            "the writes took too long to show anything"
+        );
+        assert_eq!(tries.load(Ordering::SeqCst), 3);
         // An administrator's wake does.
         handle.wake();
         tokio::time::timeout(Duration::from_secs(5), async {
