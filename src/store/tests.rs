@@ -30,6 +30,18 @@ fn update<'a>(
     }
 }
 
+/// Opens sled at `dir` again, waiting for the threads of a store just
+/// dropped to let go of its lock (they can lag on a loaded machine).
+fn sled_reopen(dir: &std::path::Path) -> sled::Db {
+    for _ in 0..200 {
+        if let Ok(db) = sled::open(dir) {
+            return db;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    sled::open(dir).unwrap()
+}
+
 fn tmp() -> (std::path::PathBuf, Store) {
     let dir = std::env::temp_dir().join(format!("scim2ldap-store-{}", uuid::Uuid::new_v4()));
     let s = Store::open(&dir).unwrap();
@@ -357,12 +369,20 @@ fn a_store_of_another_format_version_is_refused() {
     let (dir, s) = tmp();
     drop(s);
     {
-        let db = sled::open(&dir).unwrap();
+        let db = sled_reopen(&dir);
         let t = db.open_tree("scim2ldap").unwrap();
         t.insert(b"mformat", b"99".to_vec()).unwrap();
         db.flush().unwrap();
     }
-    let err = Store::open(&dir).err().expect("refused");
+    let mut err = Store::open(&dir).err().expect("refused");
+    for _ in 0..200 {
+        if !matches!(err, StoreError::Sled(_)) {
+            break;
+        }
+        // The sled handle above may still hold the lock for a moment.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        err = Store::open(&dir).err().expect("refused");
+    }
     let msg = err.to_string();
     assert!(
         matches!(err, StoreError::Version { .. }) && msg.contains("format version 99"),
@@ -659,7 +679,7 @@ async fn a_version_1_store_is_migrated_and_its_indexes_rebuilt() {
     // Make it look like version 1: format "1", no `mindex`, and an index
     // key computed the old way (lowercased), which must not survive.
     {
-        let db = sled::open(&dir).unwrap();
+        let db = sled_reopen(&dir);
         let tree = db.open_tree("scim2ldap").unwrap();
         tree.insert(keys::META_FORMAT, b"1".to_vec()).unwrap();
         tree.remove(keys::META_INDEX).unwrap();
@@ -692,7 +712,7 @@ async fn a_version_1_store_is_migrated_and_its_indexes_rebuilt() {
     let mut w = json!({"id": "1", "userName": "Dave", "title": "y"});
     s.write(update(Kind::User, "1", &mut w, None)).unwrap();
     drop(s);
-    let db = sled::open(&dir).unwrap();
+    let db = sled_reopen(&dir);
     let tree = db.open_tree("scim2ldap").unwrap();
     assert_eq!(
         tree.get(keys::META_FORMAT).unwrap().as_deref(),
@@ -908,7 +928,7 @@ async fn a_version_2_store_is_migrated_and_its_pending_entries_still_read() {
     assert_eq!(s.pending_after(0, 10).unwrap(), vec![a2, b1, b2]);
     assert_eq!(s.state(a1).unwrap(), EntryState::Applied);
     drop(s);
-    let db = sled::open(&dir).unwrap();
+    let db = sled_reopen(&dir);
     let tree = db.open_tree("scim2ldap").unwrap();
     assert_eq!(
         tree.get(keys::META_FORMAT).unwrap().as_deref(),
