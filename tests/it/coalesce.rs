@@ -3,150 +3,15 @@
 //! reaches it in a few modifies (counted on the wire, between the daemon
 //! and slapd), and a member the directory refuses parks alone.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use scim2ldap::store::EntryState;
 use scim2ldap_slapd::SlapdOptions;
 
 use crate::harness::{cli, Harness};
-
-/// A TCP relay between the daemon and slapd that counts the LDAP modify
-/// requests the daemon sends through it, and the size of the largest: what
-/// the directory was actually asked, whatever the daemon believes it did.
-/// A connection whose upstream cannot be reached is closed at once, as
-/// slapd's own port would refuse it.
-struct CountingRelay {
-    addr: SocketAddr,
-    modifies: Arc<AtomicUsize>,
-    largest: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CountingRelay {
-    async fn start(upstream: u16) -> CountingRelay {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let modifies = Arc::new(AtomicUsize::new(0));
-        let largest = Arc::new(AtomicUsize::new(0));
-        let (m, l) = (modifies.clone(), largest.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((client, _)) = listener.accept().await {
-                tokio::spawn(relay(client, upstream, m.clone(), l.clone()));
-            }
-        });
-        CountingRelay {
-            addr,
-            modifies,
-            largest,
-            task,
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("ldap://{}", self.addr)
-    }
-
-    fn modifies(&self) -> usize {
-        self.modifies.load(Ordering::SeqCst)
-    }
-
-    fn largest_modify(&self) -> usize {
-        self.largest.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for CountingRelay {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn relay(
-    client: TcpStream,
-    upstream: u16,
-    modifies: Arc<AtomicUsize>,
-    largest: Arc<AtomicUsize>,
-) {
-    let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-        return;
-    };
-    let (mut from_client, mut to_client) = client.into_split();
-    let (mut from_server, mut to_server) = server.into_split();
-    let up = async {
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending: Vec<u8> = Vec::new();
-        loop {
-            let n = from_client.read(&mut buf).await?;
-            if n == 0 {
-                return Ok::<(), std::io::Error>(());
-            }
-            pending.extend_from_slice(&buf[..n]);
-            count_modifies(&mut pending, &modifies, &largest);
-            to_server.write_all(&buf[..n]).await?;
-        }
-    };
-    let down = tokio::io::copy(&mut from_server, &mut to_client);
-    // Either side closing closes both.
-    tokio::select! {
-        _ = up => {}
-        _ = down => {}
-    }
-}
-
-/// Takes every complete LDAPMessage off the front of `buf` and counts the
-/// ModifyRequests among them (protocolOp `[APPLICATION 6]`, tag 0x66,
-/// after the messageID).
-fn count_modifies(buf: &mut Vec<u8>, modifies: &AtomicUsize, largest: &AtomicUsize) {
-    while let Some((header, len)) = ber_header(buf) {
-        let total = header + len;
-        if buf.len() < total {
-            return;
-        }
-        let body = &buf[header..total];
-        if let Some((h, l)) = ber_header(body) {
-            if body.get(h + l) == Some(&0x66) {
-                modifies.fetch_add(1, Ordering::SeqCst);
-                largest.fetch_max(total, Ordering::SeqCst);
-            }
-        }
-        buf.drain(..total);
-    }
-}
-
-/// A BER element's header length and content length, if the header is
-/// complete.
-fn ber_header(b: &[u8]) -> Option<(usize, usize)> {
-    let first = *b.get(1)?;
-    if first < 0x80 {
-        return Some((2, usize::from(first)));
-    }
-    let k = usize::from(first & 0x7f);
-    let bytes = b.get(2..2 + k)?;
-    Some((
-        2 + k,
-        bytes.iter().fold(0usize, |a, &x| (a << 8) | usize::from(x)),
-    ))
-}
-
-/// Restarts the daemon with its directory behind a counting relay.
-async fn behind_relay(h: &mut Harness) -> CountingRelay {
-    let relay = CountingRelay::start(h.slapd.port()).await;
-    h.stop_daemon().await;
-    let path = h.dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let pointed = text.replace(&h.slapd.uri(), &relay.uri());
-    assert_ne!(pointed, text, "the config names {}", h.slapd.uri());
-    std::fs::write(&path, pointed).unwrap();
-    h.start_daemon().await;
-    relay
-}
+use crate::wire::behind_tap;
 
 async fn user(h: &Harness, name: &str) -> String {
     let r = h
@@ -199,7 +64,7 @@ async fn values(h: &Harness, cn: &str, attr: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_member_adds_queued_while_the_directory_is_down_leaves_in_a_few_modifies() {
     let mut h = Harness::start().await;
-    let relay = behind_relay(&mut h).await;
+    let relay = behind_tap(&mut h).await;
     let mut ids = Vec::new();
     for i in 0..200 {
         ids.push(user(&h, &format!("b{i:03}")).await);
@@ -259,7 +124,7 @@ async fn a_member_the_directory_refuses_parks_alone_while_the_others_of_the_burs
         ..SlapdOptions::default()
     };
     let mut h = Harness::start_with(opts, mapping).await;
-    let relay = behind_relay(&mut h).await;
+    let relay = behind_tap(&mut h).await;
     let names: Vec<String> = (0..30)
         .map(|i| {
             if i == 15 {

@@ -25,3 +25,4 @@ mod service;
 mod slapd;
 mod status;
 mod users;
+mod wire;

@@ -6,138 +6,12 @@
 //! proxy between it and slapd, on the wire.
 
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::harness::{cli, first, Harness};
-
-/// Counts of the requests the daemon sent, by LDAP operation.
-#[derive(Default)]
-struct Counts {
-    searches: AtomicUsize,
-    modifies: AtomicUsize,
-}
-
-impl Counts {
-    fn searches(&self) -> usize {
-        self.searches.load(Ordering::SeqCst)
-    }
-    fn modifies(&self) -> usize {
-        self.modifies.load(Ordering::SeqCst)
-    }
-}
-
-/// A TCP proxy to `upstream` that parses the LDAP messages going to it
-/// (BER: SEQUENCE { messageID, protocolOp, ... }) and counts searches
-/// ([APPLICATION 3]) and modifies ([APPLICATION 6]). Returns its port.
-async fn counting_proxy(upstream: u16, counts: Arc<Counts>) -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let counts = counts.clone();
-            tokio::spawn(async move {
-                let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
-                    return;
-                };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut sr, &mut cw).await;
-                    let _ = cw.shutdown().await;
-                });
-                let mut pending: Vec<u8> = Vec::new();
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    let n = match cr.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    pending.extend_from_slice(&buf[..n]);
-                    while let Some((op, used)) = next_op(&pending) {
-                        match op {
-                            0x63 => counts.searches.fetch_add(1, Ordering::SeqCst),
-                            0x66 => counts.modifies.fetch_add(1, Ordering::SeqCst),
-                            _ => 0,
-                        };
-                        pending.drain(..used);
-                    }
-                    if sw.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                let _ = sw.shutdown().await;
-            });
-        }
-    });
-    port
-}
-
-/// A BER length at `b[0..]`: (length, bytes it took).
-fn ber_len(b: &[u8]) -> Option<(usize, usize)> {
-    let first = *b.first()?;
-    if first < 0x80 {
-        return Some((first as usize, 1));
-    }
-    let n = (first & 0x7f) as usize;
-    let bytes = b.get(1..1 + n)?;
-    Some((
-        bytes.iter().fold(0usize, |a, x| (a << 8) | *x as usize),
-        1 + n,
-    ))
-}
-
-/// The protocolOp tag of the first complete LDAP message in `b`, and the
-/// message's size; `None` until a whole message is there.
-fn next_op(b: &[u8]) -> Option<(u8, usize)> {
-    if b.first() != Some(&0x30) {
-        return None;
-    }
-    let (len, l) = ber_len(&b[1..])?;
-    let total = 1 + l + len;
-    if b.len() < total {
-        return None;
-    }
-    // messageID: INTEGER
-    let body = &b[1 + l..];
-    let (id_len, il) = ber_len(body.get(1..)?)?;
-    let op = *body.get(1 + il + id_len)?;
-    Some((op, total))
-}
-
-#[test]
-fn the_proxy_reads_ldap_framing() {
-    // A search request (id 2) and the start of another message.
-    let search = [0x30, 0x07, 0x02, 0x01, 0x02, 0x63, 0x02, 0x04, 0x00];
-    assert_eq!(next_op(&search), Some((0x63, 9)));
-    assert_eq!(next_op(&search[..5]), None);
-    let mut long = vec![0x30, 0x81, 0x85, 0x02, 0x01, 0x07, 0x66, 0x80];
-    long.extend(std::iter::repeat_n(0u8, 0x80));
-    assert_eq!(next_op(&long), Some((0x66, 0x88)));
-}
-
-/// The daemon of `h` restarted to reach slapd through a counting proxy.
-async fn through_proxy(h: &mut Harness) -> Arc<Counts> {
-    let counts = Arc::new(Counts::default());
-    let port = counting_proxy(h.slapd.port(), counts.clone()).await;
-    h.stop_daemon().await;
-    let path = h.dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let direct = format!("url = \"{}\"", h.slapd.uri());
-    assert!(text.contains(&direct), "{text}");
-    std::fs::write(
-        &path,
-        text.replace(&direct, &format!("url = \"ldap://127.0.0.1:{port}\"")),
-    )
-    .unwrap();
-    h.start_daemon().await;
-    counts
-}
+use crate::wire::behind_tap;
 
 async fn patch(h: &Harness, id: &str, ops: Value) {
     let r = h
@@ -213,7 +87,7 @@ async fn drained(h: &Harness) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn patches_converge_the_entry_exactly_without_reading_it() {
     let mut h = Harness::start().await;
-    let counts = through_proxy(&mut h).await;
+    let counts = behind_tap(&mut h).await;
     let people = h.slapd.people_dn();
     let dn = format!("uid=pat,{people}");
     let id = create(
