@@ -348,17 +348,6 @@ impl Store {
         self.inner.tree.scan_prefix([PENDING]).keys().count()
     }
 
-    /// [`Store::pending_count`], counting no further than `cap`: cheap
-    /// enough to poll while a large backlog drains.
-    pub fn pending_count_capped(&self, cap: usize) -> usize {
-        self.inner
-            .tree
-            .scan_prefix([PENDING])
-            .keys()
-            .take(cap)
-            .count()
-    }
-
     pub fn state(&self, seq: u64) -> Result<EntryState, StoreError> {
         if let Some(f) = self.inner.tree.get(seq_key(PARKED, seq))? {
             let f: Failure = decode(&f, || format!("failure {seq}"))?;
