@@ -102,6 +102,22 @@ impl Harness {
         }
     }
 
+    /// Waits until no journal entry is pending (parked ones count as
+    /// pending for this), e.g. after a replay, which the writer's progress
+    /// that [`Harness::settle`] follows has already passed.
+    pub async fn drained(&self) {
+        let store = self.daemon().store.clone();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+        while store.pending_count() > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} journal entries still pending after 40 s",
+                store.pending_count()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn send(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
         self.send_raw(
             method,

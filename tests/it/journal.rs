@@ -67,21 +67,6 @@ async fn run_cli(args: &[&str]) -> (bool, String, String) {
     .unwrap()
 }
 
-/// Waits until no journal entry is pending (parked ones count as pending
-/// for this).
-async fn drained(h: &Harness) {
-    let store = h.daemon().store.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while store.pending_count() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} journal entries still pending after 40 s",
-            store.pending_count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
     let mut h = Harness::start().await;
@@ -166,7 +151,7 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
     let (ok, out, err) = run_cli(&["journal", "--config", &config, "replay", "--from", "1"]).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("queued to be applied again"), "{out}");
-    drained(&h).await;
+    h.drained().await;
     assert_eq!(dump_all(&h.slapd).await, original);
 
     // The whole journal into a fresh, empty directory, twice.
@@ -181,7 +166,7 @@ async fn replay_is_idempotent_and_rebuilds_an_empty_directory_identically() {
         assert!(ok, "{out}{err}");
         assert!(out.contains("daemon is not running"), "{out}");
         h.start_daemon().await;
-        drained(&h).await;
+        h.drained().await;
         h.assert_directory_matches_store().await;
         rebuilt.push(dump_all(&h.slapd).await);
     }
@@ -289,7 +274,7 @@ async fn directory_stopped_mid_load(with_group: bool) {
     let people = h.slapd.people_dn();
 
     h.slapd.restart().expect("slapd restarts");
-    drained(&h).await;
+    h.drained().await;
 
     let q0 = h.ldap_get(&format!("uid=q0,{people}")).await.expect("q0");
     assert_eq!(first(&q0, "title").as_deref(), Some("t30"));
@@ -455,7 +440,7 @@ async fn parked_entries_are_listed_retried_and_skipped_with_the_journal_command(
     ])
     .await;
     assert!(ok, "{out}{err}");
-    drained(&h).await;
+    h.drained().await;
     let b = h
         .ldap_get(&format!("uid=bert,{people}"))
         .await
@@ -652,7 +637,7 @@ async fn compaction_bounds_the_journal_and_replay_still_rebuilds_everything() {
     assert!(out.contains("6 entries queued"), "{out}");
     assert!(out.contains("were compacted"), "{out}");
     h.start_daemon().await;
-    drained(&h).await;
+    h.drained().await;
     assert_eq!(dump_all(&h.slapd).await, original);
     h.assert_directory_matches_store().await;
 }

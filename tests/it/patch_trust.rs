@@ -6,7 +6,6 @@
 //! proxy between it and slapd, on the wire.
 
 use std::collections::{BTreeMap, HashSet};
-use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -68,20 +67,6 @@ fn expected(pairs: &[(&str, &[&str])]) -> BTreeMap<String, Vec<String>> {
             (k.to_string(), v)
         })
         .collect()
-}
-
-/// Waits until no journal entry is pending (after a replay).
-async fn drained(h: &Harness) {
-    let store = h.daemon().store.clone();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
-    while store.pending_count() > 0 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} entries still pending",
-            store.pending_count()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,7 +270,7 @@ async fn a_replay_reads_and_converges_values_changed_by_hand() {
     .await
     .unwrap();
     assert!(ok, "{out}{err}");
-    drained(&h).await;
+    h.drained().await;
     let e = h.ldap_get(&dn).await.unwrap();
     assert_eq!(first(&e, "title").as_deref(), Some("Kept"));
     assert_eq!(first(&e, "mail").as_deref(), Some("rep@example.com"));
