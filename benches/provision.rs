@@ -9,6 +9,7 @@
 //! cargo bench --bench provision -- --users 2000 --clients 4 [--connections 4] [--nosync]
 //! cargo bench --bench provision -- --member-sizes 10,1000,50000 [--nosync]
 //! cargo bench --bench provision -- --big-group 50000 [--users 100000]
+//! cargo bench --bench provision -- --store-floor [--users 20000] [--nosync]
 //! ```
 //!
 //! Phases (the default mode, `phases.rs`): N user creates, N PATCHes
@@ -44,6 +45,12 @@
 //! it prints each step's peak RSS (the daemon's high-water mark is reset
 //! before each step) and the `/healthz` latencies. This mode's slapd has
 //! no overlays (memberof would update every member of each group).
+//!
+//! `--store-floor` (`floor.rs`): raw ldap3 adds and modifies into slapd,
+//! then the store alone in this process (write and commit as a request
+//! does, entry and mark-applied as the writer does) and sled alone (an
+//! insert and a flush per operation), each as CPU ms per operation beside
+//! slapd's: the floor under the daemon's CPU with its journal in sled.
 
 // A bench target's modules live in benches/provision/; a plain `mod`
 // would look for them in benches/, where cargo takes every file for a
@@ -56,6 +63,8 @@ mod measure;
 mod modes;
 #[path = "provision/phases.rs"]
 mod phases;
+#[path = "provision/floor.rs"]
+mod floor;
 #[path = "provision/raw.rs"]
 mod raw;
 #[path = "provision/verify.rs"]
@@ -75,6 +84,8 @@ pub struct Args {
     pub nosync: bool,
     pub member_sizes: Vec<usize>,
     pub big_group: usize,
+    /// `--store-floor`: the store and sled alone beside slapd (`floor.rs`).
+    pub store_floor: bool,
 }
 
 fn args() -> Args {
@@ -85,6 +96,7 @@ fn args() -> Args {
         nosync: false,
         member_sizes: Vec::new(),
         big_group: 0,
+        store_floor: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -99,6 +111,7 @@ fn args() -> Args {
                     .expect("--connections N")
             }
             "--nosync" => a.nosync = true,
+            "--store-floor" => a.store_floor = true,
             "--member-sizes" => {
                 a.member_sizes = it
                     .next()
@@ -161,7 +174,9 @@ fn main() {
             args.connections,
             if args.nosync { "off (dbnosync)" } else { "on" }
         );
-        if args.big_group > 0 {
+        if args.store_floor {
+            floor::store_floor(&args, &slapd, bench.procs).await;
+        } else if args.big_group > 0 {
             modes::big_group(&args, &bench).await;
         } else if args.member_sizes.is_empty() {
             phases::phases(&args, &mut slapd, &bench).await;
