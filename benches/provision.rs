@@ -57,14 +57,14 @@
 // bench of its own.
 #[path = "provision/daemon.rs"]
 mod daemon;
+#[path = "provision/floor.rs"]
+mod floor;
 #[path = "provision/measure.rs"]
 mod measure;
 #[path = "provision/modes.rs"]
 mod modes;
 #[path = "provision/phases.rs"]
 mod phases;
-#[path = "provision/floor.rs"]
-mod floor;
 #[path = "provision/raw.rs"]
 mod raw;
 #[path = "provision/verify.rs"]

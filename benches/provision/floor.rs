@@ -66,16 +66,25 @@ fn line(what: &str, ms: f64, n: usize, slapd_ms_op: f64) {
 pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
     let (n, c) = (args.users, args.clients);
     let raw = Raw::new(slapd, args.connections).await;
+    // This process's CPU around the raw phases: what the LDAP client
+    // (ldap3, tokio) costs per operation.
+    let t = cpu_ms(std::process::id());
     let adds = raw.adds(procs, n, c).await;
+    let client_add = own_cpu(t);
+    let t = cpu_ms(std::process::id());
     let modifies = raw.modifies(procs, n, c).await;
+    let client_mod = own_cpu(t);
     let (add_ms, mod_ms) = (adds.slapd_ms_op(), modifies.slapd_ms_op());
     println!("\nstore floor: {n} operations from {c} clients, CPU time per operation");
     println!("{:<44} {add_ms:>8.3} ms/op", "slapd, raw adds");
     println!("{:<44} {mod_ms:>8.3} ms/op", "slapd, raw modifies");
+    line("ldap3 client, raw adds", client_add, n, add_ms);
+    line("ldap3 client, raw modifies", client_mod, n, mod_ms);
 
     let dir = std::env::temp_dir().join(format!("scim2ldap-floor-{}", uuid::Uuid::new_v4()));
     let store = Store::open(&dir.join("store")).expect("open the store");
-    let ids: Arc<Vec<String>> = Arc::new((0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect());
+    let ids: Arc<Vec<String>> =
+        Arc::new((0..n).map(|_| uuid::Uuid::new_v4().to_string()).collect());
 
     // Creates, durable before each "acknowledgement".
     let t = cpu_ms(std::process::id());
@@ -115,7 +124,9 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
                 adopted: false,
                 applied: None,
             };
-            store.mark_applied(&entry, Some(&link)).expect("mark applied");
+            store
+                .mark_applied(&entry, Some(&link))
+                .expect("mark applied");
         }
         own_cpu(t)
     };
@@ -161,15 +172,30 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
         .open()
         .expect("open sled");
     let value = serde_json::to_vec(&stored_user(0, &ids[0])).unwrap();
-    let sled_op = |flush: bool, offset: usize| {
+    // `keys` keys per operation (the first a snapshot, the others small),
+    // with or without a flush before the operation ends.
+    let sled_op = |keys: u8, flush: bool, offset: usize| {
         let (db, value) = (db.clone(), value.clone());
         async move {
             let t = cpu_ms(std::process::id());
             run(n, c, move |_, i| {
                 let (db, value) = (db.clone(), value.clone());
                 async move {
-                    db.insert(((offset + i) as u64).to_be_bytes(), value)
-                        .expect("insert");
+                    let key = |k: u8| {
+                        let mut key = vec![k];
+                        key.extend_from_slice(&((offset + i) as u64).to_be_bytes());
+                        key
+                    };
+                    if keys == 1 {
+                        db.insert(key(0), value).expect("insert");
+                    } else {
+                        let mut batch = sled::Batch::default();
+                        batch.insert(key(0), value);
+                        for k in 1..keys {
+                            batch.insert(key(k), &b"0123456789abcdef"[..]);
+                        }
+                        db.apply_batch(batch).expect("batch");
+                    }
                     if flush {
                         db.flush_async().await.expect("flush");
                     }
@@ -179,8 +205,12 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
             own_cpu(t)
         }
     };
-    let sled_flush = sled_op(true, 0).await;
-    let sled_bare = sled_op(false, n).await;
+    let sled_flush = sled_op(1, true, 0).await;
+    let sled_bare = sled_op(1, false, n).await;
+    // The fewest writes a journaled operation could make: snapshot,
+    // journal entry and pending mark in one durable batch; then, applied,
+    // the pending mark removed and the link written (two small keys).
+    let sled_min = sled_op(3, true, 2 * n).await + sled_op(2, false, 3 * n).await;
     drop(db);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -212,4 +242,17 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
     );
     line("sled: one insert + flush", sled_flush, n, add_ms);
     line("sled: one insert", sled_bare, n, add_ms);
+    line("sled: 3 keys + flush, then 2 keys", sled_min, n, add_ms);
+    line(
+        "floor: sled minimum + ldap3 client, add",
+        sled_min + client_add,
+        n,
+        add_ms,
+    );
+    line(
+        "floor: sled minimum + ldap3 client, modify",
+        sled_min + client_mod,
+        n,
+        mod_ms,
+    );
 }
