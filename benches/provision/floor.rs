@@ -26,7 +26,7 @@ use scim2ldap::store::{Intent, Kind, Link, Store, Write};
 use scim2ldap_slapd::Slapd;
 
 use crate::daemon::run;
-use crate::measure::{cpu_ms, Procs};
+use crate::measure::{cpu_ms, status_mib, Procs};
 use crate::raw::Raw;
 use crate::Args;
 
@@ -162,6 +162,19 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
     }
     let write_update = own_cpu(t);
     let applied_update = apply(std::mem::take(&mut *seqs.lock().unwrap()));
+    // What reading every snapshot costs in memory (a filter no index
+    // answers, a sort over the whole collection): this process's RSS
+    // before and after two scans of every user. Reopened first, so that
+    // the scans start from a cold cache as a restarted daemon's would.
+    drop(store);
+    let before = status_mib(std::process::id(), "VmRSS");
+    let store = Store::open(&dir.join("store")).expect("reopen the store");
+    let opened = status_mib(std::process::id(), "VmRSS");
+    for _ in 0..2 {
+        let read = store.scan(Kind::User).filter(|r| r.is_ok()).count();
+        assert_eq!(read, n, "every user read back");
+    }
+    let scanned = status_mib(std::process::id(), "VmRSS");
     drop(store);
 
     // sled alone: a snapshot-sized insert and a flush per operation.
@@ -239,6 +252,10 @@ pub async fn store_floor(args: &Args, slapd: &Slapd, procs: Procs) {
         write_update + applied_update,
         n,
         mod_ms,
+    );
+    println!(
+        "store: RSS {before:.1} MiB closed, {opened:.1} MiB opened with {n} users, {scanned:.1} MiB after reading every snapshot twice (cache {} MiB)",
+        scim2ldap::store::DEFAULT_CACHE_BYTES >> 20
     );
     line("sled: one insert + flush", sled_flush, n, add_ms);
     line("sled: one insert", sled_bare, n, add_ms);
