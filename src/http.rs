@@ -37,6 +37,10 @@ use crate::tls::Acceptor;
 
 pub const SCIM_CONTENT_TYPE: &str = "application/scim+json";
 
+/// Largest request body parsed on the async worker (a user, a PATCH, a
+/// group of a few hundred members); larger ones are parsed off it.
+const INLINE_BODY: usize = 64 * 1024;
+
 /// What the edge needs besides the API.
 pub struct Edge {
     pub api: Api,
@@ -474,10 +478,16 @@ async fn read_body(
         }
     }
     // A large body (a group of 50,000 members) takes a while to parse: off
-    // the async worker, as the API's store work.
-    crate::api::blocking(|| serde_json::from_slice(&bytes))
-        .map(Some)
-        .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
+    // the async worker, as the API's large store work. A small one is
+    // parsed here: handing the worker over would cost more.
+    let parse = || serde_json::from_slice(&bytes);
+    if bytes.len() <= INLINE_BODY {
+        parse()
+    } else {
+        crate::offload::blocking(parse)
+    }
+    .map(Some)
+    .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }
 
 /// Reads a body of at most `limit` bytes. A larger one is read on and

@@ -15,6 +15,7 @@ pub mod logging;
 pub mod metrics;
 pub mod model;
 pub mod notify;
+pub mod offload;
 pub mod ops;
 pub mod status;
 pub mod store;

@@ -8,7 +8,9 @@
 
 use serde_json::{json, Value};
 
-use super::{Api, ApiRequest, ApiResponse, Method, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA};
+use super::{
+    blocking, Api, ApiRequest, ApiResponse, Method, GROUP_SCHEMA, LIST_SCHEMA, USER_SCHEMA,
+};
 use super::{DEFAULT_PAGE, MAX_PAGE};
 use crate::scim::filter::Filter;
 use crate::scim::query::{ListQuery, PageLimits, TopK};
@@ -21,6 +23,10 @@ const PAGE_LIMITS: PageLimits = PageLimits {
     max: MAX_PAGE,
 };
 
+/// Most candidates an indexed lookup may have to be answered on the async
+/// worker (each is one read by id).
+const INLINE_CANDIDATES: usize = 8;
+
 impl Api {
     /// `GET /Users?...` and `POST /Users/.search`: filter, sort, page,
     /// then project each resource (`attributes` / `excludedAttributes`).
@@ -29,6 +35,34 @@ impl Api {
             Method::Post => ListQuery::from_search_request(self.body(req)?, PAGE_LIMITS)?,
             _ => ListQuery::from_params(&req.query, PAGE_LIMITS)?,
         };
+        // A lookup by an indexed attribute (`userName eq ...`, what Entra
+        // and Okta send before every create) reads a few entries: it runs
+        // here, on the async worker. Handing the worker over
+        // (`blocking`) costs more than such a lookup. Anything else may
+        // stream over the whole store, and is handed over.
+        let candidates = match &q.filter {
+            Some(f) => self.candidates(kind, f)?,
+            None => None,
+        };
+        let small = kind == Kind::User
+            && candidates
+                .as_ref()
+                .is_some_and(|ids| ids.len() <= INLINE_CANDIDATES);
+        let run = move || self.list_matching(kind, req, &q, candidates);
+        if small {
+            run()
+        } else {
+            blocking(run)
+        }
+    }
+
+    fn list_matching(
+        &self,
+        kind: Kind,
+        req: &ApiRequest,
+        q: &ListQuery,
+        candidates: Option<Vec<String>>,
+    ) -> Result<ApiResponse, ScimError> {
         let model = self.model.current();
         let (total, page) = match (&q.filter, &q.sort_by) {
             // Paging in id order: the store reads just the page.
@@ -44,14 +78,14 @@ impl Api {
                 )
             }
             _ => {
-                let mut pager = Pager::new(&q);
-                self.matching(kind, q.filter.as_ref(), &mut |r| {
+                let mut pager = Pager::new(q);
+                self.matching_in(kind, q.filter.as_ref(), candidates, &mut |r| {
                     pager.offer(kind, r, model.registry(kind));
                 })?;
                 pager.finish(self)?
             }
         };
-        self.list_page(req, &q, total, page)
+        self.list_page(req, q, total, page)
     }
 
     /// `POST /.search` (RFC 7644 §3.4.3): one search over every resource
@@ -107,13 +141,22 @@ impl Api {
         filter: Option<&Filter>,
         each: &mut dyn FnMut(Value),
     ) -> Result<(), ScimError> {
+        let candidates = match filter {
+            Some(f) => self.candidates(kind, f)?,
+            None => None,
+        };
+        self.matching_in(kind, filter, candidates, each)
+    }
+
+    /// The ids an indexed single-string equality can match (its
+    /// candidates, still to be checked against the filter), or `None`
+    /// when the filter is not such a lookup and the store must be
+    /// scanned. Validates the filter first.
+    fn candidates(&self, kind: Kind, filter: &Filter) -> Result<Option<Vec<String>>, ScimError> {
         let model = self.model.current();
-        let reg: &SchemaRegistry = model.registry(kind);
+        filter.validate(model.registry(kind))?;
         let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
-        if let Some(filter) = filter {
-            filter.validate(reg)?;
-        }
-        let indexed = match filter.and_then(|f| f.eq_lookup()) {
+        Ok(match filter.eq_lookup() {
             Some((path, value)) => {
                 let name = match &path.sub {
                     Some(sub) => format!("{}.{sub}", path.name),
@@ -129,7 +172,20 @@ impl Api {
                 }
             }
             None => None,
-        };
+        })
+    }
+
+    /// [`Api::matching`] with the candidates already looked up.
+    fn matching_in(
+        &self,
+        kind: Kind,
+        filter: Option<&Filter>,
+        indexed: Option<Vec<String>>,
+        each: &mut dyn FnMut(Value),
+    ) -> Result<(), ScimError> {
+        let model = self.model.current();
+        let reg: &SchemaRegistry = model.registry(kind);
+        let internal = |e: crate::store::StoreError| ScimError::internal(e.to_string());
         let wanted = |r: &Value| filter.is_none_or(|f| f.matches(r, reg));
         match indexed {
             Some(mut ids) => {

@@ -172,18 +172,22 @@ pub struct Api {
     pub max_members: usize,
 }
 
-/// Runs the store's synchronous work (sled reads and writes, scans, the
-/// member checks of a large group) where it does not hold up the async
-/// workers: on a multi-threaded runtime the worker hands its other tasks
-/// to a fresh worker for the duration (`block_in_place`), so `/healthz`
-/// and other requests keep being answered while a 50,000-member group is
-/// written. Unlike `spawn_blocking`, nothing has to be moved or copied
-/// (the request body stays where it is). On a current-thread runtime
-/// (some tests) it simply runs.
-pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// Large store work (scans, a large group's members, a big body's parse)
+/// is handed over with this; see [`crate::offload`] for what runs on the
+/// worker and why.
+pub use crate::offload::blocking;
+
+/// Most members a write may name and still be handled on the async worker
+/// (its store work is then a few hundred keys at most).
+const INLINE_MEMBERS: usize = 100;
+
+/// Runs `f` here when the work is `small`, else off the worker
+/// ([`blocking`]).
+fn sized<R>(small: bool, f: impl FnOnce() -> R) -> R {
+    if small {
+        f()
+    } else {
+        blocking(f)
     }
 }
 
@@ -228,14 +232,17 @@ impl Api {
             (Method::Get, [k]) if kind(k).is_some() => {
                 let kind = kind(k).unwrap_or(Kind::User);
                 self.adopt_on_miss(kind, req).await;
-                blocking(|| self.list(kind, req))
+                self.list(kind, req)
             }
             (Method::Post, [k, s]) if kind(k).is_some() && *s == ".search" => {
-                blocking(|| self.list(kind(k).unwrap_or(Kind::User), req))
+                self.list(kind(k).unwrap_or(Kind::User), req)
             }
             (Method::Post, [k]) if kind(k).is_some() => {
                 self.create(kind(k).unwrap_or(Kind::User), req).await
             }
+            // A user is one read (and its few group keys): answered here.
+            // A group may list 50,000 members: handed over.
+            (Method::Get, [k, id]) if kind(k) == Some(Kind::User) => self.get(Kind::User, id, req),
             (Method::Get, [k, id]) if kind(k).is_some() => {
                 blocking(|| self.get(kind(k).unwrap_or(Kind::User), id, req))
             }

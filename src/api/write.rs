@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::password::refuse_password_removal;
 use super::present::check_if_match;
-use super::{blocking, Api, ApiRequest, ApiResponse};
+use super::{sized, Api, ApiRequest, ApiResponse, INLINE_MEMBERS};
 use crate::scim::members::{
     body_member_count, ops_member_count, split_member_ops, take_members, MemberEdit,
 };
@@ -43,12 +43,10 @@ impl Api {
         req: &mut ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        if kind == Kind::Group {
-            self.member_cap(body_member_count(self.body(req)?))?;
-        }
+        let small = self.write_size(kind, req)?;
         let mut resource = self.take_body(req)?;
         let req = &*req;
-        let (id, resource, seq) = blocking(|| -> Result<_, ScimError> {
+        let (id, resource, seq) = sized(small, || -> Result<_, ScimError> {
             // The id and meta are the server's to assign (RFC 7643 §3.1).
             strip_read_only(&mut resource, self.model.current().registry(kind));
             let edit = match kind {
@@ -92,8 +90,10 @@ impl Api {
         })?;
         self.commit(seq).await?;
         info!(kind = kind.name(), %id, seq, "created");
-        let mut resp =
-            ApiResponse::json(201, blocking(|| self.present_written(kind, resource, req))?);
+        let mut resp = ApiResponse::json(
+            201,
+            sized(small, || self.present_written(kind, resource, req))?,
+        );
         resp.location = Some(location(&req.base_url, kind, &id));
         Ok(resp)
     }
@@ -105,12 +105,10 @@ impl Api {
         req: &mut ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        if kind == Kind::Group {
-            self.member_cap(body_member_count(self.body(req)?))?;
-        }
+        let small = self.write_size(kind, req)?;
         let mut resource = self.take_body(req)?;
         let req = &*req;
-        let (resource, seq) = blocking(|| -> Result<_, ScimError> {
+        let (resource, seq) = sized(small, || -> Result<_, ScimError> {
             let old = self.load(kind, id)?;
             check_if_match(req, &old)?;
             if let Some(given) = resource.get("id").and_then(Value::as_str) {
@@ -159,8 +157,19 @@ impl Api {
         info!(kind = kind.name(), %id, seq, "replaced");
         Ok(ApiResponse::json(
             200,
-            blocking(|| self.present_written(kind, resource, req))?,
+            sized(small, || self.present_written(kind, resource, req))?,
         ))
+    }
+
+    /// Checks a create's or replace's members against the cap; whether its
+    /// work is small enough for the async worker.
+    fn write_size(&self, kind: Kind, req: &ApiRequest) -> Result<bool, ScimError> {
+        let members = match kind {
+            Kind::Group => body_member_count(self.body(req)?),
+            Kind::User => 0,
+        };
+        self.member_cap(members)?;
+        Ok(members <= INLINE_MEMBERS)
     }
 
     pub(super) async fn patch(
@@ -171,10 +180,17 @@ impl Api {
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
         let operations = parse_patch_request(self.body(req)?)?;
-        if kind == Kind::Group {
-            self.member_cap(ops_member_count(&operations))?;
-        }
-        let (operations, ops) = blocking(|| -> Result<_, ScimError> {
+        let members = match kind {
+            Kind::Group => ops_member_count(&operations),
+            Kind::User => 0,
+        };
+        self.member_cap(members)?;
+        // A PATCH's work is its operations', whatever the group's size (the
+        // member list is never read); the answer may present a group
+        // (when attributes are asked for), which is not small.
+        let small = members <= INLINE_MEMBERS;
+        let small_answer = small && (kind == Kind::User || !asks_attributes(req));
+        let (operations, ops) = sized(small, || -> Result<_, ScimError> {
             // A group's member operations become a delta for the store;
             // the engine sees the rest (and never the member list).
             let (edit, operations) = match kind {
@@ -201,7 +217,7 @@ impl Api {
         // Read-modify-write, retried if another write to the same resource
         // lands in between, so no concurrent PATCH is lost.
         for _ in 0..8 {
-            let outcome = blocking(|| -> Result<Outcome, ScimError> {
+            let outcome = sized(small, || -> Result<Outcome, ScimError> {
                 let old = self.load(kind, id)?;
                 check_if_match(req, &old)?;
                 let mut resource = old.clone();
@@ -246,12 +262,12 @@ impl Api {
                     // its flush, and it is no later than the last seq
                     // assigned.
                     self.durable(self.store.last_seq()).await?;
-                    return blocking(|| self.patched(kind, old, req));
+                    return sized(small_answer, || self.patched(kind, old, req));
                 }
                 Outcome::Written(seq, resource) => {
                     self.commit(seq).await?;
                     info!(kind = kind.name(), %id, seq, "patched");
-                    return blocking(|| self.patched(kind, resource, req));
+                    return sized(small_answer, || self.patched(kind, resource, req));
                 }
                 Outcome::Raced => continue,
             }
@@ -272,10 +288,7 @@ impl Api {
         resource: Value,
         req: &ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
-        let asked = req.query.iter().any(|(k, _)| {
-            k.eq_ignore_ascii_case("attributes") || k.eq_ignore_ascii_case("excludedAttributes")
-        });
-        if kind == Kind::Group && !asked {
+        if kind == Kind::Group && !asks_attributes(req) {
             let etag = resource
                 .pointer("/meta/version")
                 .and_then(Value::as_str)
@@ -300,7 +313,9 @@ impl Api {
         req: &ApiRequest,
     ) -> Result<ApiResponse, ScimError> {
         self.accepting()?;
-        let seq = blocking(|| -> Result<u64, ScimError> {
+        // A user's delete removes its few membership keys; a group's may
+        // remove 50,000.
+        let seq = sized(kind == Kind::User, || -> Result<u64, ScimError> {
             let old = self.load(kind, id)?;
             check_if_match(req, &old)?;
             self.store
@@ -335,6 +350,14 @@ impl Api {
             )
         })
     }
+}
+
+/// Whether the request names the attributes to return (`attributes` or
+/// `excludedAttributes`).
+fn asks_attributes(req: &ApiRequest) -> bool {
+    req.query.iter().any(|(k, _)| {
+        k.eq_ignore_ascii_case("attributes") || k.eq_ignore_ascii_case("excludedAttributes")
+    })
 }
 
 fn write_error(e: WriteError) -> ScimError {

@@ -122,7 +122,8 @@ impl Store {
     /// before its batch is applied (and before the write lock is taken:
     /// its fsyncs do not hold up other writes). Returns the file's name.
     pub(super) fn hold_password(&self, password: &Password) -> Result<String, StoreError> {
-        self.inner.secrets.put(password)
+        // Written and fsynced: off the async workers.
+        crate::offload::blocking(|| self.inner.secrets.put(password))
     }
 
     /// Drops a held password whose entry was not journaled (the write was

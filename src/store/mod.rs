@@ -267,11 +267,18 @@ impl Store {
     }
 
     /// The write lock, holding the last seq assigned.
+    /// Taken at once when free (most writes hold it for well under a
+    /// millisecond); when another write holds it (a large group's holds it
+    /// for seconds), waited for off the async workers.
     fn write_lock(&self) -> MutexGuard<'_, u64> {
-        self.inner
-            .write_lock
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        let lock = &self.inner.write_lock;
+        match lock.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                crate::offload::blocking(|| lock.lock().unwrap_or_else(|p| p.into_inner()))
+            }
+        }
     }
 }
 
