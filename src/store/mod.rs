@@ -177,11 +177,30 @@ impl Store {
     /// Opens the store with a page cache of `cache_bytes` (sled's default,
     /// 1 GiB, would let the daemon's memory grow with the data).
     pub fn open_with_cache(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled's file lock is released when its last background write of
+        // the closed store has ended, a moment after the store is dropped:
+        // a reopen in the same process (a restart, a test) waits for it,
+        // up to a second. Another process holding it is still an error.
+        let mut tries = 0;
+        let db = loop {
+            match config.open() {
+                Err(sled::Error::Io(e))
+                    if e.kind() == std::io::ErrorKind::WouldBlock
+                        || e.to_string().contains("could not acquire lock") =>
+                {
+                    tries += 1;
+                    if tries > 50 {
+                        return Err(sled::Error::Io(e).into());
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                r => break r?,
+            }
+        };
         let tree = db.open_tree("scim2ldap")?;
         match tree.get(keys::META_FORMAT)? {
             None => {
