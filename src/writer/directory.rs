@@ -371,6 +371,9 @@ impl Directory {
         }
         match plan {
             Plan::Delete { dn } => {
+                if self.delete_linked(link).await? {
+                    return Ok(None);
+                }
                 if let Some(cur) = self.find(link, dn, &[]).await? {
                     let ldap = self.conn().await?;
                     match ldap.delete(&cur.dn).await.and_then(|r| r.success()) {
@@ -418,17 +421,35 @@ impl Directory {
                 if mods.is_empty() {
                     return Ok(l.clone());
                 }
+                // Asserting the group's stable id where the directory
+                // supports it: a delta never lands on another entry put
+                // at the group's DN.
+                let mut controls = permissive_modify();
+                if let Some(uuid) = &l.uuid {
+                    if self.supports_assertion().await? {
+                        controls.push(assertion_control(&self.uuid_attr, uuid));
+                    }
+                }
                 let ldap = self.conn().await?;
                 match ldap
-                    .with_controls(permissive_modify())
+                    .with_controls(controls)
                     .modify(&l.dn, mods)
                     .await
                     .and_then(|r| r.success())
                 {
                     Ok(_) => return Ok(l.clone()),
-                    // Moved, or not in the state the delta assumes: converge.
+                    // Moved, another entry at the DN (122), or not in the
+                    // state the delta assumes: read and converge.
                     Err(LdapError::LdapResult { result })
-                        if [16, 20, 32, 65].contains(&result.rc) => {}
+                        if [16, 20, 32, 65, 122].contains(&result.rc) =>
+                    {
+                        debug!(dn = %l.dn, rc = result.rc, "member delta without a read did not apply; reading the group");
+                    }
+                    // The root DSE listed the assertion control, the
+                    // server refuses it anyway: read from now on.
+                    Err(LdapError::LdapResult { result }) if result.rc == 12 => {
+                        self.assertion = Some(false);
+                    }
                     Err(e) => return Err(classify(e)),
                 }
             }
@@ -636,6 +657,47 @@ impl Directory {
             Err(LdapError::LdapResult { result }) if result.rc == 12 => {
                 self.assertion = Some(false);
                 Ok(None)
+            }
+            Err(e) => Err(classify(e)),
+        }
+    }
+
+    /// Deletes a linked entry without reading it: one delete at its
+    /// linked DN asserting its stable id. False when the entry must be
+    /// found first instead: no stable id, a directory without the
+    /// assertion control, or an entry that is not there (32: moved or
+    /// gone) or not the linked one (122: another entry at its DN).
+    async fn delete_linked(&mut self, link: Option<&Link>) -> Result<bool, ApplyError> {
+        let Some(Link {
+            dn,
+            uuid: Some(uuid),
+            ..
+        }) = link
+        else {
+            return Ok(false);
+        };
+        if !self.supports_assertion().await? {
+            return Ok(false);
+        }
+        let control = assertion_control(&self.uuid_attr, uuid);
+        let ldap = self.conn().await?;
+        match ldap
+            .with_controls(control)
+            .delete(dn)
+            .await
+            .and_then(|r| r.success())
+        {
+            Ok(_) => {
+                info!(%dn, "deleted entry");
+                Ok(true)
+            }
+            Err(LdapError::LdapResult { result }) if [32, 122].contains(&result.rc) => {
+                debug!(%dn, rc = result.rc, "the linked entry is not at its DN; looking for it");
+                Ok(false)
+            }
+            Err(LdapError::LdapResult { result }) if result.rc == 12 => {
+                self.assertion = Some(false);
+                Ok(false)
             }
             Err(e) => Err(classify(e)),
         }
