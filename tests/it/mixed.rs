@@ -100,9 +100,23 @@ async fn warm_up(h: &Harness, id: &str) {
     h.settle().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_deleted_member_leaves_each_group_by_one_modify_and_nothing_is_read() {
-    let mut h = Harness::start().await;
+mod a_deleted_member_leaves_each_group_by_one_modify_and_nothing_is_read {
+    use scim2ldap_slapd::SlapdOptions;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn plain() {
+        super::deleted_member(SlapdOptions::default()).await
+    }
+
+    /// memberof and refint, as the benchmark's slapd runs them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_overlays() {
+        super::deleted_member(SlapdOptions::with_overlays()).await
+    }
+}
+
+async fn deleted_member(dir: scim2ldap_slapd::SlapdOptions) {
+    let mut h = Harness::start_with(dir, crate::harness::MAPPING).await;
     let gone = user(&h, "gone").await;
     let stays = user(&h, "stays").await;
     group(&h, "both", &[&gone, &stays]).await;
