@@ -7,6 +7,7 @@
 //!
 //! ```sh
 //! cargo bench --bench provision -- --users 2000 --clients 4 [--connections 4] [--nosync]
+//! cargo bench --bench provision -- --users 2000 --mixed-only [--nosync]
 //! cargo bench --bench provision -- --member-sizes 10,1000,50000 [--nosync]
 //! cargo bench --bench provision -- --big-group 50000 [--users 100000]
 //! cargo bench --bench provision -- --store-floor [--users 20000] [--nosync]
@@ -37,6 +38,13 @@
 //! The end prints each write phase's ratio daemon / raw, mixed / creates,
 //! and issue 15's targets with their figures, met or not met. CPU time is
 //! the figure to trust on a busy machine; wall time is shared.
+//!
+//! `--mixed-only` (`phases.rs`): only what the mixed phase needs, without
+//! the raw side, the reads and the backlog: the N user creates, the N
+//! PATCHes (the values the deactivated users keep), the G group creates,
+//! the N member adds and the M one-group member adds, then the mixed
+//! phase; each checked in the directory after its drain. It prints those
+//! phases and mixed / creates.
 //!
 //! `--big-group N` (bounded work per request, `modes.rs`): creates
 //! max(N, --users) users, then POSTs one N-member group, then four at once
@@ -86,6 +94,8 @@ pub struct Args {
     pub big_group: usize,
     /// `--store-floor`: the store and sled alone beside slapd (`floor.rs`).
     pub store_floor: bool,
+    /// `--mixed-only`: the mixed phase and the setup it needs (`phases.rs`).
+    pub mixed_only: bool,
 }
 
 fn args() -> Args {
@@ -97,6 +107,7 @@ fn args() -> Args {
         member_sizes: Vec::new(),
         big_group: 0,
         store_floor: false,
+        mixed_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -112,6 +123,7 @@ fn args() -> Args {
             }
             "--nosync" => a.nosync = true,
             "--store-floor" => a.store_floor = true,
+            "--mixed-only" => a.mixed_only = true,
             "--member-sizes" => {
                 a.member_sizes = it
                     .next()
@@ -178,6 +190,8 @@ fn main() {
             floor::store_floor(&args, &slapd, bench.procs).await;
         } else if args.big_group > 0 {
             modes::big_group(&args, &bench).await;
+        } else if args.mixed_only {
+            phases::mixed_only(&args, &slapd, &bench).await;
         } else if args.member_sizes.is_empty() {
             phases::phases(&args, &mut slapd, &bench).await;
         } else {

@@ -166,6 +166,7 @@ pub async fn start_with(
     let planner = Arc::new(MappingPlanner {
         model: model.clone(),
         store: store.clone(),
+        departed: Default::default(),
     });
     let tls = match &config.server.tls {
         Some(files) => Some(Arc::new(

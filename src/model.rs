@@ -2,8 +2,9 @@
 //! request handlers and the writer, and swapped whole on reload; and the
 //! planner that turns journal entries into directory plans with it.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde_json::Value;
 
@@ -235,6 +236,73 @@ fn member_value(value: &Reference, id: &str, resolver: &dyn Resolver) -> Option<
     }
 }
 
+/// How many deleted entries [`Departed`] remembers; the oldest go first.
+pub const DEPARTED_CAPACITY: usize = 16_384;
+
+/// The member values of entries whose deletion the writer was given
+/// (what [`StoreResolver`] worked out for them while they were linked),
+/// so that removing a deleted member from its groups is still planned as
+/// a delta. The store journals those removals before the deletion, but
+/// they may be planned in another lane after the deletion was applied:
+/// the link is gone by then, the snapshot too, and the member's value
+/// could otherwise be found only by converging the group's whole member
+/// list (reading the group, once per deletion). Bounded (the oldest
+/// dropped first) and in memory only: after a restart, or for an entry
+/// dropped from it, the whole list is converged as before.
+///
+/// Used only for values *removed* from groups: nothing is ever added,
+/// and no other reference (a manager) is resolved, from it.
+#[derive(Default)]
+pub struct Departed(Mutex<DepartedBook>);
+
+#[derive(Default)]
+struct DepartedBook {
+    /// Per SCIM id: its linked DN and, per attribute a member attribute
+    /// copies (memberUid = uid), its first value.
+    by_id: HashMap<String, (String, Vec<(String, String)>)>,
+    /// Ids in the order they were remembered, oldest first.
+    order: VecDeque<String>,
+}
+
+impl Departed {
+    /// Remembers the member values of `id`, deleted from the directory
+    /// soon: its linked DN and `values` (attribute, value).
+    fn remember(&self, id: &str, dn: String, values: Vec<(String, String)>) {
+        let mut book = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if book.by_id.insert(id.to_string(), (dn, values)).is_none() {
+            book.order.push_back(id.to_string());
+            while book.order.len() > DEPARTED_CAPACITY {
+                if let Some(old) = book.order.pop_front() {
+                    book.by_id.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// The value `id` had in a member attribute that holds `value`, if
+    /// it is remembered.
+    fn value(&self, value: &Reference, id: &str) -> Option<String> {
+        let book = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let (dn, values) = book.by_id.get(id)?;
+        match value {
+            Reference::Dn => Some(dn.clone()),
+            Reference::Attribute(a) => values
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(a))
+                .map(|(_, v)| v.clone()),
+        }
+    }
+
+    /// How many entries are remembered.
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// Resolves references between resources (a manager, a group member)
 /// through the store: the linked entry's DN, or where the mapping would put
 /// the entry.
@@ -300,6 +368,10 @@ impl Resolver for StoreResolver<'_> {
 pub struct MappingPlanner {
     pub model: SharedModel,
     pub store: Store,
+    /// Member values of entries being deleted, for removing them from
+    /// their groups as deltas after the deletion (in memory; empty after
+    /// a restart).
+    pub departed: Departed,
 }
 
 impl MappingPlanner {
@@ -387,13 +459,20 @@ impl MappingPlanner {
         // skipped in an attribute without a placeholder; in one with a
         // placeholder, whose delta assumes that every member has a value,
         // it is `None` too (the whole list then decides the placeholder).
-        let values = |a: &MemberAttr<'_>, ids: &[String]| -> Option<Vec<String>> {
+        // A member removed because it was deleted may be gone from the
+        // store and the directory already (its deletion applied in
+        // another lane): its value is then the one remembered in
+        // `departed`, if it is (only for removals).
+        let values = |a: &MemberAttr<'_>, ids: &[String], removed: bool| -> Option<Vec<String>> {
             let mut out = Vec::new();
             for id in ids.iter().filter(|id| !self.left_out(model, id)) {
                 match member_value(a.value, id, resolver) {
                     Some(v) => out.push(v),
                     None if a.placeholder.is_none() && self.is_known(id) => {}
-                    None => return None,
+                    None => match removed.then(|| self.departed.value(a.value, id)).flatten() {
+                        Some(v) => out.push(v),
+                        None => return None,
+                    },
                 }
             }
             Some(out)
@@ -403,8 +482,8 @@ impl MappingPlanner {
         for (i, a) in g.members.attributes().into_iter().enumerate() {
             let delta = entry.members.as_ref().and_then(|c| {
                 Some(MemberPlan::Delta {
-                    add: values(&a, &c.add)?,
-                    remove: values(&a, &c.remove)?,
+                    add: values(&a, &c.add, false)?,
+                    remove: values(&a, &c.remove, true)?,
                     empty_before: c.empty_before,
                     empty_after: c.empty_after,
                 })
@@ -500,6 +579,11 @@ impl Planner for MappingPlanner {
             .link(entry.kind, &entry.id)
             .map_err(|e| PlanError::Store(e.to_string()))?
             .map(|l| l.dn);
+        if let (Op::Delete, Some(at)) = (entry.effective_op(), &linked) {
+            if !(entry.kind == Kind::User && model.mapping.delete_deactivates()) {
+                self.remember_departed(&model, entry, at, &resolver);
+            }
+        }
         Ok(Route {
             resource: (entry.kind, entry.id.clone()),
             dn,
@@ -574,6 +658,42 @@ impl Planner for MappingPlanner {
 }
 
 impl MappingPlanner {
+    /// Remembers, before a linked entry is deleted, the values its groups'
+    /// member attributes hold for it: its linked DN (where
+    /// [`StoreResolver::dn`] finds a deleted entry while it is linked) and
+    /// the attributes they copy (memberUid = uid), from its last state.
+    fn remember_departed(
+        &self,
+        model: &Model,
+        entry: &JournalEntry,
+        linked: &str,
+        resolver: &StoreResolver<'_>,
+    ) {
+        let mut values = Vec::new();
+        if let Some(g) = &model.mapping.group {
+            let own: Vec<&str> = g
+                .members
+                .attributes()
+                .into_iter()
+                .filter_map(|a| match a.value {
+                    Reference::Attribute(own) => Some(own.as_str()),
+                    Reference::Dn => None,
+                })
+                .collect();
+            if !own.is_empty() {
+                if let Ok(e) = model.entry(entry.kind, &entry.snapshot, resolver) {
+                    for a in own {
+                        if let Some(v) = e.get(a).and_then(|v| v.first()) {
+                            values.push((a.to_string(), v.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        self.departed
+            .remember(&entry.id, linked.to_string(), values);
+    }
+
     /// The users a user entry names through `resolve` rules (the
     /// enterprise manager): written as their DN, so they must exist first.
     /// A group names the members it adds: they must be in the directory
@@ -626,4 +746,32 @@ fn deactivated(snapshot: &Value) -> Value {
         o.insert("active".into(), Value::Bool(false));
     }
     gone
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn departed_entries_are_bounded_oldest_first() {
+        let d = Departed::default();
+        d.remember("a", "uid=a,dc=x".into(), vec![("uid".into(), "a".into())]);
+        assert_eq!(d.value(&Reference::Dn, "a").as_deref(), Some("uid=a,dc=x"));
+        assert_eq!(
+            d.value(&Reference::Attribute("UID".into()), "a").as_deref(),
+            Some("a")
+        );
+        assert_eq!(d.value(&Reference::Attribute("mail".into()), "a"), None);
+        assert_eq!(d.value(&Reference::Dn, "b"), None);
+        // Remembered again: still one entry, the latest values.
+        d.remember("a", "uid=a2,dc=x".into(), Vec::new());
+        assert_eq!(d.len(), 1);
+        assert_eq!(d.value(&Reference::Dn, "a").as_deref(), Some("uid=a2,dc=x"));
+        for i in 0..DEPARTED_CAPACITY {
+            d.remember(&format!("u{i}"), format!("uid=u{i},dc=x"), Vec::new());
+        }
+        assert_eq!(d.len(), DEPARTED_CAPACITY);
+        assert_eq!(d.value(&Reference::Dn, "a"), None, "the oldest went first");
+        assert!(d.value(&Reference::Dn, "u0").is_some());
+    }
 }

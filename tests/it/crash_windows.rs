@@ -72,6 +72,7 @@ async fn apply_without_recording(h: &Harness) -> usize {
     let planner = MappingPlanner {
         model: SharedModel::new(Model::load(&cfg.mapping_file).unwrap()),
         store: store.clone(),
+        departed: Default::default(),
     };
     let mut dir = Directory::new(cfg.ldap.clone());
     let pending = store.pending_after(0, 10_000).unwrap();

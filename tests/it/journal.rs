@@ -514,6 +514,7 @@ async fn every_entry_applied_twice_leaves_the_directory_as_applied_once() {
     let planner = MappingPlanner {
         model: SharedModel::new(Model::load(&cfg.mapping_file).unwrap()),
         store: store.clone(),
+        departed: Default::default(),
     };
     let mut dir = Directory::new(cfg.ldap.clone());
     let people = h.slapd.people_dn();

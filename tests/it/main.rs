@@ -15,6 +15,7 @@ mod harness;
 mod journal;
 mod layering;
 mod loud;
+mod mixed;
 mod ops;
 mod passwords;
 mod patch_trust;
