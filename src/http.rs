@@ -475,7 +475,7 @@ async fn read_body(
     }
     // A large body (a group of 50,000 members) takes a while to parse: off
     // the async worker, as the API's store work.
-    crate::api::blocking(|| serde_json::from_slice(&bytes))
+    crate::api::blocking(|| crate::api::parse_body(&bytes))
         .map(Some)
         .map_err(|e| ScimError::invalid_syntax(format!("the body is not valid JSON: {e}")))
 }
