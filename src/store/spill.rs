@@ -377,6 +377,20 @@ mod tests {
         .unwrap()
     }
 
+    /// Opens the store at `dir` again, waiting for the threads of the one
+    /// just dropped to let go of sled's lock (they can lag under load).
+    fn reopen(dir: &std::path::Path) -> Store {
+        for _ in 0..200 {
+            match Store::open(dir) {
+                Err(crate::store::StoreError::Sled(_)) => {
+                    std::thread::sleep(std::time::Duration::from_millis(50))
+                }
+                r => return r.unwrap(),
+            }
+        }
+        Store::open(dir).unwrap()
+    }
+
     fn temp_dir() -> std::path::PathBuf {
         std::env::temp_dir().join(format!("scim2ldap-spill-{}", uuid::Uuid::new_v4()))
     }
@@ -436,7 +450,7 @@ mod tests {
         drop(spilled);
         drop(s);
 
-        let s = Store::open(&dir).unwrap();
+        let s = reopen(&dir);
         assert_eq!(s.members("g").unwrap().len(), 2_009);
         let with_display = s.members_with_display("g").unwrap();
         assert!(with_display.contains(&(
@@ -494,7 +508,7 @@ mod tests {
         s.inner.tree.flush().unwrap();
         drop(s);
 
-        let s = Store::open(&dir).unwrap();
+        let s = reopen(&dir);
         assert_eq!(s.members("g").unwrap().len(), 1_509);
         assert_eq!(s.groups_of("old-01499").unwrap(), vec!["g".to_string()]);
         assert!(s.groups_of("user-00001").unwrap().is_empty());
