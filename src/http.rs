@@ -480,7 +480,7 @@ async fn read_body(
     // A large body (a group of 50,000 members) takes a while to parse: off
     // the async worker, as the API's large store work. A small one is
     // parsed here: handing the worker over would cost more.
-    let parse = || serde_json::from_slice(&bytes);
+    let parse = || crate::api::parse_body(&bytes);
     if bytes.len() <= INLINE_BODY {
         parse()
     } else {

@@ -65,6 +65,11 @@ impl Daemon {
             .args(["serve", "--config"])
             .arg(dir.join("config.toml"))
             .env("SCIM2LDAP_LOG", "warn")
+            // As the shipped systemd unit runs it (systemd/scim2ldap.service):
+            // glibc's per-thread arenas, and large blocks freed into them,
+            // otherwise keep pages that the figures would count.
+            .env("MALLOC_ARENA_MAX", "2")
+            .env("MALLOC_MMAP_THRESHOLD_", "131072")
             // Kept out of the report (one warning per write while the
             // directory is down); counted by `Daemon::log_lines`.
             .stdout(log.try_clone().expect("daemon.log"))

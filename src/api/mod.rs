@@ -38,6 +38,7 @@ use crate::scim::ScimError;
 use crate::store::{Kind, Store};
 
 use discovery::discovery_endpoint;
+pub use members::parse_body;
 pub use present::projection;
 pub use syntax::DirectorySyntaxes;
 

@@ -18,7 +18,7 @@
 //! | `M`    | `M` group-id 0 member-id    | member kind (`u` / `g`), then the `display` given |
 //! | `B`    | `B` member-id 0 group-id    | empty (reverse of `M`)                         |
 //! | `n`    | `n` kind attribute          | next number to allocate (u64 big-endian)       |
-//! | `x`    | `x` seq                     | a large member change still being written: its keys and the entry's `q` value (`spill.rs`) |
+//! | `x`    | `x` seq                     | a large member change still being written: its member changes (ids, kinds, adds and removes) and the entry's `q` value (`spill.rs`) |
 //!
 //! `kind` is one byte (`u` / `g`); `attr-no` is the position of the
 //! attribute in [`indexes`](super::resources::indexes). The metadata keys

@@ -32,6 +32,30 @@ impl MemberOps {
     }
 }
 
+/// Adds to `batch` the keys of `member` (of kind byte `kind`, with the
+/// `display` given) in group `gid`: its `M` key and its `B` key.
+pub(super) fn add_member(
+    batch: &mut sled::Batch,
+    gid: &str,
+    member: &str,
+    kind: u8,
+    display: Option<&str>,
+) {
+    let mut v = Vec::with_capacity(1 + display.map_or(0, str::len));
+    v.push(kind);
+    if let Some(d) = display {
+        v.extend_from_slice(d.as_bytes());
+    }
+    batch.insert(pair_key(MEMBER, gid, member), v);
+    batch.insert(pair_key(MEMBER_OF, member, gid), Vec::new());
+}
+
+/// Adds to `batch` the removal of `member`'s keys in group `gid`.
+pub(super) fn remove_member(batch: &mut sled::Batch, gid: &str, member: &str) {
+    batch.remove(pair_key(MEMBER, gid, member));
+    batch.remove(pair_key(MEMBER_OF, member, gid));
+}
+
 impl Store {
     /// Works out the effective change `ops` makes to group `gid`'s members
     /// and adds the key changes to `batch`. Costs O(changed members), except
@@ -94,16 +118,10 @@ impl Store {
             }
         }
         for (m, k) in &add {
-            let mut v = vec![k.byte()];
-            if let Some(d) = ops.displays.get(m) {
-                v.extend_from_slice(d.as_bytes());
-            }
-            batch.insert(pair_key(MEMBER, gid, m), v);
-            batch.insert(pair_key(MEMBER_OF, m, gid), Vec::new());
+            batch.add(gid, m, k.byte(), ops.displays.get(m).map(String::as_str));
         }
         for m in &remove {
-            batch.remove(pair_key(MEMBER, gid, m));
-            batch.remove(pair_key(MEMBER_OF, m, gid));
+            batch.remove(gid, m);
         }
         let empty_after = if !add.is_empty() {
             false
@@ -146,9 +164,10 @@ impl Store {
         batch: &mut super::spill::KeyWrites,
         gid: &str,
     ) -> Result<(), StoreError> {
-        for (m, _) in self.members(gid)? {
-            batch.remove(pair_key(MEMBER, gid, &m));
-            batch.remove(pair_key(MEMBER_OF, &m, gid));
+        let prefix = pair_prefix(MEMBER, gid);
+        for k in self.inner.tree.scan_prefix(&prefix).keys() {
+            let k = k?;
+            batch.remove(gid, &String::from_utf8_lossy(&k[prefix.len()..]));
         }
         Ok(())
     }
