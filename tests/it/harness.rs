@@ -240,6 +240,22 @@ impl Harness {
         entries.into_iter().map(SearchEntry::construct).collect()
     }
 
+    /// The `member` values of the group entry at `dn`, lower-cased and
+    /// sorted; panics when there is no such entry.
+    pub async fn member_values(&self, dn: &str) -> Vec<String> {
+        let e = self
+            .ldap_get(dn)
+            .await
+            .unwrap_or_else(|| panic!("group {dn} exists"));
+        let mut v: Vec<String> = e
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("member"))
+            .map(|(_, v)| v.iter().map(|s| s.to_lowercase()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
     /// The single entry at `dn`, or `None` when the directory answers
     /// noSuchObject (32). Any other outcome (a bad DN, a server error, a
     /// dropped connection) fails the test: an absence check must not pass

@@ -54,17 +54,7 @@ async fn patch(h: &Harness, path: &str, ops: Value) {
 
 /// The member values of a group entry, lower-cased and sorted.
 async fn members(h: &Harness, cn: &str) -> Vec<String> {
-    let e = h
-        .ldap_get(&group_dn(cn))
-        .await
-        .unwrap_or_else(|| panic!("group {cn} exists"));
-    let mut v: Vec<String> = e
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("member"))
-        .map(|(_, v)| v.iter().map(|s| s.to_lowercase()).collect())
-        .unwrap_or_default();
-    v.sort();
-    v
+    h.member_values(&group_dn(cn)).await
 }
 
 fn sorted(values: &[&str]) -> Vec<String> {
