@@ -425,39 +425,19 @@ impl Directory {
                 // supports it: a delta never lands on another entry put
                 // at the group's DN.
                 let mut controls = permissive_modify();
-                let mut asserted = false;
                 if let Some(uuid) = &l.uuid {
                     if self.supports_assertion().await? {
                         controls.push(assertion_control(&self.uuid_attr, uuid));
-                        asserted = true;
                     }
                 }
-                let removals = only_removals(&mods);
                 let ldap = self.conn().await?;
                 match ldap
-                    .with_controls(controls.clone())
+                    .with_controls(controls)
                     .modify(&l.dn, mods)
                     .await
                     .and_then(|r| r.success())
                 {
                     Ok(_) => return Ok(l.clone()),
-                    // Only removals from the linked entry (asserted), and
-                    // a value among them is not there: removed already (by
-                    // the directory's referential integrity when the
-                    // member was deleted, or by hand); slapd answers 16
-                    // despite the Permissive Modify control. One value:
-                    // done; several: removed one at a time.
-                    Err(LdapError::LdapResult { result })
-                        if result.rc == 16 && asserted && removals.is_some() =>
-                    {
-                        let removals = removals.unwrap_or_default();
-                        if removals.len() == 1
-                            || self.remove_each(&l.dn, &removals, &controls).await?
-                        {
-                            return Ok(l.clone());
-                        }
-                        debug!(dn = %l.dn, "member removals without a read did not apply; reading the group");
-                    }
                     // Moved, another entry at the DN (122), or not in the
                     // state the delta assumes: read and converge.
                     Err(LdapError::LdapResult { result })
@@ -680,40 +660,6 @@ impl Directory {
             }
             Err(e) => Err(classify(e)),
         }
-    }
-
-    /// Removes member values one modify each (with `controls`: the
-    /// assertion on the linked entry's stable id); a value that is not
-    /// there (16) is where it should be. False when the entry must be
-    /// read instead (the assertion failed, it moved, ...).
-    async fn remove_each(
-        &mut self,
-        dn: &str,
-        removals: &[(String, String)],
-        controls: &[ldap3::controls::RawControl],
-    ) -> Result<bool, ApplyError> {
-        for (attr, value) in removals {
-            let ldap = self.conn().await?;
-            match ldap
-                .with_controls(controls.to_vec())
-                .modify(
-                    dn,
-                    vec![Mod::Delete(attr.clone(), HashSet::from([value.clone()]))],
-                )
-                .await
-                .and_then(|r| r.success())
-            {
-                Ok(_)
-                | Err(LdapError::LdapResult {
-                    result: ldap3::LdapResult { rc: 16, .. },
-                }) => {}
-                Err(LdapError::LdapResult { result }) if NOT_AS_RECORDED.contains(&result.rc) => {
-                    return Ok(false);
-                }
-                Err(e) => return Err(classify(e)),
-            }
-        }
-        Ok(true)
     }
 
     /// Deletes a linked entry without reading it: one delete at its
@@ -973,21 +919,6 @@ impl Directory {
     }
 }
 
-/// The (attribute, value) pairs of member modifications that only remove
-/// values; `None` when any adds a value or removes a whole attribute.
-fn only_removals(mods: &[Mod<String>]) -> Option<Vec<(String, String)>> {
-    let mut out = Vec::new();
-    for m in mods {
-        match m {
-            Mod::Delete(attr, values) if !values.is_empty() => {
-                out.extend(values.iter().map(|v| (attr.clone(), v.clone())));
-            }
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 /// The value of `attr` in a post-read response control, if the directory
 /// sent one.
 /// The replace that sets the entry's password: the one the entry carried,
@@ -1199,31 +1130,6 @@ mod tests {
             member_timeout(&plan(delta)),
             std::time::Duration::from_millis(3)
         );
-    }
-
-    #[test]
-    fn only_member_removals_are_told_apart() {
-        let set = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<HashSet<_>>();
-        let removals = only_removals(&[
-            Mod::Delete("member".into(), set(&["uid=a,dc=x"])),
-            Mod::Delete("memberUid".into(), set(&["a"])),
-        ])
-        .unwrap();
-        assert_eq!(
-            removals,
-            vec![
-                ("member".to_string(), "uid=a,dc=x".to_string()),
-                ("memberUid".to_string(), "a".to_string())
-            ]
-        );
-        // An added value (the placeholder of an emptied group), or a whole
-        // attribute removed: not only removals.
-        assert!(only_removals(&[
-            Mod::Delete("member".into(), set(&["uid=a,dc=x"])),
-            Mod::Add("member".into(), set(&["cn=empty,dc=x"])),
-        ])
-        .is_none());
-        assert!(only_removals(&[Mod::Delete("member".into(), HashSet::new())]).is_none());
     }
 
     #[test]
